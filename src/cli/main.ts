@@ -1,0 +1,18 @@
+import { Command, CommanderError } from 'commander';
+import { exitWithError } from './errors.js';
+
+const program = new Command('safe-sd')
+  .description('Stable Diffusion on ONNX Runtime with swappable (Safe-CLIP) text encoders')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+// Each command lives in its own module under ./commands and registers itself here.
+const commands: Array<(p: Command) => void> = [];
+for (const register of commands) register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
+  exitWithError(e);
+}

@@ -1,0 +1,53 @@
+import { GraphBuilder } from '../onnx/graph.js';
+import { shapeEquals } from './tensor.js';
+import type { WeightStore } from './weights.js';
+
+/**
+ * A module's place in the checkpoint tree while a graph is built. `child('q_proj')` descends one level, `param`
+ * fetches the weight at the current path; so weight names follow from the module tree, never from a mapping table.
+ */
+export class Scope {
+  private constructor(
+    readonly g: GraphBuilder,
+    readonly weights: WeightStore,
+    readonly path: string,
+    private readonly used: Set<string>,
+  ) {}
+
+  static root(g: GraphBuilder, weights: WeightStore, path = ''): Scope {
+    return new Scope(g, weights, path, new Set());
+  }
+
+  child(name: string | number): Scope {
+    return new Scope(this.g, this.weights, this.key(String(name)), this.used);
+  }
+
+  key(name: string): string {
+    return this.path ? `${this.path}.${name}` : name;
+  }
+
+  has(name: string): boolean {
+    return this.weights.has(this.key(name));
+  }
+
+  /** The weight `name` of this module as a graph value, checked against the shape the config implies. */
+  param(name: string, shape: number[]): string {
+    const key = this.key(name);
+    const actual = this.weights.shape(key);
+    if (!actual) throw new Error(`${this.weights.source}: missing weight ${key} (expected shape [${shape}])`);
+    if (!shapeEquals(actual, shape)) {
+      throw new Error(`${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`);
+    }
+    this.used.add(key);
+    if (!this.g.initializers.has(key)) this.g.initializer(key, this.weights.get(key));
+    return key;
+  }
+
+  /** Checkpoint keys under this scope that no module consumed. */
+  unused(ignore: RegExp[] = []): string[] {
+    const prefix = this.path ? `${this.path}.` : '';
+    return this.weights
+      .keys()
+      .filter((k) => k.startsWith(prefix) && !this.used.has(k) && !ignore.some((r) => r.test(k)));
+  }
+}

@@ -1,0 +1,38 @@
+import * as ort from 'onnxruntime-node';
+import type { F32Tensor, Tensor } from '../models/tensor.js';
+
+const ORT_TYPE = { F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
+
+export function toOrt(t: Tensor): ort.Tensor {
+  if (t.dtype === 'BF16') throw new Error('bfloat16 tensors are widened to float32 before inference');
+  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape);
+}
+
+export function fromOrt(t: ort.Tensor): F32Tensor {
+  if (t.type !== 'float32') throw new Error(`expected a float32 output, got ${t.type}`);
+  return { dtype: 'F32', shape: [...t.dims], data: t.data as Float32Array };
+}
+
+export interface SessionSettings {
+  intraOpThreads?: number;
+  executionProviders?: string[];
+}
+
+export async function createSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {
+  const opts: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    executionProviders: settings.executionProviders ?? ['cpu'],
+  };
+  if (settings.intraOpThreads) opts.intraOpNumThreads = settings.intraOpThreads;
+  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+}
+
+/** Run a session on named float/int tensors and return its float outputs. */
+export async function run(session: ort.InferenceSession, feeds: Record<string, Tensor>, outputs?: string[]): Promise<Record<string, F32Tensor>> {
+  const ortFeeds: Record<string, ort.Tensor> = {};
+  for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
+  const res = outputs ? await session.run(ortFeeds, outputs) : await session.run(ortFeeds);
+  const out: Record<string, F32Tensor> = {};
+  for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
+  return out;
+}
