@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import onnxProto from 'onnx-proto';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { DTYPE_BYTES, numel, type DType, type Tensor } from '../models/tensor.js';
 import { FLOAT_ATTRS, type AttrValue, type Dim, type ElemType, type GraphBuilder, type ValueInfo } from './graph.js';
 
@@ -33,8 +34,8 @@ function bytesOf(t: Tensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
-function tensorProto(name: string, t: Tensor, external?: { location: string; offset: number }): onnx.ITensorProto {
-  const p: onnx.ITensorProto = { name, dims: t.shape, dataType: DTYPE_ELEM[t.dtype] };
+function tensorProto(name: string, t: Tensor, external?: { location: string; offset: number }): OnnxTypes.ITensorProto {
+  const p: OnnxTypes.ITensorProto = { name, dims: t.shape, dataType: DTYPE_ELEM[t.dtype] };
   if (external) {
     p.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
     p.externalData = [
@@ -48,7 +49,7 @@ function tensorProto(name: string, t: Tensor, external?: { location: string; off
   return p;
 }
 
-function valueInfo(v: ValueInfo): onnx.IValueInfoProto {
+function valueInfo(v: ValueInfo): OnnxTypes.IValueInfoProto {
   return {
     name: v.name,
     type: {
@@ -60,7 +61,7 @@ function valueInfo(v: ValueInfo): onnx.IValueInfoProto {
   };
 }
 
-function attribute(name: string, v: AttrValue): onnx.IAttributeProto {
+function attribute(name: string, v: AttrValue): OnnxTypes.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v, 'utf8') };
   if (typeof v === 'number') {
@@ -83,9 +84,9 @@ export interface SerializeOptions {
   external?: { location: string; offsets: Map<string, number> };
 }
 
-export function modelProto(g: GraphBuilder, opts: SerializeOptions = {}): onnx.IModelProto {
+export function modelProto(g: GraphBuilder, opts: SerializeOptions = {}): OnnxTypes.IModelProto {
   const domains = new Set(g.nodes.map((n) => n.domain).filter((d) => d !== ''));
-  const opsetImport: onnx.IOperatorSetIdProto[] = [{ domain: '', version: OPSET }];
+  const opsetImport: OnnxTypes.IOperatorSetIdProto[] = [{ domain: '', version: OPSET }];
   for (const d of domains) opsetImport.push({ domain: d, version: opts.domains?.[d] ?? 1 });
   const initializer = [...g.initializers].map(([name, t]) => {
     const off = opts.external?.offsets.get(name);
