@@ -1,0 +1,95 @@
+/**
+ * The contract between the server and the generation engine that runs inside each inference worker thread.
+ * The server owns queueing, batching decisions, cancellation and the gRPC surface; the engine owns the models.
+ */
+
+export interface GenerationRequest {
+  pipeline: string;
+  encoder: string;
+  prompt: string;
+  negativePrompt: string;
+  seed: bigint;
+  steps: number;
+  guidanceScale: number;
+  width: number;
+  height: number;
+  scheduler: string;
+  numImages: number;
+  /** 0 or 1 = last layer, 2 = penultimate, ... */
+  clipSkip: number;
+}
+
+/** Fields a client may leave unset; the engine fills them from the pipeline's defaults. */
+export type PartialRequest = Partial<GenerationRequest> & { prompt: string };
+
+export interface GeneratedImage {
+  png: Uint8Array;
+  seed: bigint;
+  width: number;
+  height: number;
+  encoder: string;
+  scheduler: string;
+  steps: number;
+  guidanceScale: number;
+  pipeline: string;
+}
+
+export interface EncoderInfo {
+  name: string;
+  pipeline: string;
+  hiddenSize: number;
+  source: string;
+  safeClip: boolean;
+}
+
+export interface PipelineInfo {
+  name: string;
+  defaultEncoder: string;
+  defaultWidth: number;
+  defaultHeight: number;
+  defaultSteps: number;
+  defaultGuidanceScale: number;
+  defaultScheduler: string;
+  crossAttentionDim: number;
+}
+
+export interface ModelsInfo {
+  defaultPipeline: string;
+  pipelines: PipelineInfo[];
+  encoders: EncoderInfo[];
+}
+
+/** Bad request contents: the server maps it to INVALID_ARGUMENT, the CLI to exit code 2. */
+export class InvalidRequestError extends Error {
+  override name = 'InvalidRequestError';
+}
+
+export interface BatchJob {
+  id: string;
+  request: GenerationRequest;
+}
+
+export interface EngineHooks {
+  onProgress(jobId: string, step: number, total: number): void;
+  /** Checked between denoising steps: a cancelled job leaves the batch within one step. */
+  isCancelled(jobId: string): boolean;
+}
+
+export type JobOutcome = { ok: true; images: GeneratedImage[] } | { ok: false; cancelled: boolean; message: string };
+
+export interface Engine {
+  models(): ModelsInfo;
+  /** Fill defaults and validate; throws InvalidRequestError with a readable message. */
+  resolve(request: PartialRequest): GenerationRequest;
+  /**
+   * Run jobs whose `batchKey` is equal together, sharing UNet calls. Every job gets its own outcome; one job's
+   * failure does not fail the others.
+   */
+  runBatch(jobs: BatchJob[], hooks: EngineHooks): Promise<Map<string, JobOutcome>>;
+  close(): Promise<void>;
+}
+
+/** Requests with equal keys can share UNet calls: same pipeline, size, step count and scheduler. */
+export function batchKey(r: GenerationRequest): string {
+  return [r.pipeline, r.width, r.height, r.steps, r.scheduler].join('|');
+}
