@@ -1,0 +1,352 @@
+import { join } from 'node:path';
+import { GraphBuilder } from '../onnx/graph.js';
+import { Config } from './config.js';
+import { Conv2d, GroupNorm, activation, attention } from './nn.js';
+import { Scope } from './scope.js';
+import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js';
+
+/**
+ * diffusers' `AutoencoderKL` (the Stable Diffusion VAE) as two ONNX graphs, encoder and decoder. Each class owns its
+ * children under diffusers' module names, so checkpoint keys follow from the tree.
+ *
+ * Latent spaces: the encoder graph returns the raw posterior (`latent_mean`, `latent_std`) in the VAE's own space;
+ * a caller that wants UNet-space latents computes `(mean + std * noise - shift_factor) * scaling_factor`.
+ * The decoder graph takes UNet-space latents and undoes that itself (`latents / scaling_factor + shift_factor`),
+ * as diffusers' pipelines do before `vae.decode`, and returns the image in [-1, 1] (not clamped).
+ */
+
+export interface VaeConfig {
+  file: string;
+  inChannels: number;
+  outChannels: number;
+  latentChannels: number;
+  blockOutChannels: number[];
+  layersPerBlock: number;
+  normNumGroups: number;
+  actFn: string;
+  midBlockAddAttention: boolean;
+  useQuantConv: boolean;
+  usePostQuantConv: boolean;
+  scalingFactor: number;
+  /** null for SD 1.x / 2.x / XL; set for SD3 and Flux VAEs. */
+  shiftFactor: number | null;
+}
+
+/** Every norm in the VAE uses this epsilon (diffusers hard-codes it in Encoder, Decoder and their blocks). */
+const EPS = 1e-6;
+
+export function readVaeConfig(c: Config): VaeConfig {
+  const cls = c.str('_class_name', 'AutoencoderKL');
+  if (cls !== 'AutoencoderKL') throw new Error(`${c.file}: _class_name is ${cls}; only AutoencoderKL is supported`);
+  const blockOutChannels = c.ints('block_out_channels', [64]);
+  const blocks = blockOutChannels.length;
+  for (const [key, want] of [
+    ['down_block_types', 'DownEncoderBlock2D'],
+    ['up_block_types', 'UpDecoderBlock2D'],
+  ] as const) {
+    const types = c.strs(key, Array(blocks).fill(want));
+    if (types.length !== blocks || types.some((t) => t !== want)) {
+      throw new Error(`${c.file}: ${key} is ${JSON.stringify(types)}; expected ${blocks} × ${want} (one per block_out_channels entry)`);
+    }
+  }
+  return {
+    file: c.file,
+    inChannels: c.int('in_channels', 3),
+    outChannels: c.int('out_channels', 3),
+    latentChannels: c.int('latent_channels', 4),
+    blockOutChannels,
+    layersPerBlock: c.int('layers_per_block', 1),
+    normNumGroups: c.int('norm_num_groups', 32),
+    actFn: c.str('act_fn', 'silu'),
+    midBlockAddAttention: c.bool('mid_block_add_attention', true),
+    useQuantConv: c.bool('use_quant_conv', true),
+    usePostQuantConv: c.bool('use_post_quant_conv', true),
+    scalingFactor: c.num('scaling_factor', 0.18215),
+    shiftFactor: c.has('shift_factor') ? c.num('shift_factor') : null,
+  };
+}
+
+/** `Conv2d` with zero padding (top, left, bottom, right); ONNX Conv pads are [h_begin, w_begin, h_end, w_end]. */
+function convPadded(conv: Conv2d, x: string, pads: [number, number, number, number], stride: number): string {
+  const inputs = conv.bias ? [x, conv.weight, conv.bias] : [x, conv.weight];
+  return conv.s.g.op('Conv', inputs, { kernel_shape: [conv.kernel, conv.kernel], pads, strides: [stride, stride] }, { name: conv.s.path });
+}
+
+class ResnetBlock2D {
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv2d;
+  readonly norm2: GroupNorm;
+  readonly conv2: Conv2d;
+  readonly convShortcut?: Conv2d;
+
+  constructor(
+    readonly s: Scope,
+    readonly cfg: VaeConfig,
+    inC: number,
+    outC: number,
+  ) {
+    this.norm1 = new GroupNorm(s.child('norm1'), cfg.normNumGroups, inC, EPS);
+    this.conv1 = new Conv2d(s.child('conv1'), inC, outC, 3, { padding: 1 });
+    this.norm2 = new GroupNorm(s.child('norm2'), cfg.normNumGroups, outC, EPS);
+    this.conv2 = new Conv2d(s.child('conv2'), outC, outC, 3, { padding: 1 });
+    if (inC !== outC) this.convShortcut = new Conv2d(s.child('conv_shortcut'), inC, outC, 1);
+  }
+
+  forward(x: string): string {
+    const act = (v: string) => activation(this.s, this.cfg.actFn, v);
+    const h = this.conv2.forward(act(this.norm2.forward(this.conv1.forward(act(this.norm1.forward(x))))));
+    const shortcut = this.convShortcut ? this.convShortcut.forward(x) : x;
+    return this.s.g.add(shortcut, h, this.s.path);
+  }
+}
+
+/**
+ * A projection of the mid-block attention. diffusers stores it as Linear [C, C]; checkpoints converted from the
+ * original layout may keep the 1×1 conv [C, C, 1, 1], which is the same matrix.
+ */
+class Projection {
+  readonly weight: string;
+  readonly bias: string;
+  constructor(
+    readonly s: Scope,
+    channels: number,
+  ) {
+    const asConv = s.weights.shape(s.key('weight'))?.length === 4;
+    const w = s.param('weight', asConv ? [channels, channels, 1, 1] : [channels, channels]);
+    this.weight = asConv ? s.g.reshape(w, [channels, channels], s.path) : w;
+    this.bias = s.param('bias', [channels]);
+  }
+
+  /** x [B, S, C] -> x W^T + b (the Transpose of a constant is folded by ORT). */
+  forward(x: string): string {
+    const g = this.s.g;
+    return g.add(g.matmul(x, g.transpose(this.weight, [1, 0], this.s.path), this.s.path), this.bias, this.s.path);
+  }
+}
+
+/** Single-head self-attention over the pixels of the lowest-resolution feature map, with a residual. */
+class MidAttention {
+  readonly groupNorm: GroupNorm;
+  readonly toQ: Projection;
+  readonly toK: Projection;
+  readonly toV: Projection;
+  readonly toOut: Projection;
+
+  constructor(
+    readonly s: Scope,
+    cfg: VaeConfig,
+    readonly channels: number,
+  ) {
+    this.groupNorm = new GroupNorm(s.child('group_norm'), cfg.normNumGroups, channels, EPS);
+    // diffusers before 0.15 named the projections query/key/value/proj_attn; such checkpoints still circulate.
+    const legacy = !s.has('to_q.weight') && s.has('query.weight');
+    const [q, k, v, out] = legacy ? ['query', 'key', 'value', 'proj_attn'] : ['to_q', 'to_k', 'to_v', 'to_out.0'];
+    this.toQ = new Projection(s.child(q), channels);
+    this.toK = new Projection(s.child(k), channels);
+    this.toV = new Projection(s.child(v), channels);
+    this.toOut = new Projection(s.child(out), channels);
+  }
+
+  forward(x: string): string {
+    const g = this.s.g;
+    const name = this.s.path;
+    const shape = g.op('Shape', [x], {}, { name });
+    // [B, C, H, W] -> [B, HW, C]: each pixel is a token.
+    const tokens = g.transpose(g.reshape(this.groupNorm.forward(x), [0, this.channels, -1], name), [0, 2, 1], name);
+    const q = this.toQ.forward(tokens);
+    const k = this.toK.forward(tokens);
+    const v = this.toV.forward(tokens);
+    const attended = this.toOut.forward(attention(this.s, q, k, v, 1, this.channels));
+    const back = g.op('Reshape', [g.transpose(attended, [0, 2, 1], name), shape], {}, { name });
+    return g.add(back, x, name);
+  }
+}
+
+class MidBlock {
+  readonly resnets: ResnetBlock2D[];
+  readonly attention?: MidAttention;
+  constructor(s: Scope, cfg: VaeConfig, channels: number) {
+    const resnets = s.child('resnets');
+    this.resnets = [0, 1].map((i) => new ResnetBlock2D(resnets.child(i), cfg, channels, channels));
+    if (cfg.midBlockAddAttention) this.attention = new MidAttention(s.child('attentions').child(0), cfg, channels);
+  }
+  forward(x: string): string {
+    let h = this.resnets[0].forward(x);
+    if (this.attention) h = this.attention.forward(h);
+    return this.resnets[1].forward(h);
+  }
+}
+
+/** Stride-2 3×3 conv after padding one zero row/column at the bottom/right only (diffusers' Downsample2D, padding 0). */
+class Downsample {
+  readonly conv: Conv2d;
+  constructor(s: Scope, channels: number) {
+    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { stride: 2 });
+  }
+  forward(x: string): string {
+    return convPadded(this.conv, x, [0, 0, 1, 1], 2);
+  }
+}
+
+/** Nearest-neighbour 2× then a 3×3 conv (diffusers' Upsample2D with use_conv). */
+class Upsample {
+  readonly conv: Conv2d;
+  constructor(readonly s: Scope, channels: number) {
+    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { padding: 1 });
+  }
+  forward(x: string): string {
+    const g = this.s.g;
+    const up = g.op(
+      'Resize',
+      [x, '', g.constF32([1, 1, 2, 2])],
+      { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' },
+      { name: this.s.path },
+    );
+    return this.conv.forward(up);
+  }
+}
+
+/** DownEncoderBlock2D / UpDecoderBlock2D: resnets, then an optional resampler. */
+class ResampleBlock {
+  readonly resnets: ResnetBlock2D[];
+  readonly sampler?: Downsample | Upsample;
+  constructor(s: Scope, cfg: VaeConfig, layers: number, inC: number, outC: number, sampler: 'down' | 'up' | null) {
+    const resnets = s.child('resnets');
+    this.resnets = Array.from({ length: layers }, (_, i) => new ResnetBlock2D(resnets.child(i), cfg, i === 0 ? inC : outC, outC));
+    if (sampler === 'down') this.sampler = new Downsample(s.child('downsamplers').child(0), outC);
+    if (sampler === 'up') this.sampler = new Upsample(s.child('upsamplers').child(0), outC);
+  }
+  forward(x: string): string {
+    let h = x;
+    for (const r of this.resnets) h = r.forward(h);
+    return this.sampler ? this.sampler.forward(h) : h;
+  }
+}
+
+class Encoder {
+  readonly convIn: Conv2d;
+  readonly downBlocks: ResampleBlock[];
+  readonly midBlock: MidBlock;
+  readonly convNormOut: GroupNorm;
+  readonly convOut: Conv2d;
+
+  constructor(
+    readonly s: Scope,
+    readonly cfg: VaeConfig,
+  ) {
+    const ch = cfg.blockOutChannels;
+    const last = ch[ch.length - 1];
+    this.convIn = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], 3, { padding: 1 });
+    const blocks = s.child('down_blocks');
+    this.downBlocks = ch.map(
+      (outC, i) => new ResampleBlock(blocks.child(i), cfg, cfg.layersPerBlock, i === 0 ? ch[0] : ch[i - 1], outC, i < ch.length - 1 ? 'down' : null),
+    );
+    this.midBlock = new MidBlock(s.child('mid_block'), cfg, last);
+    this.convNormOut = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, last, EPS);
+    // double_z: the last conv emits mean and log-variance stacked on the channel axis.
+    this.convOut = new Conv2d(s.child('conv_out'), last, 2 * cfg.latentChannels, 3, { padding: 1 });
+  }
+
+  forward(image: string): string {
+    let h = this.convIn.forward(image);
+    for (const b of this.downBlocks) h = b.forward(h);
+    h = this.midBlock.forward(h);
+    return this.convOut.forward(activation(this.s, this.cfg.actFn, this.convNormOut.forward(h)));
+  }
+}
+
+class Decoder {
+  readonly convIn: Conv2d;
+  readonly midBlock: MidBlock;
+  readonly upBlocks: ResampleBlock[];
+  readonly convNormOut: GroupNorm;
+  readonly convOut: Conv2d;
+
+  constructor(
+    readonly s: Scope,
+    readonly cfg: VaeConfig,
+  ) {
+    const rev = [...cfg.blockOutChannels].reverse();
+    this.convIn = new Conv2d(s.child('conv_in'), cfg.latentChannels, rev[0], 3, { padding: 1 });
+    this.midBlock = new MidBlock(s.child('mid_block'), cfg, rev[0]);
+    const blocks = s.child('up_blocks');
+    this.upBlocks = rev.map(
+      (outC, i) => new ResampleBlock(blocks.child(i), cfg, cfg.layersPerBlock + 1, i === 0 ? rev[0] : rev[i - 1], outC, i < rev.length - 1 ? 'up' : null),
+    );
+    const first = cfg.blockOutChannels[0];
+    this.convNormOut = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, first, EPS);
+    this.convOut = new Conv2d(s.child('conv_out'), first, cfg.outChannels, 3, { padding: 1 });
+  }
+
+  forward(z: string): string {
+    let h = this.midBlock.forward(this.convIn.forward(z));
+    for (const b of this.upBlocks) h = b.forward(h);
+    return this.convOut.forward(activation(this.s, this.cfg.actFn, this.convNormOut.forward(h)));
+  }
+}
+
+/** Fail on checkpoint keys under `scopes` that the module tree did not read: they mean a layout we misread. */
+function checkAllUsed(scopes: Scope[]): void {
+  const unused = scopes.flatMap((s) => s.unused());
+  if (unused.length) {
+    const source = scopes[0].weights.source;
+    throw new Error(`${source}: ${unused.length} VAE weight(s) not used by the model: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`);
+  }
+}
+
+/**
+ * `image` float32 [batch, in_channels, H, W] in [-1, 1] → `latent_mean`, `latent_std` [batch, latent_channels,
+ * H/8, W/8] (for 4 blocks) of the diagonal Gaussian posterior, in VAE space (not multiplied by scaling_factor).
+ * std = exp(0.5 · clamp(logvar, -30, 20)), as diffusers' DiagonalGaussianDistribution.
+ */
+export function buildVaeEncoderGraph(cfg: VaeConfig, weights: WeightStore): GraphBuilder {
+  const g = new GraphBuilder();
+  const root = Scope.root(g, weights);
+  const encoder = new Encoder(root.child('encoder'), cfg);
+  const L = cfg.latentChannels;
+  const quant = cfg.useQuantConv ? new Conv2d(root.child('quant_conv'), 2 * L, 2 * L, 1) : undefined;
+  checkAllUsed(quant ? [encoder.s, root.child('quant_conv')] : [encoder.s]);
+
+  const image = g.input('image', 'float32', ['batch', cfg.inChannels, 'height', 'width']);
+  let moments = encoder.forward(image);
+  if (quant) moments = quant.forward(moments);
+  const [mean, logvar] = g.opN('Split', [moments, g.constI64([L, L])], { axis: 1 }, { name: 'posterior', outputs: 2 });
+  const clamped = g.op('Clip', [logvar, g.scalarF32(-30), g.scalarF32(20)], {}, { name: 'posterior' });
+  const std = g.op('Exp', [g.mul(clamped, g.scalarF32(0.5), 'posterior')], {}, { name: 'posterior' });
+  const latentDims = ['batch', L, 'latent_height', 'latent_width'];
+  g.output(mean, 'latent_mean', 'float32', latentDims);
+  g.output(std, 'latent_std', 'float32', latentDims);
+  return g;
+}
+
+/**
+ * `latents` float32 [batch, latent_channels, h, w] in UNet space (what the denoising loop ends with) → `image`
+ * [batch, out_channels, 8h, 8w] (for 4 blocks) in [-1, 1], unclamped. The graph divides by scaling_factor (and adds
+ * shift_factor when the config has one) before post_quant_conv, so callers feed the scheduler's output directly.
+ */
+export function buildVaeDecoderGraph(cfg: VaeConfig, weights: WeightStore): GraphBuilder {
+  const g = new GraphBuilder();
+  const root = Scope.root(g, weights);
+  const L = cfg.latentChannels;
+  const postQuant = cfg.usePostQuantConv ? new Conv2d(root.child('post_quant_conv'), L, L, 1) : undefined;
+  const decoder = new Decoder(root.child('decoder'), cfg);
+  checkAllUsed(postQuant ? [decoder.s, root.child('post_quant_conv')] : [decoder.s]);
+
+  const latents = g.input('latents', 'float32', ['batch', L, 'latent_height', 'latent_width']);
+  let z = g.op('Div', [latents, g.scalarF32(cfg.scalingFactor)], {}, { name: 'unscale' });
+  if (cfg.shiftFactor !== null) z = g.add(z, g.scalarF32(cfg.shiftFactor), 'unscale');
+  if (postQuant) z = postQuant.forward(z);
+  g.output(decoder.forward(z), 'image', 'float32', ['batch', cfg.outChannels, 'height', 'width']);
+  return g;
+}
+
+export interface VaeModel {
+  config: VaeConfig;
+  weights: SafetensorsWeights;
+}
+
+/** A diffusers `vae/` folder: config.json plus diffusion_pytorch_model(.fp16).safetensors. Close `weights` after building. */
+export function loadVae(dir: string): VaeModel {
+  const config = readVaeConfig(Config.read(join(dir, 'config.json')));
+  return { config, weights: SafetensorsWeights.open(weightFiles(dir, 'diffusion_pytorch_model')) };
+}
