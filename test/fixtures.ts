@@ -7,3 +7,10 @@ export const FIXTURES = fileURLToPath(new URL('./fixtures/reference/', import.me
 export function fixture(...parts: string[]): string {
   return join(FIXTURES, ...parts);
 }
+
+/** The embedded default model, copied from ../shared/toy-world. */
+export const WEIGHTS = fileURLToPath(new URL('../weights/', import.meta.url));
+
+export function weightsPath(...parts: string[]): string {
+  return join(WEIGHTS, ...parts);
+}
