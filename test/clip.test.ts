@@ -1,8 +1,10 @@
 import test from 'ava';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildClipTextGraph, readClipTextConfig } from '../src/models/clip.js';
+import { serializeModel } from '../src/onnx/serialize.js';
+import { createSession, run } from '../src/onnx/session.js';
 import { ClipTextEncoder, ClipVisionEncoder, clipLogits, loadClip, logitScale } from '../src/models/clip-loader.js';
 import { Config } from '../src/models/config.js';
 import { readSafetensors, writeSafetensors } from '../src/models/safetensors.js';
@@ -92,8 +94,12 @@ test('the toy CLIP (float16 weights) loads and runs', async (t) => {
   clip.weights.close();
 });
 
+const temps: string[] = [];
+test.after.always(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 function tempCopy(dir: string, editConfig?: (c: Record<string, unknown>) => void): string {
   const out = mkdtempSync(join(tmpdir(), 'clip-test-'));
+  temps.push(out);
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   editConfig?.(config);
   writeFileSync(join(out, 'config.json'), JSON.stringify(config));
@@ -137,4 +143,46 @@ test('a folder whose safetensors misses a weight fails when the graph is built, 
     message: `${join(dir, 'model.safetensors')}: missing weight text_model.encoder.layers.0.self_attn.k_proj.bias (expected shape [32])`,
   });
   clip.weights.close();
+});
+
+test('CLIPTextModelWithProjection and CLIPVisionModelWithProjection folders load with their projections', async (t) => {
+  const golden = readSafetensors(fixture('clip_golden.safetensors'));
+  const asTower = (section: string, arch: string) =>
+    tempCopy(fixture('clip'), (c) => {
+      const tower = c[section] as Record<string, unknown>;
+      for (const k of Object.keys(c)) delete c[k];
+      Object.assign(c, tower, { architectures: [arch] });
+    });
+  const textClip = loadClip(asTower('text_config', 'CLIPTextModelWithProjection'));
+  t.is(textClip.kind, 'CLIPTextModelWithProjection');
+  t.is(textClip.projectionDim, 24);
+  const text = await (await ClipTextEncoder.create(textClip)).encode(golden.get('input_ids')!.data as BigInt64Array);
+  close(t, 'text_embeds', text.textEmbeds!, golden.get('text_embeds')!);
+  const visionClip = loadClip(asTower('vision_config', 'CLIPVisionModelWithProjection'));
+  t.is(visionClip.textConfig, undefined);
+  await t.throwsAsync(ClipTextEncoder.create(visionClip), { message: /a CLIPVisionModelWithProjection has no text tower/ });
+  const image = await (await ClipVisionEncoder.create(visionClip)).encode(golden.get('pixel_values') as F32Tensor);
+  close(t, 'image_embeds', image.imageEmbeds!, golden.get('image_embeds')!);
+  textClip.weights.close();
+  visionClip.weights.close();
+});
+
+test('a config of another architecture is refused, naming the file', (t) => {
+  const dir = tempCopy(fixture('clip'), (c) => (c.architectures = ['T5EncoderModel']));
+  t.throws(() => loadClip(dir), { message: `${join(dir, 'config.json')}: architecture 'T5EncoderModel' is not one of CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection` });
+});
+
+test('with a current eos_token_id the pooled state is at the first position holding it', async (t) => {
+  const dir = fixture('tiny-sd', 'text_encoder');
+  const cfg = readClipTextConfig(Config.read(join(dir, 'config.json')));
+  const store = SafetensorsWeights.open([join(dir, 'model.safetensors')]);
+  const ids = textGolden.get('input_ids')!.data as BigInt64Array;
+  // Declare the prompt's first word the end token: the legacy rule (largest id) would pool elsewhere.
+  const eos = ids[1];
+  const session = await createSession(serializeModel(buildClipTextGraph(store, { ...cfg, eosTokenId: Number(eos) })));
+  const out = await run(session, { input_ids: { dtype: 'I64', shape: [1, 77], data: ids.slice(0, 77) } }, ['pooler_output']);
+  const d = cfg.hiddenSize;
+  const want = (textGolden.get('last_hidden_state')!.data as Float32Array).slice(ids.indexOf(eos) * d, (ids.indexOf(eos) + 1) * d);
+  close(t, 'pooler_output', out.pooler_output, { dtype: 'F32', shape: [1, d], data: want });
+  store.close();
 });
