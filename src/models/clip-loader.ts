@@ -1,0 +1,172 @@
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { serializeModel } from '../onnx/serialize.js';
+import { createSession, run, type SessionSettings } from '../onnx/session.js';
+import { buildClipTextGraph, buildClipVisionGraph, readClipTextConfig, readClipVisionConfig, type ClipTextConfig, type ClipVisionConfig } from './clip.js';
+import { Config } from './config.js';
+import { f32, type F32Tensor } from './tensor.js';
+import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js';
+
+export type ClipKind = 'CLIPModel' | 'CLIPTextModel' | 'CLIPTextModelWithProjection' | 'CLIPVisionModelWithProjection';
+const KINDS: ClipKind[] = ['CLIPModel', 'CLIPTextModel', 'CLIPTextModelWithProjection', 'CLIPVisionModelWithProjection'];
+
+/** A transformers CLIP folder, opened: what it holds and how wide its towers are. */
+export interface LoadedClip {
+  dir: string;
+  kind: ClipKind;
+  textConfig?: ClipTextConfig;
+  visionConfig?: ClipVisionConfig;
+  /** Width of text_embeds / image_embeds; absent when the checkpoint has no projection. */
+  projectionDim?: number;
+  weights: SafetensorsWeights;
+}
+
+function kindOf(config: Config): ClipKind {
+  const arch = config.has('architectures') ? config.strs('architectures')[0] : undefined;
+  if (arch !== undefined) {
+    if (!KINDS.includes(arch as ClipKind)) throw new Error(`${config.file}: architecture '${arch}' is not one of ${KINDS.join(', ')}`);
+    return arch as ClipKind;
+  }
+  const type = config.str('model_type');
+  if (type === 'clip') return 'CLIPModel';
+  if (type === 'clip_text_model') return 'CLIPTextModel';
+  throw new Error(`${config.file}: model_type '${type}' is not a CLIP model (and no architectures are given)`);
+}
+
+/** Open `dir` (config.json + model.safetensors): CLIPModel, CLIPTextModel(WithProjection) or CLIPVisionModelWithProjection. */
+export function loadClip(dir: string): LoadedClip {
+  const config = Config.read(join(dir, 'config.json'));
+  const kind = kindOf(config);
+  const weights = SafetensorsWeights.open(weightFiles(dir, 'model'));
+  try {
+    switch (kind) {
+      case 'CLIPModel':
+        return {
+          dir,
+          kind,
+          weights,
+          textConfig: readClipTextConfig(config.section('text_config')),
+          visionConfig: readClipVisionConfig(config.section('vision_config')),
+          projectionDim: config.int('projection_dim'),
+        };
+      case 'CLIPTextModel':
+        return { dir, kind, weights, textConfig: readClipTextConfig(config) };
+      case 'CLIPTextModelWithProjection':
+        return { dir, kind, weights, textConfig: readClipTextConfig(config), projectionDim: config.int('projection_dim') };
+      case 'CLIPVisionModelWithProjection':
+        return { dir, kind, weights, visionConfig: readClipVisionConfig(config), projectionDim: config.int('projection_dim') };
+    }
+  } catch (e) {
+    weights.close();
+    throw e;
+  }
+}
+
+function requireText(clip: LoadedClip): ClipTextConfig {
+  if (!clip.textConfig) throw new Error(`${clip.dir}: a ${clip.kind} has no text tower`);
+  return clip.textConfig;
+}
+
+function requireVision(clip: LoadedClip): ClipVisionConfig {
+  if (!clip.visionConfig) throw new Error(`${clip.dir}: a ${clip.kind} has no vision tower`);
+  return clip.visionConfig;
+}
+
+export interface TextEncoding {
+  lastHidden: F32Tensor;
+  pooled: F32Tensor;
+  /** hidden_states.0 .. hidden_states.L; the last is before final_layer_norm (clip skip reads these). */
+  hiddenStates: F32Tensor[];
+  textEmbeds?: F32Tensor;
+}
+
+/** The text tower as an ORT session, for the pipeline. */
+export class ClipTextEncoder {
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly config: ClipTextConfig,
+    readonly projectionDim?: number,
+  ) {}
+
+  /** Hidden size: must match the UNet's cross_attention_dim. */
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
+  }
+
+  static async create(clip: LoadedClip, settings: SessionSettings = {}): Promise<ClipTextEncoder> {
+    const config = requireText(clip);
+    const graph = buildClipTextGraph(clip.weights, config, { projectionDim: clip.projectionDim });
+    return new ClipTextEncoder(await createSession(serializeModel(graph), settings), config, clip.projectionDim);
+  }
+
+  /** ids: [batch, seqLen] row-major token ids. */
+  async encode(ids: BigInt64Array, seqLen = this.config.maxPositions): Promise<TextEncoding> {
+    if (seqLen > this.config.maxPositions || ids.length % seqLen !== 0) {
+      throw new Error(`text encoder: ${ids.length} ids are not rows of ${seqLen} tokens (at most ${this.config.maxPositions})`);
+    }
+    const out = await run(this.session, { input_ids: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } });
+    const hiddenStates = Array.from({ length: this.config.layers + 1 }, (_, i) => out[`hidden_states.${i}`]);
+    return { lastHidden: out.last_hidden_state, pooled: out.pooler_output, hiddenStates, textEmbeds: out.text_embeds };
+  }
+}
+
+export interface ImageEncoding {
+  lastHidden: F32Tensor;
+  pooled: F32Tensor;
+  imageEmbeds?: F32Tensor;
+}
+
+export class ClipVisionEncoder {
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly config: ClipVisionConfig,
+  ) {}
+
+  static async create(clip: LoadedClip, settings: SessionSettings = {}): Promise<ClipVisionEncoder> {
+    const config = requireVision(clip);
+    const graph = buildClipVisionGraph(clip.weights, config, { projectionDim: clip.projectionDim });
+    return new ClipVisionEncoder(await createSession(serializeModel(graph), settings), config);
+  }
+
+  /** pixels: [batch, C, image_size, image_size], already preprocessed (see clip-preprocess.ts). */
+  async encode(pixels: F32Tensor): Promise<ImageEncoding> {
+    const out = await run(this.session, { pixel_values: pixels });
+    return { lastHidden: out.last_hidden_state, pooled: out.pooler_output, imageEmbeds: out.image_embeds };
+  }
+}
+
+/** CLIPModel's `logits_per_image`: exp(logit_scale) * cos(image_i, text_j), [images, texts]. */
+export function clipLogits(imageEmbeds: F32Tensor, textEmbeds: F32Tensor, logitScale: number): F32Tensor {
+  const [ni, d] = imageEmbeds.shape;
+  const [nt, dt] = textEmbeds.shape;
+  if (d !== dt) throw new Error(`clipLogits: image embeddings are ${d} wide but text embeddings ${dt}`);
+  const unit = (t: F32Tensor, rows: number) => {
+    const out = new Float64Array(rows * d);
+    for (let r = 0; r < rows; r++) {
+      let norm = 0;
+      for (let k = 0; k < d; k++) norm += t.data[r * d + k] ** 2;
+      norm = Math.sqrt(norm);
+      for (let k = 0; k < d; k++) out[r * d + k] = t.data[r * d + k] / norm;
+    }
+    return out;
+  };
+  const a = unit(imageEmbeds, ni);
+  const b = unit(textEmbeds, nt);
+  const scale = Math.exp(logitScale);
+  const logits = new Float32Array(ni * nt);
+  for (let i = 0; i < ni; i++) {
+    for (let j = 0; j < nt; j++) {
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += a[i * d + k] * b[j * d + k];
+      logits[i * nt + j] = scale * dot;
+    }
+  }
+  return f32(logits, [ni, nt]);
+}
+
+/** CLIPModel's learned temperature, as stored (the logit of the scale). */
+export function logitScale(weights: WeightStore): number {
+  const t = weights.get('logit_scale');
+  if (t.data.length !== 1) throw new Error(`${weights.source}: logit_scale has shape [${t.shape}], expected a scalar`);
+  return t.data[0];
+}
