@@ -10,7 +10,7 @@ import { Config } from '../src/models/config.js';
 import { readSafetensors, writeSafetensors } from '../src/models/safetensors.js';
 import type { F32Tensor, Tensor } from '../src/models/tensor.js';
 import { MemoryWeights, SafetensorsWeights } from '../src/models/weights.js';
-import { fixture } from './fixtures.js';
+import { fixture, weightsPath } from './fixtures.js';
 
 const TOL = 1e-4;
 
@@ -83,7 +83,7 @@ test('a shorter sequence runs (positions and causal mask follow its length)', as
 });
 
 test('the toy CLIP (float16 weights) loads and runs', async (t) => {
-  const clip = loadClip('/work/shared/toy-world/toy-clip');
+  const clip = loadClip(weightsPath('toy-clip'));
   t.is(clip.kind, 'CLIPModel');
   const text = await (await ClipTextEncoder.create(clip)).encode(new BigInt64Array(2 * 77).fill(49407n));
   t.deepEqual(text.lastHidden.shape, [2, 77, 64]);
