@@ -70,3 +70,13 @@ test('external data: weights go beside the model and ORT loads them', async (t) 
   t.is(y.data[0], (0 - 3) + (1 - 3) + 1);
   t.is(y.data.length, n);
 });
+
+test('weights chosen by asInput become graph inputs with their starting values', (t) => {
+  const g = new GraphBuilder();
+  const w = weights({ 'p.weight': f32(new Float32Array(6).fill(2), [3, 2]), 'p.bias': f32(new Float32Array(3), [3]) });
+  const s = Scope.root(g, w, '', { asInput: (k) => k.endsWith('.weight') });
+  new Linear(s.child('p'), 2, 3);
+  t.deepEqual(g.inputs.map((i) => i.name), ['p.weight']);
+  t.deepEqual([...g.initializers.keys()], ['p.bias']);
+  t.deepEqual([...s.inputs.get('p.weight')!.data], [2, 2, 2, 2, 2, 2]);
+});

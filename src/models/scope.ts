@@ -1,25 +1,44 @@
 import { GraphBuilder } from '../onnx/graph.js';
-import { shapeEquals } from './tensor.js';
+import { shapeEquals, type F32Tensor } from './tensor.js';
 import type { WeightStore } from './weights.js';
 
 /**
  * A module's place in the checkpoint tree while a graph is built. `child('q_proj')` descends one level, `param`
  * fetches the weight at the current path; so weight names follow from the module tree, never from a mapping table.
  */
+export interface ScopeOptions {
+  /**
+   * Weights for which this returns true become graph inputs instead of initializers, so a training loop can feed
+   * new values every step; their starting values are collected in `Scope.inputs`.
+   */
+  asInput?: (key: string) => boolean;
+}
+
+interface Shared {
+  used: Set<string>;
+  inputs: Map<string, F32Tensor>;
+  options: ScopeOptions;
+}
+
 export class Scope {
   private constructor(
     readonly g: GraphBuilder,
     readonly weights: WeightStore,
     readonly path: string,
-    private readonly used: Set<string>,
+    private readonly shared: Shared,
   ) {}
 
-  static root(g: GraphBuilder, weights: WeightStore, path = ''): Scope {
-    return new Scope(g, weights, path, new Set());
+  static root(g: GraphBuilder, weights: WeightStore, path = '', options: ScopeOptions = {}): Scope {
+    return new Scope(g, weights, path, { used: new Set(), inputs: new Map(), options });
   }
 
   child(name: string | number): Scope {
-    return new Scope(this.g, this.weights, this.key(String(name)), this.used);
+    return new Scope(this.g, this.weights, this.key(String(name)), this.shared);
+  }
+
+  /** Weights made graph inputs (see ScopeOptions.asInput), by key, with their checkpoint values. */
+  get inputs(): Map<string, F32Tensor> {
+    return this.shared.inputs;
   }
 
   key(name: string): string {
@@ -38,8 +57,15 @@ export class Scope {
     if (!shapeEquals(actual, shape)) {
       throw new Error(`${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`);
     }
-    this.used.add(key);
-    if (!this.g.initializers.has(key)) this.g.initializer(key, this.weights.get(key));
+    this.shared.used.add(key);
+    if (this.shared.options.asInput?.(key)) {
+      if (!this.shared.inputs.has(key)) {
+        this.shared.inputs.set(key, this.weights.get(key));
+        this.g.input(key, 'float32', shape);
+      }
+    } else if (!this.g.initializers.has(key)) {
+      this.g.initializer(key, this.weights.get(key));
+    }
     return key;
   }
 
@@ -48,6 +74,6 @@ export class Scope {
     const prefix = this.path ? `${this.path}.` : '';
     return this.weights
       .keys()
-      .filter((k) => k.startsWith(prefix) && !this.used.has(k) && !ignore.some((r) => r.test(k)));
+      .filter((k) => k.startsWith(prefix) && !this.shared.used.has(k) && !ignore.some((r) => r.test(k)));
   }
 }
