@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { Config } from '../models/config.js';
 
 /** One prompt as the text encoder sees it: padded or truncated to the model's length. */
 export interface Encoded {
@@ -23,17 +24,6 @@ const CLIP_SPLIT = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'
 // Without a model_max_length the text encoder's 77 positions are the limit, as in every CLIP text encoder.
 const DEFAULT_MAX_LENGTH = 77;
 
-function readJson(file: string): Record<string, unknown> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read JSON: ${(e as Error).message}`);
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${file}: not a JSON object`);
-  return raw as Record<string, unknown>;
-}
-
 /** A special token as configs write it: a plain string or an AddedToken object `{content: ...}`. */
 function tokenText(value: unknown, file: string, key: string): string | undefined {
   if (value === undefined || value === null) return undefined;
@@ -50,7 +40,7 @@ function tokenText(value: unknown, file: string, key: string): string | undefine
 function clipTokenizerJson(dir: string): Record<string, unknown> {
   const vocabFile = join(dir, 'vocab.json');
   const mergesFile = join(dir, 'merges.txt');
-  const vocab = readJson(vocabFile) as Record<string, number>;
+  const vocab = Config.read(vocabFile).raw as Record<string, number>;
   const idOf = (token: string): number => {
     const id = vocab[token];
     if (!Number.isInteger(id)) throw new Error(`${vocabFile}: no id for '${token}'`);
@@ -100,14 +90,14 @@ export class Tokenizer {
   static load(dir: string): Tokenizer {
     const jsonFile = join(dir, 'tokenizer.json');
     let spec: Record<string, unknown>;
-    if (existsSync(jsonFile)) spec = readJson(jsonFile);
+    if (existsSync(jsonFile)) spec = Config.read(jsonFile).raw;
     else if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt'))) spec = clipTokenizerJson(dir);
     else throw new Error(`${dir}: no tokenizer.json, nor vocab.json with merges.txt`);
 
     const configFile = join(dir, 'tokenizer_config.json');
-    const config = existsSync(configFile) ? readJson(configFile) : {};
+    const config = existsSync(configFile) ? Config.read(configFile).raw : {};
     const mapFile = join(dir, 'special_tokens_map.json');
-    const map = existsSync(mapFile) ? readJson(mapFile) : {};
+    const map = existsSync(mapFile) ? Config.read(mapFile).raw : {};
 
     const eos = tokenText(map.eos_token, mapFile, 'eos_token') ?? tokenText(config.eos_token, configFile, 'eos_token') ?? EOS;
     // CLIPTokenizer pads with its end token unless told otherwise (SD 2.x checkpoints pad with '!').
