@@ -1,0 +1,107 @@
+import test from 'ava';
+import { Config } from '../src/models/config.js';
+import { SafetensorsFile } from '../src/models/safetensors.js';
+import { f32, type F32Tensor } from '../src/models/tensor.js';
+import { MemoryWeights, SafetensorsWeights, weightFiles } from '../src/models/weights.js';
+import { buildUnetGraph, loadUnetGraph } from '../src/models/unet.js';
+import { serializeModel } from '../src/onnx/serialize.js';
+import { createSession, run } from '../src/onnx/session.js';
+import { fixture } from './fixtures.js';
+
+const TOY_UNET = '/work/shared/toy-world/toy-sd/unet';
+
+const golden = SafetensorsFile.open(fixture('unet_golden.safetensors'));
+const goldenF32 = (name: string) => golden.readF32(name);
+
+function maxAbsDiff(a: F32Tensor, b: F32Tensor): number {
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) m = Math.max(m, Math.abs(a.data[i] - b.data[i]));
+  return m;
+}
+
+/** The first `n` items of a batch. */
+function head(t: F32Tensor, n: number): F32Tensor {
+  const per = t.data.length / t.shape[0];
+  return f32(t.data.slice(0, n * per), [n, ...t.shape.slice(1)]);
+}
+
+const timesteps = (...ts: number[]) => f32(Float32Array.from(ts), [ts.length]);
+
+const session = createSession(serializeModel(loadUnetGraph(fixture('tiny-sd', 'unet'))));
+
+test('tiny-sd UNet matches diffusers on a batch of 3 with per-sample timesteps', async (t) => {
+  const sample = goldenF32('sample');
+  const steps = golden.read('timestep');
+  const out = await run(await session, {
+    sample,
+    timestep: timesteps(...[...(steps.data as BigInt64Array)].map(Number)),
+    encoder_hidden_states: goldenF32('encoder_hidden_states'),
+  });
+  const want = goldenF32('out_sample');
+  t.deepEqual(out.out_sample.shape, want.shape);
+  const err = maxAbsDiff(out.out_sample, want);
+  t.log(`out_sample max abs error ${err.toExponential(2)}`);
+  t.true(err < 1e-4);
+});
+
+test('a single timestep is broadcast over the batch (scalar timestep golden)', async (t) => {
+  const out = await run(await session, {
+    sample: head(goldenF32('sample'), 1),
+    timestep: timesteps(261),
+    encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
+  });
+  const want = goldenF32('scalar_timestep_out');
+  t.deepEqual(out.out_sample.shape, want.shape);
+  const err = maxAbsDiff(out.out_sample, want);
+  t.log(`scalar_timestep_out max abs error ${err.toExponential(2)}`);
+  t.true(err < 1e-4);
+});
+
+test('a 16x12 latent (sides not multiples of 8) up-samples to the skip sizes', async (t) => {
+  const out = await run(await session, {
+    sample: goldenF32('sample_16x12'),
+    timestep: timesteps(640),
+    encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
+  });
+  const want = goldenF32('out_16x12');
+  t.deepEqual(out.out_sample.shape, want.shape);
+  const err = maxAbsDiff(out.out_sample, want);
+  t.log(`out_16x12 max abs error ${err.toExponential(2)}`);
+  t.true(err < 1e-4);
+});
+
+test('the fp16 toy UNet loads and maps 8x8 latents to 8x8 noise predictions', async (t) => {
+  const s = await createSession(serializeModel(loadUnetGraph(TOY_UNET)));
+  const n = 2 * 4 * 8 * 8;
+  const sample = f32(Float32Array.from({ length: n }, (_, i) => Math.sin(i)), [2, 4, 8, 8]);
+  const context = f32(Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i * 0.37)), [2, 77, 64]);
+  const out = await run(s, { sample, timestep: timesteps(500), encoder_hidden_states: context });
+  t.deepEqual(out.out_sample.shape, [2, 4, 8, 8]);
+  t.true(out.out_sample.data.every(Number.isFinite));
+});
+
+function tinyConfig(patch: Record<string, unknown>): Config {
+  const base = Config.read(fixture('tiny-sd', 'unet', 'config.json'));
+  return new Config(base.file, { ...base.raw, ...patch });
+}
+
+for (const [key, value] of [
+  ['addition_embed_type', 'text_time'],
+  ['class_embed_type', 'timestep'],
+  ['down_block_types', ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'SimpleCrossAttnDownBlock2D']],
+] as const) {
+  test(`refuses config key ${key}=${JSON.stringify(value)} by name`, (t) => {
+    const err = t.throws(() => buildUnetGraph(tinyConfig({ [key]: value }), new MemoryWeights(new Map())));
+    t.regex(err!.message, new RegExp(`config\\.json: config key '${key}'`));
+  });
+}
+
+test('a config that does not describe the checkpoint names the weight', (t) => {
+  const weights = SafetensorsWeights.open(weightFiles(fixture('tiny-sd', 'unet'), 'diffusion_pytorch_model'));
+  try {
+    const err = t.throws(() => buildUnetGraph(tinyConfig({ block_out_channels: [32, 32, 64, 128] }), weights));
+    t.regex(err!.message, /weight down_blocks\.3\.resnets\.0\.conv1\.weight has shape \[64,64,3,3\] but the config implies \[128,64,3,3\]/);
+  } finally {
+    weights.close();
+  }
+});
