@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { exitWithError } from './errors.js';
+import { register as convert } from './commands/convert.js';
+import { register as generate } from './commands/generate.js';
 import { register as tokenize } from './commands/tokenize.js';
 
 const program = new Command('safe-sd')
@@ -8,7 +10,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [tokenize];
+const commands: Array<(p: Command) => void> = [convert, generate, tokenize];
 for (const register of commands) register(program);
 
 try {

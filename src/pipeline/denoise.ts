@@ -1,0 +1,114 @@
+import type { F32Tensor } from '../models/tensor.js';
+
+/** The part of a scheduler the denoising loop drives (see src/pipeline/schedulers/). */
+export interface SchedulerLike {
+  readonly timesteps: number[];
+  readonly initNoiseSigma: number;
+  scaleModelInput(sample: Float32Array, t: number): Float32Array;
+  step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array;
+}
+
+/** One UNet evaluation on a batch: sample [B,C,h,w], one timestep per sample, text states [B,S,D]. */
+export type UnetCall = (sample: F32Tensor, timesteps: Float32Array, encoderHiddenStates: F32Tensor) => Promise<F32Tensor>;
+
+/** One request's share of a denoising batch: its own latents, conditioning and scheduler state. */
+export interface DenoiseJob {
+  id: string;
+  /** Initial noise [n,C,h,w], before init_noise_sigma. */
+  noise: Float32Array;
+  /** Images in this job. */
+  n: number;
+  /** Prompt embeddings [n,S,D]. */
+  cond: F32Tensor;
+  /** Negative-prompt embeddings [n,S,D]; absent when guidance <= 1 (the UNet batch is then not doubled). */
+  uncond?: F32Tensor;
+  guidanceScale: number;
+  scheduler: SchedulerLike;
+}
+
+export interface DenoiseHooks {
+  onStep?(jobId: string, step: number, total: number): void;
+  /** Polled before each UNet call; a cancelled job leaves the batch within one step. */
+  isCancelled?(jobId: string): boolean;
+  /** Lets the event loop turn between steps (cancel messages arrive in worker threads). */
+  yieldBetweenSteps?(): Promise<void>;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = new Float32Array(len);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/**
+ * The diffusers denoising loop for several jobs at once: every step concatenates the model inputs of all active jobs
+ * (uncond then cond for guided ones, as StableDiffusionPipeline orders them) into one UNet call, then applies each
+ * job's guidance and scheduler step. All jobs must share the latent shape and the timestep schedule.
+ */
+export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, number], unet: UnetCall, hooks: DenoiseHooks = {}): Promise<Map<string, Float32Array>> {
+  const [C, h, w] = latentShape;
+  const per = C * h * w;
+  const timesteps = jobs[0]?.scheduler.timesteps ?? [];
+  for (const j of jobs) {
+    if (j.noise.length !== j.n * per) throw new Error(`job ${j.id}: noise holds ${j.noise.length} values, expected ${j.n}x${C}x${h}x${w}`);
+    if (j.scheduler.timesteps.length !== timesteps.length || j.scheduler.timesteps.some((t, i) => t !== timesteps[i])) {
+      throw new Error(`job ${j.id}: its timestep schedule differs from the batch's; it cannot share UNet calls`);
+    }
+  }
+  const latents = new Map<string, Float32Array>();
+  for (const j of jobs) latents.set(j.id, j.noise.map((v) => v * j.scheduler.initNoiseSigma));
+  let active = [...jobs];
+  const total = timesteps.length;
+  for (let i = 0; i < total; i++) {
+    if (hooks.yieldBetweenSteps) await hooks.yieldBetweenSteps();
+    if (hooks.isCancelled) active = active.filter((j) => !hooks.isCancelled!(j.id));
+    if (active.length === 0) break;
+    const t = timesteps[i];
+    const inputs: Float32Array[] = [];
+    const states: Float32Array[] = [];
+    let batch = 0;
+    for (const j of active) {
+      const scaled = j.scheduler.scaleModelInput(latents.get(j.id)!, t);
+      if (j.uncond) {
+        inputs.push(scaled);
+        states.push(j.uncond.data);
+        batch += j.n;
+      }
+      inputs.push(scaled);
+      states.push(j.cond.data);
+      batch += j.n;
+    }
+    const [S, D] = active[0].cond.shape.slice(1);
+    const out = await unet(
+      { dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) },
+      new Float32Array(batch).fill(t),
+      { dtype: 'F32', shape: [batch, S, D], data: concat(states) },
+    );
+    let off = 0;
+    for (const j of active) {
+      const size = j.n * per;
+      let eps: Float32Array;
+      if (j.uncond) {
+        const u = out.data.subarray(off, off + size);
+        const c = out.data.subarray(off + size, off + 2 * size);
+        eps = new Float32Array(size);
+        for (let k = 0; k < size; k++) eps[k] = u[k] + j.guidanceScale * (c[k] - u[k]);
+        off += 2 * size;
+      } else {
+        eps = out.data.slice(off, off + size);
+        off += size;
+      }
+      latents.set(j.id, j.scheduler.step(eps, t, latents.get(j.id)!));
+      hooks.onStep?.(j.id, i + 1, total);
+    }
+  }
+  const done = new Map<string, Float32Array>();
+  for (const j of active) done.set(j.id, latents.get(j.id)!);
+  return done;
+}

@@ -1,0 +1,275 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Config } from '../models/config.js';
+import type { SessionSettings } from '../onnx/session.js';
+import type { F32Tensor } from '../models/tensor.js';
+import type { DenoiseJob } from './denoise.js';
+import {
+  InvalidRequestError,
+  batchKey,
+  type BatchJob,
+  type Engine,
+  type EngineHooks,
+  type GeneratedImage,
+  type GenerationRequest,
+  type JobOutcome,
+  type ModelsInfo,
+  type PartialRequest,
+} from './engine-api.js';
+import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
+import { encodePng } from './png.js';
+import { TorchGenerator } from './random.js';
+import { SCHEDULER_NAMES, createScheduler } from './schedulers/index.js';
+import { StableDiffusion } from './stable-diffusion.js';
+import { PromptEncoder } from './text-encoder.js';
+
+export interface EngineOptions {
+  manifest?: string | Manifest;
+  /** Text encoders kept loaded at once; the least recently used is released past this. */
+  maxEncoders?: number;
+  session?: SessionSettings;
+}
+
+export const LIMITS = { maxSide: 2048, maxSteps: 1000, maxImages: 16, maxPromptChars: 10_000 };
+
+/** hidden_size of a CLIP folder's text tower, read from its config without loading weights. */
+function encoderHiddenSize(dir: string): number {
+  const c = Config.read(join(dir, 'config.json'));
+  return c.has('text_config') ? c.section('text_config').int('hidden_size') : c.int('hidden_size');
+}
+
+function encoderLayers(dir: string): number {
+  const c = Config.read(join(dir, 'config.json'));
+  return c.has('text_config') ? c.section('text_config').int('num_hidden_layers') : c.int('num_hidden_layers');
+}
+
+/**
+ * The generation engine of one process (or worker thread): pipelines from a manifest, loaded on first use and kept;
+ * text encoders loaded lazily into a bounded cache.
+ */
+export class LocalEngine implements Engine {
+  private readonly pipelines = new Map<string, Promise<StableDiffusion>>();
+  private readonly encoders = new Map<string, Promise<PromptEncoder>>();
+  private readonly info: ModelsInfo;
+
+  constructor(
+    readonly manifest: Manifest,
+    private readonly opts: EngineOptions = {},
+  ) {
+    this.info = { defaultPipeline: manifest.defaultPipeline, pipelines: [], encoders: [] };
+    for (const p of manifest.pipelines) {
+      const unet = Config.read(join(p.path, 'unet', 'config.json'));
+      const cross = unet.int('cross_attention_dim');
+      this.info.pipelines.push({
+        name: p.name,
+        defaultEncoder: p.defaultEncoder,
+        defaultWidth: p.defaults.width,
+        defaultHeight: p.defaults.height,
+        defaultSteps: p.defaults.steps,
+        defaultGuidanceScale: p.defaults.guidanceScale,
+        defaultScheduler: p.defaults.scheduler,
+        crossAttentionDim: cross,
+      });
+      for (const e of p.encoders) {
+        const hidden = encoderHiddenSize(e.path);
+        if (hidden !== cross) {
+          throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${cross}`);
+        }
+        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip });
+      }
+    }
+  }
+
+  models(): ModelsInfo {
+    return this.info;
+  }
+
+  private entry(name: string): PipelineEntry {
+    const p = this.manifest.pipelines.find((x) => x.name === name);
+    if (!p) throw new InvalidRequestError(`unknown pipeline '${name}' (available: ${this.manifest.pipelines.map((x) => x.name).join(', ')})`);
+    return p;
+  }
+
+  private encoderEntry(p: PipelineEntry, name: string): EncoderEntry {
+    const e = p.encoders.find((x) => x.name === name);
+    if (!e) throw new InvalidRequestError(`unknown encoder '${name}' for pipeline '${p.name}' (available: ${p.encoders.map((x) => x.name).join(', ')})`);
+    return e;
+  }
+
+  resolve(r: PartialRequest): GenerationRequest {
+    const p = this.entry(r.pipeline || this.manifest.defaultPipeline);
+    const encoder = r.encoder || p.defaultEncoder;
+    const e = this.encoderEntry(p, encoder);
+    const req: GenerationRequest = {
+      pipeline: p.name,
+      encoder,
+      prompt: r.prompt ?? '',
+      negativePrompt: r.negativePrompt ?? '',
+      seed: r.seed ?? randomBytes(8).readBigUInt64LE(),
+      steps: r.steps || p.defaults.steps,
+      guidanceScale: r.guidanceScale ?? p.defaults.guidanceScale,
+      width: r.width || p.defaults.width,
+      height: r.height || p.defaults.height,
+      scheduler: r.scheduler || p.defaults.scheduler,
+      numImages: r.numImages || 1,
+      clipSkip: r.clipSkip ?? 0,
+    };
+    const bad = (msg: string): never => {
+      throw new InvalidRequestError(msg);
+    };
+    if (!req.prompt.trim()) bad('prompt is empty');
+    if (req.prompt.length > LIMITS.maxPromptChars || req.negativePrompt.length > LIMITS.maxPromptChars) bad(`prompts are limited to ${LIMITS.maxPromptChars} characters`);
+    for (const [k, v] of [['width', req.width], ['height', req.height]] as const) {
+      if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) bad(`${k} ${v} is not a positive multiple of 8`);
+      if (v > LIMITS.maxSide) bad(`${k} ${v} exceeds the limit of ${LIMITS.maxSide}`);
+    }
+    if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps) bad(`steps ${req.steps} is outside 1..${LIMITS.maxSteps}`);
+    if (!Number.isFinite(req.guidanceScale) || req.guidanceScale < 0) bad(`guidance scale ${req.guidanceScale} must be a finite number >= 0`);
+    if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);
+    if (!Number.isInteger(req.numImages) || req.numImages < 1 || req.numImages > LIMITS.maxImages) bad(`num_images ${req.numImages} is outside 1..${LIMITS.maxImages}`);
+    const layers = encoderLayers(e.path);
+    if (!Number.isInteger(req.clipSkip) || req.clipSkip < 0 || req.clipSkip > layers) bad(`clip skip ${req.clipSkip} is outside 0..${layers}`);
+    if (req.seed < 0n || req.seed >= 2n ** 64n) bad(`seed ${req.seed} is outside 0..2^64-1`);
+    return req;
+  }
+
+  pipeline(name: string): Promise<StableDiffusion> {
+    let p = this.pipelines.get(name);
+    if (!p) {
+      p = StableDiffusion.load(this.entry(name).path, this.opts.session);
+      p.catch(() => this.pipelines.delete(name));
+      this.pipelines.set(name, p);
+    }
+    return p;
+  }
+
+  /** The named encoder of a pipeline, from the bounded cache (most recently used last). */
+  async encoder(pipeline: string, name: string): Promise<PromptEncoder> {
+    const key = `${pipeline}/${name}`;
+    let enc = this.encoders.get(key);
+    if (enc) {
+      this.encoders.delete(key);
+    } else {
+      const entry = this.encoderEntry(this.entry(pipeline), name);
+      enc = PromptEncoder.load(entry.path, this.opts.session);
+      enc.catch(() => this.encoders.delete(key));
+    }
+    this.encoders.set(key, enc);
+    const max = this.opts.maxEncoders ?? 4;
+    while (this.encoders.size > max) {
+      const [oldest, victim] = this.encoders.entries().next().value!;
+      this.encoders.delete(oldest);
+      victim.then((v) => v.close()).catch(() => {});
+    }
+    return enc;
+  }
+
+  async runBatch(jobs: BatchJob[], hooks: EngineHooks): Promise<Map<string, JobOutcome>> {
+    const outcomes = new Map<string, JobOutcome>();
+    if (jobs.length === 0) return outcomes;
+    const key = batchKey(jobs[0].request);
+    const mismatch = jobs.find((j) => batchKey(j.request) !== key);
+    if (mismatch) throw new Error(`job ${mismatch.id} cannot share a batch with ${jobs[0].id}`);
+    const { pipeline: pname, width, height, steps, scheduler } = jobs[0].request;
+    const sd = await this.pipeline(pname);
+    const prepared: DenoiseJob[] = [];
+    for (const { id, request: r } of jobs) {
+      try {
+        prepared.push(await this.prepare(sd, id, r));
+      } catch (e) {
+        outcomes.set(id, { ok: false, cancelled: false, message: (e as Error).message });
+      }
+    }
+    const latents = await sd.denoise(prepared, height, width, {
+      onStep: hooks.onProgress,
+      isCancelled: hooks.isCancelled,
+      yieldBetweenSteps: () => new Promise((res) => setImmediate(res)),
+    });
+    for (const { id, request: r } of jobs) {
+      if (outcomes.has(id)) continue;
+      const lat = latents.get(id);
+      if (!lat) {
+        outcomes.set(id, { ok: false, cancelled: true, message: 'cancelled' });
+        continue;
+      }
+      const images = await sd.decode(lat, r.numImages, height, width);
+      const out: GeneratedImage[] = [];
+      for (let i = 0; i < r.numImages; i++) {
+        out.push({ png: await encodePng(images, i, pngParameters(r, i)), seed: r.seed, width, height, encoder: r.encoder, scheduler, steps, guidanceScale: r.guidanceScale, pipeline: pname });
+      }
+      outcomes.set(id, { ok: true, images: out });
+    }
+    return outcomes;
+  }
+
+  /**
+   * One request outside the batching machinery, for the CLI and the evaluation harness: the float images as well
+   * as the PNGs. `noise` replaces the seeded initial latents (diffusers' `latents=` argument).
+   */
+  async generate(r: GenerationRequest, opts: { noise?: Float32Array; onStep?: (step: number, total: number) => void; onWarning?: (w: string) => void } = {}): Promise<{ images: F32Tensor; pngs: Uint8Array[] }> {
+    const sd = await this.pipeline(r.pipeline);
+    const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
+    const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
+    const images = await sd.decode(latents.get('cli')!, r.numImages, r.height, r.width);
+    const pngs: Uint8Array[] = [];
+    for (let i = 0; i < r.numImages; i++) pngs.push(await encodePng(images, i, pngParameters(r, i)));
+    return { images, pngs };
+  }
+
+  /** Conditioning, initial noise and a fresh scheduler for one request. */
+  private async prepare(sd: StableDiffusion, id: string, r: GenerationRequest, givenNoise?: Float32Array, onWarning?: (w: string) => void): Promise<DenoiseJob> {
+    const enc = await this.encoder(r.pipeline, r.encoder);
+    sd.checkEncoder(enc, r.encoder);
+    const n = r.numImages;
+    const guided = r.guidanceScale > 1;
+    const { embeds, warnings } = await enc.encode(sd.tokenizer, guided ? [r.prompt, r.negativePrompt] : [r.prompt], r.clipSkip);
+    for (const w of warnings) onWarning?.(w);
+    const [, S, D] = embeds.shape;
+    // Encode each prompt once and repeat it for every image, as diffusers' num_images_per_prompt does.
+    const rows = (k: number): F32Tensor => {
+      const one = embeds.data.subarray(k * S * D, (k + 1) * S * D);
+      const data = new Float32Array(n * S * D);
+      for (let i = 0; i < n; i++) data.set(one, i * S * D);
+      return { dtype: 'F32', shape: [n, S, D], data };
+    };
+    const cond = rows(0);
+    const uncond = guided ? rows(1) : undefined;
+    // One torch-compatible generator per request, drawn from as diffusers draws: the initial latents first, then
+    // any noise a stochastic scheduler asks for. So a seed gives the same pictures alone or in a batch.
+    const gen = new TorchGenerator(r.seed);
+    const shape = [n, sd.latentChannels, r.height / sd.vaeScale, r.width / sd.vaeScale];
+    const noise = givenNoise ?? gen.randn(shape);
+    if (noise.length !== shape.reduce((a, b) => a * b)) throw new InvalidRequestError(`initial latents hold ${noise.length} values, expected [${shape}]`);
+    const scheduler = createScheduler(r.scheduler, sd.folder.components.scheduler.config.raw, (shape: number[]) => gen.randn(shape));
+    scheduler.setTimesteps(r.steps);
+    return { id, noise, n, cond, uncond, guidanceScale: r.guidanceScale, scheduler };
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.pipelines.values()) await (await p).close();
+    for (const e of this.encoders.values()) await (await e).close();
+  }
+}
+
+/** What a PNG's text chunk records of how it was made. */
+function pngParameters(r: GenerationRequest, index: number): Record<string, string | number> {
+  return {
+    prompt: r.prompt,
+    negative_prompt: r.negativePrompt,
+    seed: String(r.seed),
+    steps: r.steps,
+    guidance_scale: r.guidanceScale,
+    scheduler: r.scheduler,
+    width: r.width,
+    height: r.height,
+    pipeline: r.pipeline,
+    encoder: r.encoder,
+    clip_skip: r.clipSkip,
+    image_index: index,
+  };
+}
+
+export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
+  const manifest = typeof opts.manifest === 'object' ? opts.manifest : readManifest(opts.manifest ?? DEFAULT_MANIFEST);
+  return new LocalEngine(manifest, opts);
+}
