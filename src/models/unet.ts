@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GraphBuilder } from '../onnx/graph.js';
 import { Config } from './config.js';
 import { activation, attention, Conv2d, GroupNorm, LayerNorm, Linear } from './nn.js';
@@ -9,6 +10,9 @@ import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js'
  * diffusers' UNet2DConditionModel (Stable Diffusion 1.x / 2.x) as an ONNX graph. Each class below owns the children
  * the diffusers module of the same name owns, under the same attribute names, so checkpoint keys follow from the tree.
  */
+
+/** Stable Diffusion 1.5's `unet/config.json` (runwayml/stable-diffusion-v1-5), for tests and benchmarks. */
+export const SD15_UNET_CONFIG = fileURLToPath(new URL('./configs/sd15-unet.json', import.meta.url));
 
 export type DownBlockType = 'CrossAttnDownBlock2D' | 'DownBlock2D';
 export type UpBlockType = 'CrossAttnUpBlock2D' | 'UpBlock2D';
@@ -618,19 +622,23 @@ export class UNet2DConditionModel {
  * Every checkpoint tensor must be consumed: a leftover key means the config does not describe the checkpoint.
  */
 export function buildUnetGraph(config: Config, weights: WeightStore): GraphBuilder {
-  const cfg = parseUnetConfig(config);
-  const g = new GraphBuilder();
-  const root = Scope.root(g, weights);
-  const model = new UNet2DConditionModel(root, cfg);
+  const root = Scope.root(new GraphBuilder(), weights);
+  defineUnetGraph(root, parseUnetConfig(config));
   const leftover = root.unused();
   if (leftover.length) {
     throw new Error(`${weights.source}: ${leftover.length} weights not used by the UNet that ${config.file} describes, e.g. ${leftover.slice(0, 3).join(', ')}`);
   }
+  return root.g;
+}
+
+/** The UNet's inputs, module tree and output, added to the graph of `root`. */
+export function defineUnetGraph(root: Scope, cfg: UnetConfig): void {
+  const g = root.g;
+  const model = new UNet2DConditionModel(root, cfg);
   const sample = g.input('sample', 'float32', ['batch', cfg.inChannels, 'height', 'width']);
   const timestep = g.input('timestep', 'float32', ['timesteps']);
   const context = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', cfg.crossAttentionDim]);
   g.output(model.forward(sample, timestep, context), 'out_sample', 'float32', ['batch', cfg.outChannels, 'height', 'width']);
-  return g;
 }
 
 /** The UNet graph of a diffusers `unet/` folder (config.json + diffusion_pytorch_model[.fp16].safetensors). */
