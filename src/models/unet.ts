@@ -358,24 +358,13 @@ export class Transformer2DModel {
     const g = this.s.g;
     const name = this.s.path;
     const toTokens = (v: string) => g.transpose(g.reshape(v, [0, 0, -1], name), [0, 2, 1], name);
-    const fromTokens = (v: string, like: string) => g.op('Reshape', [g.transpose(v, [0, 2, 1], name), g.op('Shape', [like], {}, { name })], {}, { name });
+    // Back to [B, channels, H, W]; the channels are `inner` before a 1x1-conv proj_out, C after a Linear one.
+    const imageShape = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 1 }, { name }), g.constI64([-1]), g.op('Shape', [x], { start: 2 }, { name })], { axis: 0 }, { name });
+    const toImage = (v: string) => g.op('Reshape', [g.transpose(v, [0, 2, 1], name), imageShape], {}, { name });
     const normed = this.norm.forward(x);
-    let h: string;
-    if (this.proj_in instanceof Linear) {
-      h = this.proj_in.forward(toTokens(normed));
-    } else {
-      const projected = this.proj_in.forward(normed);
-      h = toTokens(projected);
-    }
+    let h = this.proj_in instanceof Linear ? this.proj_in.forward(toTokens(normed)) : toTokens(this.proj_in.forward(normed));
     for (const block of this.transformer_blocks) h = block.forward(h, context);
-    let out: string;
-    if (this.proj_out instanceof Linear) {
-      out = fromTokens(this.proj_out.forward(h), x);
-    } else {
-      // The tokens are [B, HW, inner]: back to [B, inner, H, W] before the 1x1 conv; inner may differ from C.
-      const shape = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 1 }, { name }), g.constI64([-1]), g.op('Shape', [x], { start: 2 }, { name })], { axis: 0 }, { name });
-      out = this.proj_out.forward(g.op('Reshape', [g.transpose(h, [0, 2, 1], name), shape], {}, { name }));
-    }
+    const out = this.proj_out instanceof Linear ? toImage(this.proj_out.forward(h)) : this.proj_out.forward(toImage(h));
     return g.add(out, x, name);
   }
 }
