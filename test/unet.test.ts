@@ -1,9 +1,9 @@
 import test from 'ava';
 import { Config } from '../src/models/config.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
-import { f32, type F32Tensor } from '../src/models/tensor.js';
+import { f32, type F32Tensor, type Tensor } from '../src/models/tensor.js';
 import { MemoryWeights, SafetensorsWeights, weightFiles } from '../src/models/weights.js';
-import { buildUnetGraph, loadUnetGraph } from '../src/models/unet.js';
+import { buildUnetGraph, loadUnetGraph, parseUnetConfig } from '../src/models/unet.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
 import { fixture } from './fixtures.js';
@@ -29,46 +29,35 @@ const timesteps = (...ts: number[]) => f32(Float32Array.from(ts), [ts.length]);
 
 const session = createSession(serializeModel(loadUnetGraph(fixture('tiny-sd', 'unet'))));
 
-test('tiny-sd UNet matches diffusers on a batch of 3 with per-sample timesteps', async (t) => {
-  const sample = goldenF32('sample');
-  const steps = golden.read('timestep');
-  const out = await run(await session, {
-    sample,
-    timestep: timesteps(...[...(steps.data as BigInt64Array)].map(Number)),
-    encoder_hidden_states: goldenF32('encoder_hidden_states'),
+/** Run the tiny-sd graph on `feeds` and compare `out_sample` with the golden tensor `key` within 1e-4. */
+function goldenTest(title: string, key: string, feeds: () => Record<string, Tensor>) {
+  test(title, async (t) => {
+    const out = (await run(await session, feeds())).out_sample;
+    const want = goldenF32(key);
+    t.deepEqual(out.shape, want.shape);
+    const err = maxAbsDiff(out, want);
+    t.log(`${key} max abs error ${err.toExponential(2)}`);
+    t.true(err < 1e-4);
   });
-  const want = goldenF32('out_sample');
-  t.deepEqual(out.out_sample.shape, want.shape);
-  const err = maxAbsDiff(out.out_sample, want);
-  t.log(`out_sample max abs error ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
-});
+}
 
-test('a single timestep is broadcast over the batch (scalar timestep golden)', async (t) => {
-  const out = await run(await session, {
-    sample: head(goldenF32('sample'), 1),
-    timestep: timesteps(261),
-    encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
-  });
-  const want = goldenF32('scalar_timestep_out');
-  t.deepEqual(out.out_sample.shape, want.shape);
-  const err = maxAbsDiff(out.out_sample, want);
-  t.log(`scalar_timestep_out max abs error ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
-});
+goldenTest('tiny-sd UNet matches diffusers on a batch of 3 with per-sample timesteps', 'out_sample', () => ({
+  sample: goldenF32('sample'),
+  timestep: timesteps(...[...(golden.read('timestep').data as BigInt64Array)].map(Number)),
+  encoder_hidden_states: goldenF32('encoder_hidden_states'),
+}));
 
-test('a 16x12 latent (sides not multiples of 8) up-samples to the skip sizes', async (t) => {
-  const out = await run(await session, {
-    sample: goldenF32('sample_16x12'),
-    timestep: timesteps(640),
-    encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
-  });
-  const want = goldenF32('out_16x12');
-  t.deepEqual(out.out_sample.shape, want.shape);
-  const err = maxAbsDiff(out.out_sample, want);
-  t.log(`out_16x12 max abs error ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
-});
+goldenTest('a single timestep is broadcast over the batch (scalar timestep golden)', 'scalar_timestep_out', () => ({
+  sample: head(goldenF32('sample'), 1),
+  timestep: timesteps(261),
+  encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
+}));
+
+goldenTest('a 16x12 latent (sides not multiples of 8) up-samples to the skip sizes', 'out_16x12', () => ({
+  sample: goldenF32('sample_16x12'),
+  timestep: timesteps(640),
+  encoder_hidden_states: head(goldenF32('encoder_hidden_states'), 1),
+}));
 
 test('the fp16 toy UNet loads and maps 8x8 latents to 8x8 noise predictions', async (t) => {
   const s = await createSession(serializeModel(loadUnetGraph(TOY_UNET)));
@@ -104,4 +93,36 @@ test('a config that does not describe the checkpoint names the weight', (t) => {
   } finally {
     weights.close();
   }
+});
+
+test('SD 2.x options: Linear proj_in/proj_out, per-block head counts, upcast flag (same numbers as 1x1 convs)', async (t) => {
+  // A 1x1 conv is a Linear on channels, so the tiny-sd weights with proj_* reshaped to [out, in] must give the golden.
+  const file = SafetensorsFile.open(weightFiles(fixture('tiny-sd', 'unet'), 'diffusion_pytorch_model')[0]);
+  const map = new Map<string, F32Tensor>();
+  try {
+    for (const k of file.names) {
+      const w = file.readF32(k);
+      map.set(k, /\.proj_(in|out)\.weight$/.test(k) ? f32(w.data, w.shape.slice(0, 2)) : w);
+    }
+  } finally {
+    file.close();
+  }
+  const g = buildUnetGraph(tinyConfig({ use_linear_projection: true, attention_head_dim: [8, 8, 8, 8], upcast_attention: true }), new MemoryWeights(map));
+  const out = (
+    await run(await createSession(serializeModel(g)), {
+      sample: goldenF32('sample'),
+      timestep: timesteps(999, 500, 1),
+      encoder_hidden_states: goldenF32('encoder_hidden_states'),
+    })
+  ).out_sample;
+  const err = maxAbsDiff(out, goldenF32('out_sample'));
+  t.log(`linear-projection out_sample max abs error ${err.toExponential(2)}`);
+  t.true(err < 1e-4);
+});
+
+test('num_attention_heads, when given, is the head count and attention_head_dim is ignored', (t) => {
+  const cfg = parseUnetConfig(tinyConfig({ num_attention_heads: [2, 4, 4, 8], attention_head_dim: 64 }));
+  t.deepEqual(cfg.heads, [2, 4, 4, 8]);
+  t.deepEqual(parseUnetConfig(tinyConfig({})).heads, [8, 8, 8, 8]);
+  t.true(parseUnetConfig(tinyConfig({ upcast_attention: true })).upcastAttention);
 });

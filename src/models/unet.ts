@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GraphBuilder } from '../onnx/graph.js';
 import { Config } from './config.js';
 import { activation, attention, Conv2d, GroupNorm, LayerNorm, Linear } from './nn.js';
@@ -9,6 +10,9 @@ import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js'
  * diffusers' UNet2DConditionModel (Stable Diffusion 1.x / 2.x) as an ONNX graph. Each class below owns the children
  * the diffusers module of the same name owns, under the same attribute names, so checkpoint keys follow from the tree.
  */
+
+/** Stable Diffusion 1.5's `unet/config.json` (runwayml/stable-diffusion-v1-5), for tests and benchmarks. */
+export const SD15_UNET_CONFIG = fileURLToPath(new URL('./configs/sd15-unet.json', import.meta.url));
 
 export type DownBlockType = 'CrossAttnDownBlock2D' | 'DownBlock2D';
 export type UpBlockType = 'CrossAttnUpBlock2D' | 'UpBlock2D';
@@ -354,24 +358,13 @@ export class Transformer2DModel {
     const g = this.s.g;
     const name = this.s.path;
     const toTokens = (v: string) => g.transpose(g.reshape(v, [0, 0, -1], name), [0, 2, 1], name);
-    const fromTokens = (v: string, like: string) => g.op('Reshape', [g.transpose(v, [0, 2, 1], name), g.op('Shape', [like], {}, { name })], {}, { name });
+    // Back to [B, channels, H, W]; the channels are `inner` before a 1x1-conv proj_out, C after a Linear one.
+    const imageShape = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 1 }, { name }), g.constI64([-1]), g.op('Shape', [x], { start: 2 }, { name })], { axis: 0 }, { name });
+    const toImage = (v: string) => g.op('Reshape', [g.transpose(v, [0, 2, 1], name), imageShape], {}, { name });
     const normed = this.norm.forward(x);
-    let h: string;
-    if (this.proj_in instanceof Linear) {
-      h = this.proj_in.forward(toTokens(normed));
-    } else {
-      const projected = this.proj_in.forward(normed);
-      h = toTokens(projected);
-    }
+    let h = this.proj_in instanceof Linear ? this.proj_in.forward(toTokens(normed)) : toTokens(this.proj_in.forward(normed));
     for (const block of this.transformer_blocks) h = block.forward(h, context);
-    let out: string;
-    if (this.proj_out instanceof Linear) {
-      out = fromTokens(this.proj_out.forward(h), x);
-    } else {
-      // The tokens are [B, HW, inner]: back to [B, inner, H, W] before the 1x1 conv; inner may differ from C.
-      const shape = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 1 }, { name }), g.constI64([-1]), g.op('Shape', [x], { start: 2 }, { name })], { axis: 0 }, { name });
-      out = this.proj_out.forward(g.op('Reshape', [g.transpose(h, [0, 2, 1], name), shape], {}, { name }));
-    }
+    const out = this.proj_out instanceof Linear ? toImage(this.proj_out.forward(h)) : this.proj_out.forward(toImage(h));
     return g.add(out, x, name);
   }
 }
@@ -618,19 +611,23 @@ export class UNet2DConditionModel {
  * Every checkpoint tensor must be consumed: a leftover key means the config does not describe the checkpoint.
  */
 export function buildUnetGraph(config: Config, weights: WeightStore): GraphBuilder {
-  const cfg = parseUnetConfig(config);
-  const g = new GraphBuilder();
-  const root = Scope.root(g, weights);
-  const model = new UNet2DConditionModel(root, cfg);
+  const root = Scope.root(new GraphBuilder(), weights);
+  defineUnetGraph(root, parseUnetConfig(config));
   const leftover = root.unused();
   if (leftover.length) {
     throw new Error(`${weights.source}: ${leftover.length} weights not used by the UNet that ${config.file} describes, e.g. ${leftover.slice(0, 3).join(', ')}`);
   }
+  return root.g;
+}
+
+/** The UNet's inputs, module tree and output, added to the graph of `root`. */
+export function defineUnetGraph(root: Scope, cfg: UnetConfig): void {
+  const g = root.g;
+  const model = new UNet2DConditionModel(root, cfg);
   const sample = g.input('sample', 'float32', ['batch', cfg.inChannels, 'height', 'width']);
   const timestep = g.input('timestep', 'float32', ['timesteps']);
   const context = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', cfg.crossAttentionDim]);
   g.output(model.forward(sample, timestep, context), 'out_sample', 'float32', ['batch', cfg.outChannels, 'height', 'width']);
-  return g;
 }
 
 /** The UNet graph of a diffusers `unet/` folder (config.json + diffusion_pytorch_model[.fp16].safetensors). */
