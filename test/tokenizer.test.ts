@@ -4,7 +4,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/pipeline/tokenizer.js';
-import { fixture } from './fixtures.js';
+import { fixture, weightsPath } from './fixtures.js';
 
 interface Case {
   prompt: string;
@@ -66,7 +66,7 @@ test('truncation reports the removed text as diffusers does', (t) => {
 });
 
 test('diffusers tokenizer folders with tokenizer.json only load', (t) => {
-  for (const dir of [fixture('tiny-sd', 'tokenizer'), '/work/shared/toy-world/toy-sd/tokenizer']) {
+  for (const dir of [fixture('tiny-sd', 'tokenizer'), weightsPath('toy-sd', 'tokenizer')]) {
     const tok = Tokenizer.load(dir);
     t.deepEqual(tok.encode(golden.cases[0].prompt).inputIds, golden.cases[0].input_ids, dir);
   }

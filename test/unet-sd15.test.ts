@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Config } from '../src/models/config.js';
 import { Scope } from '../src/models/scope.js';
+import { MemoryWeights } from '../src/models/weights.js';
 import { f32, numel } from '../src/models/tensor.js';
 import { defineUnetGraph, parseUnetConfig, SD15_UNET_CONFIG } from '../src/models/unet.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
@@ -27,46 +28,26 @@ function randomPool(length: number, seed: number): Float32Array {
   return pool;
 }
 
-/**
- * Stands in for `Scope` and makes up every weight the module tree asks for, in the shape it asks for: the key set and
- * shapes come from the tree alone. Weights are views at seeded offsets into one random pool, so 3.4 GB of model
- * needs 128 MB of memory here.
- */
-class FabricatingScope {
-  constructor(
-    readonly g: GraphBuilder,
-    readonly path: string,
-    readonly pool: Float32Array,
-    readonly asked: Map<string, number[]>,
-  ) {}
-
-  child(name: string | number): FabricatingScope {
-    return new FabricatingScope(this.g, this.key(String(name)), this.pool, this.asked);
-  }
-
-  key(name: string): string {
-    return this.path ? `${this.path}.${name}` : name;
-  }
-
-  param(name: string, shape: number[]): string {
-    const key = this.key(name);
-    const n = numel(shape);
-    const offset = (this.asked.size * 7_919_011) % (this.pool.length - n);
-    this.asked.set(key, shape);
-    return this.g.initializer(key, f32(this.pool.subarray(offset, offset + n), shape));
-  }
-}
-
 test('SD 1.5 architecture: the module tree has SD 1.5 parameter count, saves as external data and runs', async (t) => {
   const started = Date.now();
   const lap = (what: string) => t.log(`${what}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const dir = mkdtempSync(join(tmpdir(), 'unet-sd15-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
+  // Every weight is made up in the shape the module tree asks for, so the key set and shapes come from the tree
+  // alone. Weights are views at seeded offsets into one random pool: 3.4 GB of model in 128 MB of memory.
   const asked = new Map<string, number[]>();
+  const pool = randomPool(32 << 20, 1234);
   let g: GraphBuilder | undefined = new GraphBuilder();
-  const root = new FabricatingScope(g, '', randomPool(32 << 20, 1234), asked);
-  defineUnetGraph(root as unknown as Scope, parseUnetConfig(Config.read(SD15_UNET_CONFIG)));
+  const root = Scope.root(g, new MemoryWeights(new Map()), '', {
+    fabricate: (key, shape) => {
+      const n = numel(shape);
+      const offset = (asked.size * 7_919_011) % (pool.length - n);
+      asked.set(key, shape);
+      return f32(pool.subarray(offset, offset + n), shape);
+    },
+  });
+  defineUnetGraph(root, parseUnetConfig(Config.read(SD15_UNET_CONFIG)));
   let total = 0;
   for (const shape of asked.values()) total += numel(shape);
   t.is(total, SD15_PARAMETERS);

@@ -6,9 +6,9 @@ import { MemoryWeights, SafetensorsWeights, weightFiles } from '../src/models/we
 import { buildUnetGraph, loadUnetGraph, parseUnetConfig } from '../src/models/unet.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
-import { fixture } from './fixtures.js';
+import { fixture, weightsPath } from './fixtures.js';
 
-const TOY_UNET = '/work/shared/toy-world/toy-sd/unet';
+const TOY_UNET = weightsPath('toy-sd', 'unet');
 
 const golden = SafetensorsFile.open(fixture('unet_golden.safetensors'));
 const goldenF32 = (name: string) => golden.readF32(name);

@@ -12,6 +12,11 @@ export interface ScopeOptions {
    * new values every step; their starting values are collected in `Scope.inputs`.
    */
   asInput?: (key: string) => boolean;
+  /**
+   * Makes up a weight the store lacks, in the shape the module asks for: architectures built from random weights
+   * (benchmarks, the SD 1.5 shape test) take their key set and shapes from the module tree alone.
+   */
+  fabricate?: (key: string, shape: number[]) => F32Tensor;
 }
 
 interface Shared {
@@ -52,6 +57,11 @@ export class Scope {
   /** The weight `name` of this module as a graph value, checked against the shape the config implies. */
   param(name: string, shape: number[]): string {
     const key = this.key(name);
+    const made = this.shared.options.fabricate && !this.weights.has(key) ? this.shared.options.fabricate(key, shape) : undefined;
+    if (made) {
+      this.shared.used.add(key);
+      return this.g.initializer(key, made);
+    }
     const actual = this.weights.shape(key);
     if (!actual) throw new Error(`${this.weights.source}: missing weight ${key} (expected shape [${shape}])`);
     if (!shapeEquals(actual, shape)) {
