@@ -91,8 +91,13 @@ export function register(program: Command): void {
     .option('--raw-out <file>', 'also write the float images [N,H,W,3] in [0,1] as safetensors (key "image")')
     .option('--json', 'print a JSON summary on stdout')
     .action(async (o: GenerateOptions) => {
-      const manifest = manifestFor(o.model, o.encoder);
-      const engine = new LocalEngine(manifest);
+      let engine: LocalEngine;
+      try {
+        engine = new LocalEngine(manifestFor(o.model, o.encoder));
+      } catch (e) {
+        // The user named these folders: what is wrong with them is a usage error.
+        throw e instanceof UsageError ? e : new UsageError((e as Error).message);
+      }
       let request: GenerationRequest;
       try {
         request = engine.resolve({

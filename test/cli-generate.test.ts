@@ -1,0 +1,60 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { readPngText } from '../src/pipeline/png.js';
+import { readSafetensors } from '../src/models/safetensors.js';
+import { fixture } from './fixtures.js';
+
+const exec = promisify(execFile);
+const cache = mkdtempSync(join(tmpdir(), 'graph-cache-'));
+const env = { ...process.env, SAFE_SD_CACHE: cache };
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec('node', ['bin/safe-sd.js', ...args], { env });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+test('generate on the embedded model writes a PNG with its parameters, byte-identical for the same seed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gen-'));
+  const a = await cli('generate', '--prompt', 'a red star on a white background', '--seed', '7', '--steps', '5', '--out', join(dir, 'a.png'), '--raw-out', join(dir, 'a.safetensors'), '--json');
+  t.is(a.code, 0, a.stderr);
+  const summary = JSON.parse(a.stdout);
+  t.is(summary.seed, '7');
+  t.is(summary.encoder, 'original');
+  const png = readFileSync(join(dir, 'a.png'));
+  t.deepEqual([...png.subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
+  const params = JSON.parse(readPngText(png).parameters);
+  t.is(params.prompt, 'a red star on a white background');
+  t.is(params.seed, '7');
+  const raw = readSafetensors(join(dir, 'a.safetensors')).get('image')!;
+  t.deepEqual(raw.shape, [1, 64, 64, 3]);
+  const b = await cli('generate', '--prompt', 'a red star on a white background', '--seed', '7', '--steps', '5', '--out', join(dir, 'b.png'));
+  t.is(b.code, 0, b.stderr);
+  t.deepEqual(readFileSync(join(dir, 'b.png')), png);
+});
+
+const bad: Array<[string, string[], RegExp]> = [
+  ['an unknown scheduler', ['--scheduler', 'nope'], /unknown scheduler 'nope'/],
+  ['a width not a multiple of 8', ['--width', '60'], /width 60 is not a positive multiple of 8/],
+  ['steps outside 1..1000', ['--steps', '1001'], /steps 1001 is outside 1\.\.1000/],
+  ['a non-finite guidance', ['--guidance', 'Infinity'], /guidance scale Infinity must be a finite number/],
+  ['a missing model folder', ['--model', '/nonexistent/model'], /--model \/nonexistent\/model: no such file or folder/],
+  ['an encoder whose hidden size differs from the UNet', ['--encoder', fixture('tiny-sd', 'text_encoder')], /hidden size 32, but the UNet's cross_attention_dim is 64/],
+];
+
+for (const [what, args, message] of bad) {
+  test(`generate refuses ${what} with one line and exit code 2`, async (t) => {
+    const r = await cli('generate', '--prompt', 'a circle', ...args);
+    t.is(r.code, 2);
+    t.regex(r.stderr, message);
+    t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  });
+}
