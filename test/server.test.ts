@@ -221,6 +221,16 @@ test.serial('invalid requests get INVALID_ARGUMENT with a readable message', asy
   });
 });
 
+test.serial('a crashed worker fails its batch with INTERNAL and is replaced', async (t) => {
+  await withServer({}, async ({ client }) => {
+    const crashed = await generate(client, { prompt: 'engine-crash', steps: 1 }).done;
+    t.is(crashed.error?.code, grpc.status.INTERNAL);
+    t.regex(crashed.error!.details, /inference worker 0 exited with code 3/);
+    const next = await generate(client, { prompt: 'after the crash', steps: 1 }).done;
+    t.is(next.error, undefined);
+  });
+});
+
 test.serial('ListModels lists pipelines and encoders', async (t) => {
   await withServer({}, async ({ client }) => {
     const res = await new Promise<unknown>((resolve, reject) =>
@@ -258,6 +268,7 @@ test.serial('health answers within 50 ms while the worker is busy', async (t) =>
       t.is(await check(h, 'safesd.v1.Diffusion'), 'SERVING');
       rtts.push(performance.now() - t0);
     }
+    t.log(`health RTT max ${Math.max(...rtts).toFixed(1)} ms while a job runs`);
     t.true(Math.max(...rtts) < 50, `health RTTs ${rtts.map((r) => r.toFixed(1)).join(', ')} ms`);
     long.stream.cancel();
     await long.done;
@@ -370,6 +381,9 @@ test.serial('SIGTERM lets a running request finish, then exits 0', async (t) => 
   const running = generate(client, { prompt: 'finish me', steps: 15 });
   await progressed(running.stream, 1);
   child.kill('SIGTERM');
+  await sleep(100);
+  const late = await generate(client, { prompt: 'too late' }).done;
+  t.is(late.error?.code, grpc.status.UNAVAILABLE);
   const out = await running.done;
   t.is(out.error, undefined);
   t.is(images(out).length, 1);

@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
+import type { ModelsInfo } from '../pipeline/engine-api.js';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/safesd/v1/diffusion.proto', import.meta.url));
 export const SERVICE_NAME = 'safesd.v1.Diffusion';
@@ -83,19 +84,8 @@ export type CompareEventMsg =
   | { progress: ProgressMsg; event?: 'progress' }
   | { result: CompareResultMsg; event?: 'result' };
 
-export interface ListModelsResponseMsg {
-  pipelines: Array<{
-    name: string;
-    defaultEncoder: string;
-    defaultWidth: number;
-    defaultHeight: number;
-    defaultSteps: number;
-    defaultGuidanceScale: number;
-    defaultScheduler: string;
-    crossAttentionDim: number;
-  }>;
-  encoders: Array<{ name: string; pipeline: string; hiddenSize: number; source: string; safeClip: boolean }>;
-}
+/** Field for field the engine's ModelsInfo, less the default pipeline (the proto has no field for it). */
+export type ListModelsResponseMsg = Pick<ModelsInfo, 'pipelines' | 'encoders'>;
 
 /** A typed client for the Diffusion service (used by `safe-sd client` and the tests). */
 export interface DiffusionClient extends grpc.Client {

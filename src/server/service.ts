@@ -126,13 +126,15 @@ function serveStream<Req, R>(
       Math.max(0, deadline - Date.now()),
     );
   }
-  call.on('cancelled', () => {
+  const onCancelled = () => {
     const expired = Number.isFinite(deadline) && Date.now() >= deadline;
     accepted.cancel(
       expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED,
       expired ? 'deadline exceeded before the images were ready' : 'cancelled by the client',
     );
-  });
+  };
+  if (call.cancelled) onCancelled();
+  else call.on('cancelled', onCancelled);
 }
 
 function imageMsg(img: GeneratedImage): ImageMsg {

@@ -6,7 +6,8 @@
  * Options (createEngine's argument, or env for child processes): stepMs (FAKE_ENGINE_STEP_MS, default 5);
  * counters: a SharedArrayBuffer of Int32s the test reads: [0] steps executed (one per job per step),
  * [1] batches run, [2] largest batch.
- * Prompts containing "engine-reject" fail the engine's resolve; "engine-fail" fail inside runBatch.
+ * Prompts containing "engine-reject" fail the engine's resolve; "engine-fail" fail inside runBatch;
+ * "engine-crash" ends the worker thread.
  */
 import { deflateSync, crc32 } from 'node:zlib';
 import {
@@ -80,6 +81,7 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
     async runBatch(jobs: BatchJob[], hooks: EngineHooks) {
       Atomics.add(counters, BATCHES_RUN, 1);
       if (jobs.length > Atomics.load(counters, LARGEST_BATCH)) Atomics.store(counters, LARGEST_BATCH, jobs.length);
+      if (jobs.some((j) => j.request.prompt.includes('engine-crash'))) process.exit(3);
       const outcomes = new Map<string, JobOutcome>();
       let live = jobs;
       const total = jobs[0]!.request.steps;
