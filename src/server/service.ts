@@ -1,0 +1,152 @@
+/** Handlers of safesd.v1.Diffusion: validate, queue, stream queue position and progress, answer with images. */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { InvalidRequestError, type GeneratedImage, type GenerationRequest, type ModelsInfo } from '../pipeline/engine-api.js';
+import type { ServerMetrics } from './metrics.js';
+import type {
+  CompareEventMsg,
+  CompareRequestMsg,
+  GenerateEventMsg,
+  GenerateRequestMsg,
+  ImageMsg,
+  ListModelsResponseMsg,
+} from './proto.js';
+import { resolveCompare, resolveGenerate } from './resolve.js';
+import { RejectedError, type Scheduler } from './scheduler.js';
+
+export interface ServiceContext {
+  models: ModelsInfo;
+  scheduler: Scheduler;
+  metrics: ServerMetrics;
+  logger: Logger;
+  /** True once shutdown began: new calls get UNAVAILABLE. */
+  draining(): boolean;
+}
+
+type Event<R> = { queued: { position: number } } | { progress: { step: number; total: number } } | { result: R };
+
+export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  return {
+    Generate(call: grpc.ServerWritableStream<GenerateRequestMsg, GenerateEventMsg>) {
+      serveStream(ctx, 'Generate', call, (m) => [resolveGenerate(ctx.models, m)], (images) => ({
+        images: images[0]!.map(imageMsg),
+      }));
+    },
+    Compare(call: grpc.ServerWritableStream<CompareRequestMsg, CompareEventMsg>) {
+      serveStream(ctx, 'Compare', call, (m) => resolveCompare(ctx.models, m), (images, requests) => ({
+        columns: requests.map((r, i) => ({ encoder: r.encoder, images: images[i]!.map(imageMsg) })),
+        seed: requests[0]!.seed.toString(),
+      }));
+    },
+    ListModels(_call: grpc.ServerUnaryCall<object, ListModelsResponseMsg>, callback: grpc.sendUnaryData<ListModelsResponseMsg>) {
+      const { pipelines, encoders } = ctx.models;
+      callback(null, { pipelines, encoders });
+    },
+  };
+}
+
+function serveStream<Req, R>(
+  ctx: ServiceContext,
+  method: string,
+  call: grpc.ServerWritableStream<Req, Event<R>>,
+  resolve: (msg: Req) => GenerationRequest[],
+  toResult: (images: GeneratedImage[][], requests: GenerationRequest[]) => R,
+) {
+  const started = performance.now();
+  const log = ctx.logger.child({ reqId: randomUUID(), method, peer: call.getPeer() });
+  let firstStepAt: number | undefined;
+  let requests: GenerationRequest[] = [];
+
+  const finish = (code: grpc.status, details?: string) => {
+    const totalMs = Math.round(performance.now() - started);
+    ctx.metrics.requestDuration.labels(method, grpc.status[code]).observe(totalMs / 1000);
+    const waitMs = firstStepAt === undefined ? undefined : Math.round(firstStepAt - started);
+    log.info({ code: grpc.status[code], details, encoders: requests.map((r) => r.encoder), waitMs, totalMs }, 'request done');
+    if (code === grpc.status.OK) call.end();
+    else if (!call.cancelled) call.emit('error', { code, details });
+  };
+
+  if (ctx.draining()) return finish(grpc.status.UNAVAILABLE, 'server is shutting down');
+  try {
+    requests = resolve(call.request);
+  } catch (e) {
+    if (e instanceof InvalidRequestError) return finish(grpc.status.INVALID_ARGUMENT, e.message);
+    throw e;
+  }
+  const first = requests[0]!;
+  log.info(
+    {
+      encoders: requests.map((r) => r.encoder),
+      pipeline: first.pipeline,
+      seed: first.seed.toString(),
+      steps: first.steps,
+      size: `${first.width}x${first.height}`,
+      scheduler: first.scheduler,
+      numImages: first.numImages,
+    },
+    'request accepted',
+  );
+
+  const write = (event: Event<R>) => {
+    if (!call.cancelled) call.write(event);
+  };
+  let deadlineTimer: NodeJS.Timeout | undefined;
+  let handle;
+  try {
+    handle = ctx.scheduler.submit(log.bindings().reqId as string, requests, {
+      queued: (position) => write({ queued: { position } }),
+      progress: (step, total) => {
+        firstStepAt ??= performance.now();
+        write({ progress: { step, total } });
+      },
+      done: (result) => {
+        clearTimeout(deadlineTimer);
+        if (result.ok) {
+          for (const [i, imgs] of result.images.entries()) {
+            ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
+          }
+          write({ result: toResult(result.images, requests) });
+          finish(grpc.status.OK);
+        } else {
+          finish(result.code, result.message);
+        }
+      },
+    });
+  } catch (e) {
+    if (e instanceof RejectedError) return finish(e.code, e.message);
+    throw e;
+  }
+  const accepted = handle;
+
+  const deadline = Number(call.getDeadline());
+  if (Number.isFinite(deadline)) {
+    deadlineTimer = setTimeout(
+      () => accepted.cancel(grpc.status.DEADLINE_EXCEEDED, 'deadline exceeded before the images were ready'),
+      Math.max(0, deadline - Date.now()),
+    );
+  }
+  const onCancelled = () => {
+    const expired = Number.isFinite(deadline) && Date.now() >= deadline;
+    accepted.cancel(
+      expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED,
+      expired ? 'deadline exceeded before the images were ready' : 'cancelled by the client',
+    );
+  };
+  if (call.cancelled) onCancelled();
+  else call.on('cancelled', onCancelled);
+}
+
+function imageMsg(img: GeneratedImage): ImageMsg {
+  return {
+    png: Buffer.from(img.png.buffer, img.png.byteOffset, img.png.byteLength),
+    seed: img.seed.toString(),
+    width: img.width,
+    height: img.height,
+    encoder: img.encoder,
+    scheduler: img.scheduler,
+    steps: img.steps,
+    guidanceScale: img.guidanceScale,
+    pipeline: img.pipeline,
+  };
+}
