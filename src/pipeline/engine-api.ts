@@ -40,6 +40,8 @@ export interface EncoderInfo {
   hiddenSize: number;
   source: string;
   safeClip: boolean;
+  /** Transformer layers of the text tower: the largest clip skip. */
+  layers: number;
 }
 
 export interface PipelineInfo {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Config } from '../models/config.js';
 import type { SessionSettings } from '../onnx/session.js';
@@ -19,7 +18,8 @@ import {
 import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
 import { encodePng } from './png.js';
 import { TorchGenerator } from './random.js';
-import { SCHEDULER_NAMES, createScheduler } from './schedulers/index.js';
+import { createScheduler } from './schedulers/index.js';
+import { resolveRequest } from './request.js';
 import { StableDiffusion } from './stable-diffusion.js';
 import { PromptEncoder } from './text-encoder.js';
 
@@ -29,8 +29,6 @@ export interface EngineOptions {
   maxEncoders?: number;
   session?: SessionSettings;
 }
-
-export const LIMITS = { maxSide: 2048, maxSteps: 1000, maxImages: 16, maxPromptChars: 10_000 };
 
 /** hidden_size of a CLIP folder's text tower, read from its config without loading weights. */
 function encoderHiddenSize(dir: string): number {
@@ -75,7 +73,7 @@ export class LocalEngine implements Engine {
         if (hidden !== cross) {
           throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${cross}`);
         }
-        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip });
+        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip, layers: encoderLayers(e.path) });
       }
     }
   }
@@ -97,40 +95,7 @@ export class LocalEngine implements Engine {
   }
 
   resolve(r: PartialRequest): GenerationRequest {
-    const p = this.entry(r.pipeline || this.manifest.defaultPipeline);
-    const encoder = r.encoder || p.defaultEncoder;
-    const e = this.encoderEntry(p, encoder);
-    const req: GenerationRequest = {
-      pipeline: p.name,
-      encoder,
-      prompt: r.prompt ?? '',
-      negativePrompt: r.negativePrompt ?? '',
-      seed: r.seed ?? randomBytes(8).readBigUInt64LE(),
-      steps: r.steps || p.defaults.steps,
-      guidanceScale: r.guidanceScale ?? p.defaults.guidanceScale,
-      width: r.width || p.defaults.width,
-      height: r.height || p.defaults.height,
-      scheduler: r.scheduler || p.defaults.scheduler,
-      numImages: r.numImages || 1,
-      clipSkip: r.clipSkip ?? 0,
-    };
-    const bad = (msg: string): never => {
-      throw new InvalidRequestError(msg);
-    };
-    if (!req.prompt.trim()) bad('prompt is empty');
-    if (req.prompt.length > LIMITS.maxPromptChars || req.negativePrompt.length > LIMITS.maxPromptChars) bad(`prompts are limited to ${LIMITS.maxPromptChars} characters`);
-    for (const [k, v] of [['width', req.width], ['height', req.height]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) bad(`${k} ${v} is not a positive multiple of 8`);
-      if (v > LIMITS.maxSide) bad(`${k} ${v} exceeds the limit of ${LIMITS.maxSide}`);
-    }
-    if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps) bad(`steps ${req.steps} is outside 1..${LIMITS.maxSteps}`);
-    if (!Number.isFinite(req.guidanceScale) || req.guidanceScale < 0) bad(`guidance scale ${req.guidanceScale} must be a finite number >= 0`);
-    if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);
-    if (!Number.isInteger(req.numImages) || req.numImages < 1 || req.numImages > LIMITS.maxImages) bad(`num_images ${req.numImages} is outside 1..${LIMITS.maxImages}`);
-    const layers = encoderLayers(e.path);
-    if (!Number.isInteger(req.clipSkip) || req.clipSkip < 0 || req.clipSkip > layers) bad(`clip skip ${req.clipSkip} is outside 0..${layers}`);
-    if (req.seed < 0n || req.seed >= 2n ** 64n) bad(`seed ${req.seed} is outside 0..2^64-1`);
-    return req;
+    return resolveRequest(this.info, r);
   }
 
   pipeline(name: string): Promise<StableDiffusion> {

@@ -46,8 +46,8 @@ const MODELS: ModelsInfo = {
     },
   ],
   encoders: [
-    { name: 'clip', pipeline: 'toy', hiddenSize: 32, source: 'text_encoder', safeClip: false },
-    { name: 'safe-clip', pipeline: 'toy', hiddenSize: 32, source: 'safe_clip', safeClip: true },
+    { name: 'clip', pipeline: 'toy', hiddenSize: 32, source: 'text_encoder', safeClip: false, layers: 2 },
+    { name: 'safe-clip', pipeline: 'toy', hiddenSize: 32, source: 'safe_clip', safeClip: true, layers: 2 },
   ],
 };
 
