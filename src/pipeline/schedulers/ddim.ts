@@ -10,7 +10,7 @@ import {
   type Scheduler,
   type SchedulerOptions,
 } from './scheduler.js';
-import { oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
+import { alphaCumprodAt, oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
 
 /** DDIM (Song et al. 2020), diffusers' DDIMScheduler; eta > 0 adds fresh noise at every step. */
 export class DDIMScheduler implements Scheduler {
@@ -54,8 +54,8 @@ export class DDIMScheduler implements Scheduler {
     requireTimesteps(this.timesteps, 'DDIMScheduler');
     checkLengths('DDIMScheduler', modelOutput, sample);
     const prevT = t - Math.floor(this.trainSteps / this.numInferenceSteps);
-    const aT = this.alphasCumprod[t];
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
+    const aT = alphaCumprodAt(this.alphasCumprod, t, this.finalAlphaCumprod, 'DDIMScheduler');
+    const aPrev = alphaCumprodAt(this.alphasCumprod, prevT, this.finalAlphaCumprod, 'DDIMScheduler');
     const bT = Math.fround(1 - aT);
     const sqrtA = Math.sqrt(aT);
     const sqrtB = Math.sqrt(bT);

@@ -10,7 +10,7 @@ import {
   type Scheduler,
   type SchedulerOptions,
 } from './scheduler.js';
-import { oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
+import { alphaCumprodAt, oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
 
 const VARIANCE_TYPES = ['fixed_small', 'fixed_small_log', 'fixed_large'] as const;
 
@@ -54,8 +54,8 @@ export class DDPMScheduler implements Scheduler {
     const index = this.timesteps.indexOf(t);
     if (index < 0) throw new Error(`DDPMScheduler: timestep ${t} is not one of the scheduler's timesteps`);
     const prevT = index === this.timesteps.length - 1 ? -1 : this.timesteps[index + 1];
-    const aT = this.alphasCumprod[t];
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT] : 1;
+    const aT = alphaCumprodAt(this.alphasCumprod, t, 1, 'DDPMScheduler');
+    const aPrev = alphaCumprodAt(this.alphasCumprod, prevT, 1, 'DDPMScheduler');
     const bT = Math.fround(1 - aT);
     const bPrev = Math.fround(1 - aPrev);
     const alphaT = aT / aPrev;

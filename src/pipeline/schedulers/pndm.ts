@@ -1,6 +1,6 @@
 import type { Config } from '../../models/config.js';
 import { checkLengths, checkStepCount, requireTimesteps, type Scheduler } from './scheduler.js';
-import { oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod } from './schedule.js';
+import { alphaCumprodAt, oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod } from './schedule.js';
 
 /**
  * PNDM (Liu et al. 2022) in its pseudo linear multistep form (skip_prk_steps, as SD ships it), diffusers'
@@ -80,8 +80,8 @@ export class PNDMScheduler implements Scheduler {
 
   /** Eq. (9) of the PNDM paper: x_{t−δ} from x_t and ε. */
   private prevSample(x: Float32Array, t: number, prevT: number, eps: Float32Array): Float32Array {
-    const aT = this.alphasCumprod[t];
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
+    const aT = alphaCumprodAt(this.alphasCumprod, t, this.finalAlphaCumprod, 'PNDMScheduler');
+    const aPrev = alphaCumprodAt(this.alphasCumprod, prevT, this.finalAlphaCumprod, 'PNDMScheduler');
     const bT = Math.fround(1 - aT);
     const bPrev = Math.fround(1 - aPrev);
     const sampleCoeff = Math.sqrt(aPrev / aT);

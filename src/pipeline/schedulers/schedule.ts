@@ -140,3 +140,12 @@ export function refuseUnsupported(cfg: Config, keys: Record<string, unknown>): v
     }
   }
 }
+
+/** ᾱ at an integer training timestep; t = -1 (past the end of the schedule) gives `final`. */
+export function alphaCumprodAt(alphasCumprod: Float32Array, t: number, final: number, who: string): number {
+  if (t < 0) return final;
+  if (!Number.isInteger(t) || t >= alphasCumprod.length) {
+    throw new Error(`${who}: timestep ${t} is not an integer training timestep below ${alphasCumprod.length}`);
+  }
+  return alphasCumprod[t];
+}
