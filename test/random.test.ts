@@ -60,3 +60,12 @@ test('bad shapes and seeds are refused', (t) => {
   t.throws(() => new TorchGenerator(0.5), { message: /not an integer/ });
   t.throws(() => new TorchGenerator(1).randn([2, -1]), { message: /bad shape/ });
 });
+
+test('the pipeline golden latents come from one generator seeded 1040', (t) => {
+  const pipeline = SafetensorsFile.open(fixture('pipeline_golden.safetensors'));
+  const g = new TorchGenerator(1040);
+  for (const run of ['pndm_cfg', 'euler_cfg', 'dpmpp_nocfg', 'ddim_cfg']) {
+    const want = pipeline.readF32(`${run}.latents`);
+    t.is(unequalCount(g.randn(want.shape), want.data), 0, run);
+  }
+});
