@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalEngine } from '../src/pipeline/engine.js';
@@ -12,7 +12,13 @@ import goldenSpec from './fixtures/reference/pipeline_golden.json' with { type: 
 process.env.SAFE_SD_CACHE ??= mkdtempSync(join(tmpdir(), 'graph-cache-'));
 
 const golden = readSafetensors(fixture('pipeline_golden.safetensors')) as Map<string, F32Tensor>;
-const engine = new LocalEngine(manifestForFolder(fixture('tiny-sd')));
+
+// The reference built each scheduler from the config recorded in the golden (which leaves timestep_spacing to each
+// class's default), not from tiny-sd's scheduler_config.json (which says 'leading'): run with that config too.
+const model = mkdtempSync(join(tmpdir(), 'tiny-sd-'));
+cpSync(fixture('tiny-sd'), model, { recursive: true });
+writeFileSync(join(model, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'PNDMScheduler', ...goldenSpec.scheduler_config }));
+const engine = new LocalEngine(manifestForFolder(model));
 test.after.always(() => engine.close());
 
 const SCHEDULER: Record<string, string> = {

@@ -205,7 +205,7 @@ export class LocalEngine implements Engine {
     const shape = [n, sd.latentChannels, r.height / sd.vaeScale, r.width / sd.vaeScale];
     const noise = givenNoise ?? gen.randn(shape);
     if (noise.length !== shape.reduce((a, b) => a * b)) throw new InvalidRequestError(`initial latents hold ${noise.length} values, expected [${shape}]`);
-    const scheduler = createScheduler(r.scheduler, sd.folder.components.scheduler.config.raw, (shape: number[]) => gen.randn(shape));
+    const scheduler = createScheduler(r.scheduler, sd.folder.components.scheduler.config, {}, { noise: (count) => gen.randn([count]) });
     scheduler.setTimesteps(r.steps);
     return { id, noise, n, cond, uncond, guidanceScale: r.guidanceScale, scheduler };
   }
