@@ -1,0 +1,97 @@
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import type { F32Tensor } from '../models/tensor.js';
+
+const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const IHDR_END = SIGNATURE.length + 4 + 4 + 13 + 4; // length, type, 13 data bytes, CRC
+
+/** Round half to even, as numpy's round does. */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * Float images [N, H, W, 3] in [0, 1] → one RGB byte array per image, as diffusers' numpy_to_pil:
+ * `(images * 255).round().astype("uint8")` on float32 values clamped to [0, 1] (NaN becomes 0).
+ */
+export function imagesToBytes(images: F32Tensor): Uint8Array[] {
+  const [n, h, w, c] = images.shape;
+  if (images.shape.length !== 4 || c !== 3) throw new Error(`images: expected shape [N, H, W, 3], got [${images.shape.join(', ')}]`);
+  const size = h * w * 3;
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const bytes = new Uint8Array(size);
+    for (let j = 0; j < size; j++) {
+      const x = images.data[i * size + j];
+      const clamped = x > 1 ? 1 : x > 0 ? x : 0;
+      bytes[j] = roundHalfEven(Math.fround(clamped * 255));
+    }
+    out.push(bytes);
+  }
+  return out;
+}
+
+function chunk(type: string, data: Uint8Array): Buffer {
+  const typeAndData = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(data.length);
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32BE(crc32(typeAndData));
+  return Buffer.concat([head, typeAndData, tail]);
+}
+
+/** A text chunk as PIL writes them: tEXt when the text is Latin-1, else an uncompressed UTF-8 iTXt. */
+function textChunk(keyword: string, text: string): Buffer {
+  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword)) throw new Error(`PNG text keyword ${JSON.stringify(keyword)}: must be 1-79 Latin-1 characters`);
+  const key = Buffer.from(keyword, 'latin1');
+  if (/^[\x00-\xff]*$/.test(text)) return chunk('tEXt', Buffer.concat([key, Buffer.from([0]), Buffer.from(text, 'latin1')]));
+  // keyword, NUL, no compression (flag 0, method 0), empty language tag and translated keyword, each NUL-ended
+  return chunk('iTXt', Buffer.concat([key, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, 'utf8')]));
+}
+
+/**
+ * Encode RGB bytes as PNG, with text chunks (e.g. `parameters`, where A1111 and its readers look) placed right after
+ * IHDR. The zlib settings are fixed, so equal pixels and text give equal files.
+ */
+export async function encodePng(rgb: Uint8Array, width: number, height: number, text: Record<string, string> = {}): Promise<Uint8Array> {
+  if (rgb.length !== width * height * 3) throw new Error(`encodePng: ${rgb.length} bytes for ${width}x${height} RGB`);
+  const png = await sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png({ compressionLevel: 6, adaptiveFiltering: false, palette: false, progressive: false })
+    .toBuffer();
+  if (png.toString('latin1', 12, 16) !== 'IHDR') throw new Error('encodePng: the encoder did not start with IHDR');
+  const texts = Object.entries(text).map(([k, v]) => textChunk(k, v));
+  return new Uint8Array(Buffer.concat([png.subarray(0, IHDR_END), ...texts, png.subarray(IHDR_END)]));
+}
+
+/** Images [N, H, W, 3] in [0, 1] → PNG files, each with the same text chunks. */
+export async function imagesToPngs(images: F32Tensor, text: Record<string, string> = {}): Promise<Uint8Array[]> {
+  const [, h, w] = images.shape;
+  return Promise.all(imagesToBytes(images).map((rgb) => encodePng(rgb, w, h, text)));
+}
+
+/** The tEXt and uncompressed iTXt chunks of a PNG, keyword → text; CRCs are checked. */
+export function readPngText(bytes: Uint8Array): Record<string, string> {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not a PNG file');
+  const out: Record<string, string> = {};
+  let at = SIGNATURE.length;
+  while (at + 12 <= buf.length) {
+    const length = buf.readUInt32BE(at);
+    const type = buf.toString('latin1', at + 4, at + 8);
+    const end = at + 8 + length;
+    if (end + 4 > buf.length) throw new Error(`PNG chunk ${type} at byte ${at} runs past the end of the file`);
+    if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end)) throw new Error(`PNG chunk ${type} at byte ${at}: bad CRC`);
+    const data = buf.subarray(at + 8, end);
+    const nul = data.indexOf(0);
+    if (type === 'tEXt' && nul > 0) out[data.toString('latin1', 0, nul)] = data.toString('latin1', nul + 1);
+    if (type === 'iTXt' && nul > 0 && data[nul + 1] === 0) {
+      const langEnd = data.indexOf(0, nul + 3);
+      const keyEnd = data.indexOf(0, langEnd + 1);
+      out[data.toString('latin1', 0, nul)] = data.toString('utf8', keyEnd + 1);
+    }
+    if (type === 'IEND') break;
+    at = end + 4;
+  }
+  return out;
+}
