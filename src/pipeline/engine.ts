@@ -16,7 +16,7 @@ import {
   type PartialRequest,
 } from './engine-api.js';
 import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
-import { encodePng } from './png.js';
+import { encodePng, imagesToBytes } from './png.js';
 import { TorchGenerator } from './random.js';
 import { createScheduler } from './schedulers/index.js';
 import { resolveRequest } from './request.js';
@@ -157,11 +157,8 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, cancelled: true, message: 'cancelled' });
         continue;
       }
-      const images = await sd.decode(lat, r.numImages, height, width);
-      const out: GeneratedImage[] = [];
-      for (let i = 0; i < r.numImages; i++) {
-        out.push({ png: await encodePng(images, i, pngParameters(r, i)), seed: r.seed, width, height, encoder: r.encoder, scheduler, steps, guidanceScale: r.guidanceScale, pipeline: pname });
-      }
+      const pngs = await toPngs(await sd.decode(lat, r.numImages, height, width), r);
+      const out: GeneratedImage[] = pngs.map((png) => ({ png, seed: r.seed, width, height, encoder: r.encoder, scheduler, steps, guidanceScale: r.guidanceScale, pipeline: pname }));
       outcomes.set(id, { ok: true, images: out });
     }
     return outcomes;
@@ -176,9 +173,7 @@ export class LocalEngine implements Engine {
     const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
     const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
     const images = await sd.decode(latents.get('cli')!, r.numImages, r.height, r.width);
-    const pngs: Uint8Array[] = [];
-    for (let i = 0; i < r.numImages; i++) pngs.push(await encodePng(images, i, pngParameters(r, i)));
-    return { images, pngs };
+    return { images, pngs: await toPngs(images, r) };
   }
 
   /** Conditioning, initial noise and a fresh scheduler for one request. */
@@ -216,7 +211,12 @@ export class LocalEngine implements Engine {
   }
 }
 
-/** What a PNG's text chunk records of how it was made. */
+/** PNGs whose `parameters` text chunk records, as JSON, how each was made. */
+function toPngs(images: F32Tensor, r: GenerationRequest): Promise<Uint8Array[]> {
+  const [, h, w] = images.shape;
+  return Promise.all(imagesToBytes(images).map((rgb, i) => encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) })));
+}
+
 function pngParameters(r: GenerationRequest, index: number): Record<string, string | number> {
   return {
     prompt: r.prompt,
