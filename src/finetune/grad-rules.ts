@@ -144,9 +144,12 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
       const s = c.shape(v);
       return ys && s ? [...ys.slice(0, -2), ...s.slice(-2)] : undefined;
     };
+    // A 2-D weight applied to a batch of rows: its gradient is one GEMM over all rows, not a batched product
+    // followed by a reduction over the batch.
+    const flatWeightGrad = () => c.op('Gemm', [c.op('Flatten', [a], { axis: ra - 1 }), c.op('Flatten', [dy(c)], { axis: ra - 1 })], { transA: 1 });
     return [
       c.needs(0) ? c.sumTo(c.op('MatMul', [dy(c), transposeLast(c, b, rb)]), like(a), a) : undefined,
-      c.needs(1) ? c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b) : undefined,
+      c.needs(1) ? (rb === 2 && ra > 2 ? flatWeightGrad() : c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b)) : undefined,
     ];
   },
   Gemm: (c) => {
