@@ -94,7 +94,6 @@ function unary(f: (c: GradContext, x: string, y: string, grad: string) => string
 export const GRADIENT_RULES: Record<string, GradientRule> = {
   Identity: (c) => [dy(c)],
   Cast: (c) => [dy(c)],
-  Dropout: (c) => [dy(c)],
   Neg: unary((c, _x, _y, d) => c.op('Neg', [d])),
   Exp: unary((c, _x, y, d) => c.op('Mul', [d, y])),
   Log: unary((c, x, _y, d) => c.op('Div', [d, x])),
