@@ -1,0 +1,170 @@
+import type { F32Tensor } from '../models/tensor.js';
+import type { GraphBuilder, Node } from '../onnx/graph.js';
+import { GRADIENT_RULES, type GradContext } from './grad-rules.js';
+import { constInts, inferShapes, type SShape } from './shapes.js';
+
+/**
+ * Reverse-mode differentiation over the graph IR: the backward pass is appended to the same builder, so one ONNX
+ * graph computes the forward pass, the loss and the gradients in a single onnxruntime run.
+ */
+
+/** Ops whose outputs carry no gradient (integers, booleans, piecewise constants): differentiation stops there. */
+const NON_DIFFERENTIABLE = new Set([
+  'Shape', 'Size', 'ArgMax', 'ArgMin', 'ConstantOfShape', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual',
+  'Not', 'And', 'Or', 'Xor', 'NonZero', 'Range', 'EyeLike', 'Floor', 'Ceil', 'Round', 'Sign', 'IsNaN', 'IsInf',
+  'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'OneHot',
+]);
+const FLOAT = 1;
+
+function producesGradient(n: Node): boolean {
+  if (NON_DIFFERENTIABLE.has(n.op)) return false;
+  if (n.op === 'Cast') return n.attrs.to === FLOAT;
+  return true;
+}
+
+/**
+ * Turn initializers into graph inputs so the caller can feed (and update) them every step; returns their current
+ * values, which the caller now owns. Names are kept, so checkpoint keys still name the parameters.
+ */
+export function promoteToInputs(g: GraphBuilder, names: string[]): Map<string, F32Tensor> {
+  const values = new Map<string, F32Tensor>();
+  for (const name of names) {
+    const t = g.initializers.get(name);
+    if (!t) throw new Error(`promoteToInputs: ${name} is not an initializer of the graph`);
+    if (t.dtype !== 'F32') throw new Error(`promoteToInputs: ${name} is ${t.dtype}; trainable parameters must be float32`);
+    g.initializers.delete(name);
+    g.inputs.push({ name, type: 'float32', shape: [...t.shape] });
+    values.set(name, t as F32Tensor);
+  }
+  return values;
+}
+
+/** Expose each gradient as a graph output named `grad:<param>`; returns param name -> output name. */
+export function exposeGradients(g: GraphBuilder, grads: Map<string, string>, shapes: Map<string, number[]>): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [param, grad] of grads) {
+    const shape = shapes.get(param);
+    if (!shape) throw new Error(`exposeGradients: no shape given for ${param}`);
+    out.set(param, g.output(grad, `grad:${param}`, 'float32', shape));
+  }
+  return out;
+}
+
+/**
+ * Append the backward pass of `loss` with respect to `wrt` (graph inputs or any float values) to `g`.
+ * Returns, for each name in `wrt`, the value holding d(sum of loss)/d(name) — zeros for names the loss ignores.
+ * Only nodes that both depend on `wrt` and lead to `loss` are differentiated; an op without a rule there is an error.
+ */
+export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Map<string, string> {
+  const nodes = [...g.nodes];
+  const shapes = inferShapes(g);
+
+  const depends = new Set(wrt);
+  for (const n of nodes) {
+    if (producesGradient(n) && n.inputs.some((i) => depends.has(i))) for (const o of n.outputs) depends.add(o);
+  }
+  const leadsToLoss = new Set([loss]);
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i];
+    if (n.outputs.some((o) => leadsToLoss.has(o))) for (const v of n.inputs) if (v) leadsToLoss.add(v);
+  }
+
+  const contributions = new Map<string, string[]>();
+  const gradOf = (v: string): string | undefined => {
+    const parts = contributions.get(v);
+    if (!parts || parts.length === 0) return undefined;
+    if (parts.length > 1) contributions.set(v, [g.op('Sum', parts, {}, { name: `grad/${v}` })]);
+    return contributions.get(v)![0];
+  };
+  const lossShape = shapes.get(loss);
+  const seed = lossShape && lossShape.length === 0 ? g.scalarF32(1) : g.op('Expand', [g.scalarF32(1), g.op('Shape', [loss])], {}, { name: 'grad/seed' });
+  contributions.set(loss, [seed]);
+
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i];
+    if (!producesGradient(n)) continue;
+    const needs = n.inputs.map((v) => Boolean(v) && depends.has(v) && leadsToLoss.has(v));
+    if (!needs.some(Boolean)) continue;
+    const dys = n.outputs.map((o) => (depends.has(o) ? gradOf(o) : undefined));
+    if (dys.every((d) => d === undefined)) continue;
+    const rule = GRADIENT_RULES[n.op];
+    if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from [${wrt.join(', ')}] to ${loss}`);
+    const ctx = context(g, n, dys, needs, shapes);
+    const grads = rule(ctx);
+    grads.forEach((gr, k) => {
+      if (!gr || !needs[k]) return;
+      const v = n.inputs[k];
+      contributions.set(v, [...(contributions.get(v) ?? []), gr]);
+    });
+  }
+
+  const result = new Map<string, string>();
+  for (const w of wrt) {
+    const grad = gradOf(w);
+    result.set(w, grad ?? g.op('ConstantOfShape', [g.op('Shape', [w])], {}, { name: `grad/${w}/zeros` }));
+  }
+  return result;
+}
+
+function context(g: GraphBuilder, node: Node, dys: (string | undefined)[], needs: boolean[], shapes: Map<string, SShape>): GradContext {
+  const name = `grad/${node.name}`;
+  const shape = (v: string): SShape => shapes.get(v);
+  const rank = (v: string): number => {
+    const s = shapes.get(v);
+    if (!s) throw new Error(`autodiff: ${node.op} node ${node.name} needs the rank of ${v}, which is not known statically`);
+    return s.length;
+  };
+  const op = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs, { name });
+  return {
+    g,
+    node,
+    name,
+    dy: (i = 0) => dys[i],
+    needs: (i) => needs[i] ?? false,
+    shape,
+    rank,
+    ints: (v) => constInts(g, v),
+    op,
+    sumTo: (grad, from, target) => sumTo(g, name, grad, from, target, shapes.get(target)),
+  };
+}
+
+/**
+ * Sum a broadcast gradient back to the shape of the operand it flows to. The axes are picked at build time when
+ * the shapes say which dims were broadcast; otherwise they are computed at run time from the two shapes.
+ */
+function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target: string, to: SShape): string {
+  const op = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs, { name });
+  const axes = staticBroadcastAxes(from, to);
+  if (axes) {
+    if (axes.length === 0) return grad;
+    const lead = from!.length - to!.length;
+    const summed = op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 1 });
+    return lead === 0 ? summed : op('Squeeze', [summed, g.constI64(Array.from({ length: lead }, (_, i) => i))]);
+  }
+  // Run time: pad the target shape with leading ones, reduce every axis where it differs from the gradient's.
+  const gs = op('Shape', [grad]);
+  const ts = op('Shape', [target]);
+  const ones = op('ConstantOfShape', [op('Sub', [op('Shape', [gs]), op('Shape', [ts])])], { value: { dtype: 'I64', shape: [1], data: BigInt64Array.from([1n]) } });
+  const padded = op('Concat', [ones, ts], { axis: 0 });
+  const diff = op('NonZero', [op('Not', [op('Equal', [padded, gs])])]);
+  const summed = op('ReduceSum', [grad, op('Reshape', [diff, g.constI64([-1])])], { keepdims: 1, noop_with_empty_axes: 1 });
+  return op('Reshape', [summed, ts]);
+}
+
+/** Broadcast axes of `to` inside `from`, or undefined when the shapes leave it open. */
+function staticBroadcastAxes(from: SShape, to: SShape): number[] | undefined {
+  if (!from || !to || to.length > from.length) return undefined;
+  const lead = from.length - to.length;
+  const axes = Array.from({ length: lead }, (_, i) => i);
+  for (let i = 0; i < to.length; i++) {
+    const t = to[i];
+    const f = from[lead + i];
+    if (t === 1) {
+      if (f !== 1) axes.push(lead + i);
+    } else if (t === null || (typeof t === 'string' && f !== t)) {
+      return undefined;
+    }
+  }
+  return axes;
+}

@@ -1,0 +1,333 @@
+import type { AttrValue, GraphBuilder, Node } from '../onnx/graph.js';
+import type { SShape } from './shapes.js';
+
+/** What a gradient rule sees of the node it differentiates and of the graph around it. */
+export interface GradContext {
+  g: GraphBuilder;
+  node: Node;
+  /** Prefix for the backward nodes of this node. */
+  name: string;
+  /** Gradient of output i, undefined when nothing downstream of that output reaches the loss. */
+  dy(i?: number): string | undefined;
+  /** Whether input i needs a gradient. */
+  needs(i: number): boolean;
+  shape(v: string): SShape;
+  rank(v: string): number;
+  ints(v: string | undefined): number[] | undefined;
+  op(type: string, inputs: string[], attrs?: Record<string, AttrValue>): string;
+  /** Sum `grad` (whose shape is `from`) over the axes along which `target` was broadcast. */
+  sumTo(grad: string, from: SShape, target: string): string;
+}
+
+/** Gradients of a node's inputs (undefined where none is needed) from the gradients of its outputs. */
+export type GradientRule = (c: GradContext) => (string | undefined)[];
+
+const norm = (a: number, rank: number) => (a < 0 ? a + rank : a);
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+const out = (c: GradContext) => c.shape(c.node.outputs[0]);
+const dy = (c: GradContext) => c.dy(0)!;
+const scalar = (c: GradContext, v: number) => c.g.scalarF32(v);
+
+/** Swap the last two axes of a value of known rank. */
+function transposeLast(c: GradContext, v: string, rank: number): string {
+  const perm = range(0, rank);
+  [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1], perm[rank - 2]];
+  return c.op('Transpose', [v], { perm });
+}
+
+/** Gradient broadcast back over reduced axes: unsqueeze what keepdims=0 dropped, then expand to the input's shape. */
+function expandReduced(c: GradContext, grad: string, axes: number[] | undefined, keepdims: boolean): string {
+  const x = c.node.inputs[0];
+  let gr = grad;
+  if (!keepdims && axes && axes.length > 0) {
+    const r = c.rank(x);
+    gr = c.op('Unsqueeze', [gr, c.g.constI64(axes.map((a) => norm(a, r)))]);
+  }
+  return c.op('Expand', [gr, c.op('Shape', [x])]);
+}
+
+/** Axes of a reduce node: an input for ReduceSum, an attribute for the other reductions in opset 17. */
+function reduceAxes(c: GradContext): number[] | undefined {
+  const n = c.node;
+  if (n.op === 'ReduceSum') {
+    if (n.inputs[1] && !c.ints(n.inputs[1])) throw new Error(`autodiff: ReduceSum node ${n.name} has run-time axes; only constant axes are supported`);
+    return c.ints(n.inputs[1]);
+  }
+  return n.attrs.axes as number[] | undefined;
+}
+
+/** Normalise over `axes` (layer / instance norm), returning d(input) and the normalised x for the affine grads. */
+function normBackward(c: GradContext, x: string, grad: string, scaleExpanded: string, axes: number[], eps: number): { dx: string; xhat: string } {
+  const mean = c.op('ReduceMean', [x], { axes, keepdims: 1 });
+  const xc = c.op('Sub', [x, mean]);
+  const variance = c.op('ReduceMean', [c.op('Mul', [xc, xc])], { axes, keepdims: 1 });
+  const rstd = c.op('Reciprocal', [c.op('Sqrt', [c.op('Add', [variance, scalar(c, eps)])])]);
+  const xhat = c.op('Mul', [xc, rstd]);
+  const gh = c.op('Mul', [grad, scaleExpanded]);
+  const meanG = c.op('ReduceMean', [gh], { axes, keepdims: 1 });
+  const meanGX = c.op('ReduceMean', [c.op('Mul', [gh, xhat])], { axes, keepdims: 1 });
+  const dx = c.op('Mul', [rstd, c.op('Sub', [c.op('Sub', [gh, meanG]), c.op('Mul', [xhat, meanGX])])]);
+  return { dx, xhat };
+}
+
+function unary(f: (c: GradContext, x: string, y: string, grad: string) => string): GradientRule {
+  return (c) => [f(c, c.node.inputs[0], c.node.outputs[0], dy(c))];
+}
+
+export const GRADIENT_RULES: Record<string, GradientRule> = {
+  Identity: (c) => [dy(c)],
+  Cast: (c) => [dy(c)],
+  Dropout: (c) => [dy(c)],
+  Neg: unary((c, _x, _y, d) => c.op('Neg', [d])),
+  Exp: unary((c, _x, y, d) => c.op('Mul', [d, y])),
+  Log: unary((c, x, _y, d) => c.op('Div', [d, x])),
+  Sqrt: unary((c, _x, y, d) => c.op('Div', [c.op('Mul', [d, scalar(c, 0.5)]), y])),
+  Reciprocal: unary((c, _x, y, d) => c.op('Neg', [c.op('Mul', [d, c.op('Mul', [y, y])])])),
+  Sigmoid: unary((c, _x, y, d) => c.op('Mul', [d, c.op('Mul', [y, c.op('Sub', [scalar(c, 1), y])])])),
+  Tanh: unary((c, _x, y, d) => c.op('Mul', [d, c.op('Sub', [scalar(c, 1), c.op('Mul', [y, y])])])),
+  Erf: unary((c, x, _y, d) => {
+    const gauss = c.op('Exp', [c.op('Neg', [c.op('Mul', [x, x])])]);
+    return c.op('Mul', [d, c.op('Mul', [gauss, scalar(c, 2 / Math.sqrt(Math.PI))])]);
+  }),
+  Relu: unary((c, x, _y, d) => c.op('Where', [c.op('Greater', [x, scalar(c, 0)]), d, scalar(c, 0)])),
+  Abs: unary((c, x, _y, d) => c.op('Mul', [d, c.op('Sign', [x])])),
+
+  Add: (c) => {
+    const [a, b] = c.node.inputs;
+    return [c.needs(0) ? c.sumTo(dy(c), out(c), a) : undefined, c.needs(1) ? c.sumTo(dy(c), out(c), b) : undefined];
+  },
+  Sub: (c) => {
+    const [a, b] = c.node.inputs;
+    return [c.needs(0) ? c.sumTo(dy(c), out(c), a) : undefined, c.needs(1) ? c.sumTo(c.op('Neg', [dy(c)]), out(c), b) : undefined];
+  },
+  Sum: (c) => c.node.inputs.map((v, i) => (c.needs(i) ? c.sumTo(dy(c), out(c), v) : undefined)),
+  Mul: (c) => {
+    const [a, b] = c.node.inputs;
+    return [
+      c.needs(0) ? c.sumTo(c.op('Mul', [dy(c), b]), out(c), a) : undefined,
+      c.needs(1) ? c.sumTo(c.op('Mul', [dy(c), a]), out(c), b) : undefined,
+    ];
+  },
+  Div: (c) => {
+    const [a, b] = c.node.inputs;
+    const da = c.op('Div', [dy(c), b]);
+    return [
+      c.needs(0) ? c.sumTo(da, out(c), a) : undefined,
+      c.needs(1) ? c.sumTo(c.op('Neg', [c.op('Mul', [da, c.node.outputs[0]])]), out(c), b) : undefined,
+    ];
+  },
+  Pow: (c) => {
+    const [x, e] = c.node.inputs;
+    if (c.needs(1)) throw new Error(`autodiff: Pow node ${c.node.name}: only a constant exponent is supported, but the exponent depends on the parameters`);
+    const slope = c.op('Mul', [e, c.op('Pow', [x, c.op('Sub', [e, scalar(c, 1)])])]);
+    return [c.sumTo(c.op('Mul', [dy(c), slope]), out(c), x)];
+  },
+  Where: (c) => {
+    const [cond, a, b] = c.node.inputs;
+    const zero = scalar(c, 0);
+    return [
+      undefined,
+      c.needs(1) ? c.sumTo(c.op('Where', [cond, dy(c), zero]), out(c), a) : undefined,
+      c.needs(2) ? c.sumTo(c.op('Where', [cond, zero, dy(c)]), out(c), b) : undefined,
+    ];
+  },
+  Expand: (c) => [c.sumTo(dy(c), out(c), c.node.inputs[0])],
+
+  MatMul: (c) => {
+    const [a, b] = c.node.inputs;
+    const ra = c.rank(a);
+    const rb = c.rank(b);
+    if (ra < 2 || rb < 2) throw new Error(`autodiff: MatMul node ${c.node.name}: 1-D operands are not supported`);
+    // Each product has the output's batch dims and the operand's own matrix dims.
+    const ys = out(c);
+    const like = (v: string): SShape => {
+      const s = c.shape(v);
+      return ys && s ? [...ys.slice(0, -2), ...s.slice(-2)] : undefined;
+    };
+    return [
+      c.needs(0) ? c.sumTo(c.op('MatMul', [dy(c), transposeLast(c, b, rb)]), like(a), a) : undefined,
+      c.needs(1) ? c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b) : undefined,
+    ];
+  },
+  Gemm: (c) => {
+    const [a, b, bias] = c.node.inputs;
+    const { alpha = 1, beta = 1, transA = 0, transB = 0 } = c.node.attrs as Record<string, number>;
+    const d = alpha === 1 ? dy(c) : c.op('Mul', [dy(c), scalar(c, alpha)]);
+    // Y = A'B': dA' = dY B'^T, dB' = A'^T dY, expressed with Gemm's own transposition flags.
+    const da = transA ? c.op('Gemm', [b, d], { transA: transB, transB: 1 }) : c.op('Gemm', [d, b], { transB: transB ? 0 : 1 });
+    const db = transB ? c.op('Gemm', [d, a], { transA: 1, transB: transA }) : c.op('Gemm', [a, d], { transA: transA ? 0 : 1 });
+    const dc = bias && c.needs(2) ? c.sumTo(beta === 1 ? dy(c) : c.op('Mul', [dy(c), scalar(c, beta)]), out(c), bias) : undefined;
+    return [c.needs(0) ? da : undefined, c.needs(1) ? db : undefined, dc];
+  },
+
+  Transpose: (c) => {
+    const x = c.node.inputs[0];
+    const perm = (c.node.attrs.perm as number[] | undefined) ?? range(0, c.rank(x)).reverse();
+    const inverse = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inverse[p] = i));
+    return [c.op('Transpose', [dy(c)], { perm: inverse })];
+  },
+  Reshape: (c) => [c.op('Reshape', [dy(c), c.op('Shape', [c.node.inputs[0]])])],
+  Flatten: (c) => [c.op('Reshape', [dy(c), c.op('Shape', [c.node.inputs[0]])])],
+  Squeeze: (c) => [c.op('Reshape', [dy(c), c.op('Shape', [c.node.inputs[0]])])],
+  Unsqueeze: (c) => [c.op('Reshape', [dy(c), c.op('Shape', [c.node.inputs[0]])])],
+  Trilu: (c) => [c.op('Trilu', c.node.inputs[1] ? [dy(c), c.node.inputs[1]] : [dy(c)], c.node.attrs), undefined],
+
+  Concat: (c) => {
+    const inputs = c.node.inputs;
+    const axis = norm(c.node.attrs.axis as number, c.rank(inputs[0]));
+    const sizes = inputs.map((v) => c.shape(v)?.[axis]);
+    const split = sizes.every((s) => typeof s === 'number')
+      ? c.g.constI64(sizes as number[])
+      : c.op('Concat', inputs.map((v) => c.op('Shape', [v], { start: axis, end: axis + 1 })), { axis: 0 });
+    const parts = c.g.opN('Split', [dy(c), split], { axis }, { name: c.name, outputs: inputs.length });
+    return parts.map((p, i) => (c.needs(i) ? p : undefined));
+  },
+  Slice: (c) => {
+    const [x, starts, , axesIn, stepsIn] = c.node.inputs;
+    const steps = stepsIn ? c.ints(stepsIn) : undefined;
+    if (stepsIn && (!steps || steps.some((s) => s !== 1))) throw new Error(`autodiff: Slice node ${c.node.name}: only unit steps are supported`);
+    const r = c.rank(x);
+    const count = c.shape(starts)?.[0];
+    const axesConst = axesIn ? c.ints(axesIn) : typeof count === 'number' ? range(0, count) : undefined;
+    if (!axesConst) throw new Error(`autodiff: Slice node ${c.node.name}: axes must be constant`);
+    const axes = c.g.constI64(axesConst.map((a) => norm(a, r)));
+    // Pad the gradient back into place: begin = clamped start, end = what remains of each input dim.
+    const dims = c.op('Shape', [x]);
+    const axisDims = c.op('Gather', [dims, axes], { axis: 0 });
+    const wrapped = c.op('Where', [c.op('Less', [starts, c.g.constI64([0])]), c.op('Add', [starts, axisDims]), starts]);
+    const start = c.op('Max', [c.op('Min', [wrapped, axisDims]), c.g.constI64([0])]);
+    const begin = c.op('ScatterElements', [c.g.constI64(new Array(r).fill(0)), axes, start], { axis: 0 });
+    const end = c.op('Sub', [c.op('Sub', [dims, begin]), c.op('Shape', [dy(c)])]);
+    return [c.op('Pad', [dy(c), c.op('Concat', [begin, end], { axis: 0 })])];
+  },
+  Gather: (c) => {
+    const [data, indices] = c.node.inputs;
+    const zeros = c.op('ConstantOfShape', [c.op('Shape', [data])]);
+    const axisAttr = (c.node.attrs.axis as number | undefined) ?? 0;
+    const idx = c.op('Unsqueeze', [indices, c.g.constI64([-1])]);
+    if (axisAttr === 0) return [c.op('ScatterND', [zeros, idx, dy(c)], { reduction: 'add' }), undefined];
+    // Bring the gathered axis to the front, scatter rows there, and move it back.
+    const r = c.rank(data);
+    const ri = c.rank(indices);
+    const axis = norm(axisAttr, r);
+    const front = [axis, ...range(0, axis), ...range(axis + 1, r)];
+    const gradFront = [...range(axis, axis + ri), ...range(0, axis), ...range(axis + ri, r - 1 + ri)];
+    const scattered = c.op('ScatterND', [c.op('Transpose', [zeros], { perm: front }), idx, c.op('Transpose', [dy(c)], { perm: gradFront })], { reduction: 'add' });
+    const back = new Array<number>(r);
+    front.forEach((p, i) => (back[p] = i));
+    return [c.op('Transpose', [scattered], { perm: back }), undefined];
+  },
+  GatherElements: (c) => {
+    const [data, indices] = c.node.inputs;
+    const zeros = c.op('ConstantOfShape', [c.op('Shape', [data])]);
+    return [c.op('ScatterElements', [zeros, indices, dy(c)], { axis: (c.node.attrs.axis as number) ?? 0, reduction: 'add' }), undefined];
+  },
+
+  ReduceSum: (c) => [expandReduced(c, dy(c), reduceAxes(c), (c.node.attrs.keepdims ?? 1) !== 0), undefined],
+  ReduceMean: (c) => {
+    const [x] = c.node.inputs;
+    const count = c.op('Div', [c.op('Cast', [c.op('Size', [x])], { to: 1 }), c.op('Cast', [c.op('Size', [c.node.outputs[0]])], { to: 1 })]);
+    return [expandReduced(c, c.op('Div', [dy(c), count]), reduceAxes(c), (c.node.attrs.keepdims ?? 1) !== 0)];
+  },
+  ReduceSumSquare: (c) => {
+    const [x] = c.node.inputs;
+    const d = expandReduced(c, dy(c), reduceAxes(c), (c.node.attrs.keepdims ?? 1) !== 0);
+    return [c.op('Mul', [d, c.op('Mul', [x, scalar(c, 2)])])];
+  },
+  ReduceL2: (c) => {
+    const [x] = c.node.inputs;
+    const keep = (c.node.attrs.keepdims ?? 1) !== 0;
+    const d = expandReduced(c, c.op('Div', [dy(c), c.node.outputs[0]]), reduceAxes(c), keep);
+    return [c.op('Mul', [d, x])];
+  },
+  ReduceMax: (c) => {
+    // The gradient goes to the maxima (split evenly between ties).
+    const [x] = c.node.inputs;
+    const keep = (c.node.attrs.keepdims ?? 1) !== 0;
+    const axes = reduceAxes(c);
+    const y = expandReduced(c, c.node.outputs[0], axes, keep);
+    const hit = c.op('Cast', [c.op('Equal', [x, y])], { to: 1 });
+    const ties = c.op('ReduceSum', axes ? [hit, c.g.constI64(axes)] : [hit], { keepdims: 1 });
+    const d = expandReduced(c, dy(c), axes, keep);
+    return [c.op('Div', [c.op('Mul', [d, hit]), ties])];
+  },
+
+  Softmax: (c) => {
+    const y = c.node.outputs[0];
+    const axis = (c.node.attrs.axis as number | undefined) ?? -1;
+    const gy = c.op('Mul', [dy(c), y]);
+    const s = c.op('ReduceSum', [gy, c.g.constI64([axis])], { keepdims: 1 });
+    return [c.op('Sub', [gy, c.op('Mul', [y, s])])];
+  },
+  LogSoftmax: (c) => {
+    const y = c.node.outputs[0];
+    const axis = (c.node.attrs.axis as number | undefined) ?? -1;
+    const s = c.op('ReduceSum', [dy(c), c.g.constI64([axis])], { keepdims: 1 });
+    return [c.op('Sub', [dy(c), c.op('Mul', [c.op('Exp', [y]), s])])];
+  },
+  LayerNormalization: (c) => {
+    if (c.node.outputs.length > 1 && [1, 2].some((i) => c.dy(i))) throw new Error(`autodiff: LayerNormalization node ${c.node.name}: gradients through Mean/InvStdDev outputs are not supported`);
+    const [x, scale, bias] = c.node.inputs;
+    const axis = (c.node.attrs.axis as number | undefined) ?? -1;
+    const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
+    const axes = axis < 0 ? range(axis, 0) : range(axis, c.rank(x));
+    const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, eps);
+    const ys = out(c);
+    return [
+      c.needs(0) ? dx : undefined,
+      c.needs(1) ? c.sumTo(c.op('Mul', [dy(c), xhat]), ys, scale) : undefined,
+      bias && c.needs(2) ? c.sumTo(dy(c), ys, bias) : undefined,
+    ];
+  },
+  InstanceNormalization: (c) => {
+    const [x, scale, bias] = c.node.inputs;
+    const r = c.rank(x);
+    const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
+    const channelShape = c.g.constI64([-1, ...new Array(r - 2).fill(1)]);
+    const perChannel = (v: string) => c.op('Reshape', [v, channelShape]);
+    const { dx, xhat } = normBackward(c, x, dy(c), perChannel(scale), range(2, r), eps);
+    const overAllButChannels = c.g.constI64([0, ...range(2, r)]);
+    return [
+      c.needs(0) ? dx : undefined,
+      c.needs(1) ? c.op('ReduceSum', [c.op('Mul', [dy(c), xhat]), overAllButChannels], { keepdims: 0 }) : undefined,
+      c.needs(2) ? c.op('ReduceSum', [dy(c), overAllButChannels], { keepdims: 0 }) : undefined,
+    ];
+  },
+
+  Conv: (c) => {
+    const [x, w, bias] = c.node.inputs;
+    const a = c.node.attrs;
+    const spatial = c.rank(x) - 2;
+    if (spatial !== 2) throw new Error(`autodiff: Conv node ${c.node.name}: only 2-D convolutions are supported`);
+    if ((a.group ?? 1) !== 1) throw new Error(`autodiff: Conv node ${c.node.name}: grouped convolutions are not supported`);
+    if (a.dilations && (a.dilations as number[]).some((d) => d !== 1)) throw new Error(`autodiff: Conv node ${c.node.name}: dilated convolutions are not supported`);
+    if (a.auto_pad && a.auto_pad !== 'NOTSET') throw new Error(`autodiff: Conv node ${c.node.name}: auto_pad is not supported, give explicit pads`);
+    const strides = (a.strides as number[] | undefined) ?? [1, 1];
+    const pads = (a.pads as number[] | undefined) ?? [0, 0, 0, 0];
+    const d = dy(c);
+    let dx: string | undefined;
+    if (c.needs(0)) {
+      // ConvTranspose undoes the stride. Only the leading pads are cropped there; the trailing end is cut to the
+      // input's size, and input rows the forward conv never reached (floor division) get zero gradient.
+      const size = c.op('Shape', [x], { start: 2 });
+      const full = c.op('ConvTranspose', [d, w], { strides, pads: [pads[0], pads[1], 0, 0] });
+      const back = c.op('Slice', [full, c.g.constI64([0, 0]), size, c.g.constI64([2, 3])]);
+      const missing = c.op('Sub', [size, c.op('Shape', [back], { start: 2 })]);
+      dx = c.op('Pad', [back, c.op('Concat', [c.g.constI64([0, 0, 0, 0, 0, 0]), missing], { axis: 0 })]);
+    }
+    let dw: string | undefined;
+    if (c.needs(1)) {
+      // dW[o,c] = sum over n of x[n,c] correlated with dy[n,o] dilated by the stride: one Conv with batch and
+      // channels swapped, cropped to the kernel size.
+      const kernel = c.op('Shape', [w], { start: 2 });
+      const xt = c.op('Transpose', [x], { perm: [1, 0, 2, 3] });
+      const dt = c.op('Transpose', [d], { perm: [1, 0, 2, 3] });
+      const full = c.op('Conv', [xt, dt], { dilations: strides, pads });
+      const cropped = c.op('Slice', [full, c.g.constI64([0, 0]), kernel, c.g.constI64([2, 3])]);
+      dw = c.op('Transpose', [cropped], { perm: [1, 0, 2, 3] });
+    }
+    const db = bias && c.needs(2) ? c.op('ReduceSum', [d, c.g.constI64([0, 2, 3])], { keepdims: 0 }) : undefined;
+    return [dx, dw, db];
+  },
+};

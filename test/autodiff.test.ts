@@ -1,0 +1,224 @@
+import test, { type ExecutionContext } from 'ava';
+import { GraphBuilder, type AttrValue, type Dim } from '../src/onnx/graph.js';
+import { serializeModel } from '../src/onnx/serialize.js';
+import { createSession, run } from '../src/onnx/session.js';
+import { f32, numel, type F32Tensor } from '../src/models/tensor.js';
+import { Scope } from '../src/models/scope.js';
+import { LayerNorm, Linear, activation, attention } from '../src/models/nn.js';
+import { MemoryWeights } from '../src/models/weights.js';
+import { buildGradients, exposeGradients, promoteToInputs } from '../src/finetune/autodiff.js';
+
+/** Deterministic uniform numbers (mulberry32), so every run checks the same points. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function rand(shape: number[], seed: number, lo = -1, hi = 1): F32Tensor {
+  const r = rng(seed);
+  return f32(Float32Array.from({ length: numel(shape) }, () => lo + (hi - lo) * r()), shape);
+}
+
+interface Check {
+  /** Float inputs (differentiated) and their values. */
+  inputs: Record<string, F32Tensor>;
+  /** Declared dims of the inputs, e.g. symbolic ones to force run-time broadcast reduction; default: the values' shapes. */
+  dims?: Record<string, Dim[]>;
+  /** Builds the function under test from the input names; returns the value whose weighted sum is the loss. */
+  build: (g: GraphBuilder, x: Record<string, string>) => string;
+  /** The result is used as the loss directly (it must be a scalar). */
+  scalarLoss?: boolean;
+  step?: number;
+  tol?: number;
+  /** Check at most this many elements of each input by finite differences. */
+  sample?: number;
+}
+
+/**
+ * Finite-difference check: loss = sum(f(x) * R) for a fixed random R; the autodiff gradients must match central
+ * differences of the same float32 graph elementwise within tol relative to the largest gradient.
+ */
+async function gradcheck(t: ExecutionContext, c: Check): Promise<void> {
+  const names = Object.keys(c.inputs);
+  const graph = (withGrads: boolean, weightShape?: number[]) => {
+    const g = new GraphBuilder();
+    const x: Record<string, string> = {};
+    for (const n of names) x[n] = g.input(n, 'float32', c.dims?.[n] ?? c.inputs[n].shape);
+    const y = c.build(g, x);
+    if (!weightShape) {
+      g.output(y, 'y', 'float32', []);
+      return g;
+    }
+    const loss = c.scalarLoss ? y : g.op('ReduceSum', [g.mul(y, g.constant(rand(weightShape, 99), 'R'))], { keepdims: 0 });
+    g.output(loss, 'loss', 'float32', []);
+    if (withGrads) exposeGradients(g, buildGradients(g, loss, names), new Map(names.map((n) => [n, c.inputs[n].shape])));
+    return g;
+  };
+  const probe = await createSession(serializeModel(graph(false)));
+  const yShape = (await run(probe, c.inputs)).y.shape;
+  const fwd = await createSession(serializeModel(graph(false, yShape)));
+  const bwd = await createSession(serializeModel(graph(true, yShape)));
+  const res = await run(bwd, c.inputs);
+  const lossAt = async (feeds: Record<string, F32Tensor>) => (await run(fwd, feeds)).loss.data[0];
+  const h = c.step ?? 1e-2;
+  const tol = c.tol ?? 1e-2;
+  let worst = 0;
+  for (const n of names) {
+    const ad = res[`grad:${n}`];
+    t.deepEqual(ad.shape, c.inputs[n].shape, `gradient of ${n} has the input's shape`);
+    const base = c.inputs[n].data;
+    const r = rng(7);
+    const count = Math.min(base.length, c.sample ?? base.length);
+    const picks = count === base.length ? [...base.keys()] : Array.from({ length: count }, () => Math.floor(r() * base.length));
+    const fd: number[] = [];
+    for (const i of picks) {
+      const at = async (delta: number) => {
+        const data = Float32Array.from(base);
+        data[i] += delta;
+        return lossAt({ ...c.inputs, [n]: f32(data, c.inputs[n].shape) });
+      };
+      fd.push(((await at(h)) - (await at(-h))) / (2 * h));
+    }
+    const scale = Math.max(1e-3, ...fd.map(Math.abs), ...picks.map((i) => Math.abs(ad.data[i])));
+    const err = Math.max(...picks.map((i, k) => Math.abs(ad.data[i] - fd[k]))) / scale;
+    worst = Math.max(worst, err);
+    t.true(err < tol, `d/d${n}: max error ${err.toExponential(2)} relative to ${scale.toExponential(2)}`);
+  }
+  t.log(`max relative error ${worst.toExponential(2)}`);
+}
+
+const op = (type: string, attrs: Record<string, AttrValue> = {}) => (g: GraphBuilder, inputs: string[]) => g.op(type, inputs, attrs);
+
+// Elementwise binary ops, same shape and broadcast (static and run-time reduction axes).
+const binaries: [string, number, number][] = [['Add', -1, 1], ['Sub', -1, 1], ['Mul', -1, 1], ['Div', 0.5, 1.5]];
+for (const [type, lo, hi] of binaries) {
+  test(`${type}: same shape`, (t) => gradcheck(t, { inputs: { a: rand([2, 3], 1), b: rand([2, 3], 2, lo, hi) }, build: (g, x) => op(type)(g, [x.a, x.b]) }));
+  test(`${type}: broadcast both ways`, (t) =>
+    gradcheck(t, { inputs: { a: rand([2, 1, 4], 3), b: rand([3, 1], 4, lo, hi) }, build: (g, x) => op(type)(g, [x.a, x.b]) }));
+  test(`${type}: broadcast with symbolic dims (run-time axes)`, (t) =>
+    gradcheck(t, {
+      inputs: { a: rand([2, 3, 4], 5), b: rand([4], 6, lo, hi) },
+      dims: { a: ['n', 's', 4], b: ['d'] },
+      build: (g, x) => op(type)(g, [x.a, x.b]),
+    }));
+}
+
+test('Pow with a constant exponent, broadcast', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 4], 7, 0.5, 1.5) }, build: (g, x) => g.op('Pow', [x.x, g.constF32([3, 0.5, 2, -1], [4])]) }));
+
+test('Where with a constant mask', (t) =>
+  gradcheck(t, {
+    inputs: { a: rand([3, 4], 8), b: rand([4], 9) },
+    build: (g, x) => g.op('Where', [g.constant({ dtype: 'BOOL', shape: [3, 4], data: Uint8Array.from([1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0]) }), x.a, x.b]),
+  }));
+
+const unaries: [string, number, number][] = [
+  ['Sigmoid', -2, 2], ['Tanh', -2, 2], ['Erf', -2, 2], ['Exp', -1, 1], ['Log', 0.5, 2], ['Sqrt', 0.5, 2], ['Neg', -1, 1],
+  ['Reciprocal', 0.5, 2], ['Identity', -1, 1], ['Relu', 0.1, 1],
+];
+for (const [type, lo, hi] of unaries) {
+  test(`${type}`, (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, lo, hi) }, build: (g, x) => g.op(type, [x.x]) }));
+}
+test('Relu passes no gradient below zero', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, -1, -0.1) }, build: (g, x) => g.op('Relu', [x.x]) }));
+test('Cast to float', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 11) }, build: (g, x) => g.op('Cast', [x.x], { to: 1 }) }));
+
+test('MatMul 2-D', (t) => gradcheck(t, { inputs: { a: rand([3, 4], 12), b: rand([4, 5], 13) }, build: (g, x) => g.matmul(x.a, x.b) }));
+test('MatMul batched with a broadcast weight', (t) =>
+  gradcheck(t, { inputs: { a: rand([2, 3, 4], 14), b: rand([4, 5], 15) }, build: (g, x) => g.matmul(x.a, x.b) }));
+test('MatMul with broadcast batch dims on both sides', (t) =>
+  gradcheck(t, { inputs: { a: rand([2, 1, 3, 4], 16), b: rand([3, 4, 1], 17) }, build: (g, x) => g.matmul(x.a, x.b) }));
+for (const [transA, transB] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+  test(`Gemm transA=${transA} transB=${transB}, alpha, beta and a broadcast bias`, (t) =>
+    gradcheck(t, {
+      inputs: { a: rand(transA ? [4, 3] : [3, 4], 18), b: rand(transB ? [5, 4] : [4, 5], 19), c: rand([5], 20) },
+      build: (g, x) => g.op('Gemm', [x.a, x.b, x.c], { transA, transB, alpha: 0.7, beta: 1.3 }),
+    }));
+}
+
+test('Transpose', (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 21) }, build: (g, x) => g.transpose(x.x, [2, 0, 1]) }));
+test('Reshape, Unsqueeze, Squeeze, Flatten', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([2, 3, 4], 22) },
+    build: (g, x) => {
+      const r = g.reshape(x.x, [0, -1]);
+      const u = g.unsqueeze(r, [1]);
+      const s = g.op('Squeeze', [u, g.constI64([1])]);
+      return g.op('Flatten', [g.mul(s, s)], { axis: 1 });
+    },
+  }));
+test('Expand', (t) => gradcheck(t, { inputs: { x: rand([3, 1], 23) }, build: (g, x) => g.op('Expand', [x.x, g.constI64([2, 3, 4])]) }));
+test('Trilu', (t) => gradcheck(t, { inputs: { x: rand([4, 4], 24) }, build: (g, x) => g.op('Trilu', [x.x, g.constI64([1], [])], { upper: 0 }) }));
+
+test('Gather rows with repeated ids (embedding)', (t) =>
+  gradcheck(t, { inputs: { w: rand([6, 4], 25) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([1, 3, 1, 5, 0, 1], [2, 3])], { axis: 0 }) }));
+test('Gather along axis 1', (t) =>
+  gradcheck(t, { inputs: { w: rand([2, 5, 3], 26) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([4, 0, 4], [3])], { axis: 1 }) }));
+test('Gather a scalar index (pooling one token)', (t) =>
+  gradcheck(t, { inputs: { w: rand([5, 3], 27) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([2], [])], { axis: 0 }) }));
+test('GatherElements', (t) =>
+  gradcheck(t, { inputs: { w: rand([3, 4], 28) }, build: (g, x) => g.op('GatherElements', [x.w, g.constI64([0, 3, 3, 1, 2, 2], [3, 2])], { axis: 1 }) }));
+
+test('Concat', (t) =>
+  gradcheck(t, { inputs: { a: rand([2, 3], 29), b: rand([2, 2], 30) }, build: (g, x) => g.op('Concat', [x.a, x.b, x.a], { axis: -1 }) }));
+test('Concat with symbolic sizes', (t) =>
+  gradcheck(t, { inputs: { a: rand([2, 3], 31), b: rand([1, 3], 32) }, dims: { a: ['n', 3], b: ['m', 3] }, build: (g, x) => g.op('Concat', [x.a, x.b], { axis: 0 }) }));
+test('Slice with negative starts and explicit axes', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([4, 5, 3], 33) },
+    build: (g, x) => g.op('Slice', [x.x, g.constI64([1, -3]), g.constI64([3, 1e9]), g.constI64([0, -2]), g.constI64([1, 1])]),
+  }));
+test('Slice without axes', (t) =>
+  gradcheck(t, { inputs: { x: rand([4, 5], 34) }, build: (g, x) => g.op('Slice', [x.x, g.constI64([1]), g.constI64([3])]) }));
+
+for (const axis of [-1, 1]) {
+  test(`Softmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 35, -2, 2) }, build: (g, x) => g.op('Softmax', [x.x], { axis }) }));
+  test(`LogSoftmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 36, -2, 2) }, build: (g, x) => g.op('LogSoftmax', [x.x], { axis }) }));
+}
+test('LayerNormalization over the last axis', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([2, 3, 6], 37, -2, 2), w: rand([6], 38, 0.5, 1.5), b: rand([6], 39) },
+    build: (g, x) => g.op('LayerNormalization', [x.x, x.w, x.b], { axis: -1, epsilon: 1e-5 }),
+  }));
+test('LayerNormalization over the last two axes', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([2, 3, 4], 40, -2, 2), w: rand([3, 4], 41, 0.5, 1.5), b: rand([3, 4], 42) },
+    build: (g, x) => g.op('LayerNormalization', [x.x, x.w, x.b], { axis: 1, epsilon: 1e-5 }),
+  }));
+test('InstanceNormalization', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([2, 3, 2, 3], 43, -2, 2), w: rand([3], 44, 0.5, 1.5), b: rand([3], 45) },
+    build: (g, x) => g.op('InstanceNormalization', [x.x, x.w, x.b], { epsilon: 1e-5 }),
+  }));
+
+for (const keepdims of [0, 1]) {
+  test(`ReduceSum keepdims=${keepdims}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 46) }, build: (g, x) => g.op('ReduceSum', [x.x, g.constI64([0, -1])], { keepdims }) }));
+  test(`ReduceMean keepdims=${keepdims}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 47) }, build: (g, x) => g.op('ReduceMean', [x.x], { axes: [1], keepdims }) }));
+  test(`ReduceL2 keepdims=${keepdims}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 48) }, build: (g, x) => g.op('ReduceL2', [x.x], { axes: [-1], keepdims }) }));
+  test(`ReduceSumSquare keepdims=${keepdims}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 49) }, build: (g, x) => g.op('ReduceSumSquare', [x.x], { axes: [0, 2], keepdims }) }));
+  test(`ReduceMax keepdims=${keepdims}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 50) }, build: (g, x) => g.op('ReduceMax', [x.x], { axes: [1], keepdims }) }));
+}
+test('ReduceSum over all axes', (t) => gradcheck(t, { inputs: { x: rand([2, 3], 51) }, build: (g, x) => g.op('ReduceSum', [x.x], { keepdims: 0 }) }));
+test('L2 normalisation x / ||x||', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 4], 52) }, build: (g, x) => g.op('Div', [x.x, g.op('ReduceL2', [x.x], { axes: [-1], keepdims: 1 })]) }));
+
+test('Conv as a patch embedding (stride = kernel, no padding)', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([2, 3, 4, 4], 53), w: rand([5, 3, 2, 2], 54), b: rand([5], 55) },
+    build: (g, x) => g.op('Conv', [x.x, x.w, x.b], { kernel_shape: [2, 2], strides: [2, 2] }),
+  }));
+test('Conv with padding and a stride that leaves a remainder', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([1, 2, 6, 5], 56), w: rand([3, 2, 3, 3], 57) },
+    build: (g, x) => g.op('Conv', [x.x, x.w], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }),
+  }));
