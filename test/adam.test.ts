@@ -1,0 +1,62 @@
+import test from 'ava';
+import { Adam } from '../src/finetune/adam.js';
+
+/** torch.optim.Adam written out in float64 for a single scalar parameter. */
+function reference(p0: number, grads: number[], lr: number, b1: number, b2: number, eps: number, wd: number): number {
+  let p = p0;
+  let m = 0;
+  let v = 0;
+  grads.forEach((g0, i) => {
+    const t = i + 1;
+    const g = g0 + wd * p;
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g * g;
+    const mHat = m / (1 - b1 ** t);
+    const vHat = v / (1 - b2 ** t);
+    // torch adds eps to sqrt(v) / sqrt(1 - b2^t), which is sqrt(vHat).
+    p -= (lr * mHat) / (Math.sqrt(vHat) + eps);
+  });
+  return p;
+}
+
+test('the first step moves each parameter by lr against the sign of its gradient', (t) => {
+  const opt = new Adam({ lr: 0.1 });
+  const p = Float32Array.from([1, -2, 0.5]);
+  opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from([0.3, -4, 1e-3])]]));
+  // With bias correction, m_hat / sqrt(v_hat) = g / |g| on step one.
+  const want = [1 - 0.1 * (0.3 / (0.3 + 1e-8)), -2 + 0.1 * (4 / (4 + 1e-8)), 0.5 - 0.1 * (1e-3 / (1e-3 + 1e-8))];
+  p.forEach((x, i) => t.true(Math.abs(x - want[i]) < 1e-6, `param ${i}: ${x} vs ${want[i]}`));
+  t.is(opt.steps, 1);
+});
+
+test('several steps with weight decay follow the torch.optim.Adam definition', (t) => {
+  const grads = [0.5, -0.2, 0.05, 1.5, -0.7];
+  const opt = new Adam({ lr: 0.01, betas: [0.8, 0.99], eps: 1e-6, weightDecay: 0.1 });
+  const p = Float32Array.from([0.7]);
+  for (const g of grads) opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from([g])]]));
+  const want = reference(0.7, grads, 0.01, 0.8, 0.99, 1e-6, 0.1);
+  t.true(Math.abs(p[0] - want) < 1e-6, `${p[0]} vs ${want}`);
+});
+
+test('state round-trips: a resumed optimizer continues exactly like the original', (t) => {
+  const a = new Adam({ lr: 0.05 });
+  const pa = Float32Array.from([1, 2]);
+  const step = (opt: Adam, p: Float32Array, g: number[]) => opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from(g)]]));
+  step(a, pa, [0.1, -0.3]);
+  step(a, pa, [0.2, 0.4]);
+  const b = new Adam({ lr: 0.05 });
+  b.load(a.state());
+  const pb = Float32Array.from(pa);
+  step(a, pa, [-0.5, 0.1]);
+  step(b, pb, [-0.5, 0.1]);
+  t.deepEqual([...pb], [...pa]);
+  t.is(b.steps, 3);
+  t.deepEqual([...a.state().tensors.keys()], ['adam.exp_avg.w', 'adam.exp_avg_sq.w']);
+});
+
+test('bad input is refused with the parameter named', (t) => {
+  const opt = new Adam({ lr: 0.1 });
+  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map()), { message: 'Adam: no gradient for parameter w' });
+  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map([['w', new Float32Array(3)]])), { message: 'Adam: gradient of w has 3 values, the parameter 2' });
+  t.throws(() => new Adam({ lr: 0.1, betas: [1, 0.9] }), { message: /beta1 must be in \[0, 1\)/ });
+});
