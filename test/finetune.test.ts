@@ -1,9 +1,11 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { safeClipLoss, TERMS } from '../src/finetune/losses.js';
+import { safeClipLoss, termWeight, TERMS } from '../src/finetune/losses.js';
 import { loraKey, mergeLora } from '../src/finetune/lora.js';
+import { Adam } from '../src/finetune/adam.js';
+import { createTrainer, trainStep, values } from '../src/finetune/train.js';
 import { buildTrainGraph, IN, lossOutput, TOTAL } from '../src/finetune/train-graph.js';
-import { loadClip } from '../src/models/clip-loader.js';
+import { ClipTextEncoder, loadClip } from '../src/models/clip-loader.js';
 import { readSafetensors } from '../src/models/safetensors.js';
 import type { F32Tensor, Tensor } from '../src/models/tensor.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
@@ -99,5 +101,122 @@ test('training graph forward with the golden LoRA parameters gives the LoRA embe
     t.log(`merged ${key}: max abs error ${mErr.toExponential(2)}`);
     t.true(mErr < 1e-5);
   }
+  clip.weights.close();
+});
+
+/** max |got - want| over max |want|: gradients span orders of magnitude, so they are compared relative to their scale. */
+function relErr(got: Tensor, ref: Tensor): number {
+  let scale = 0;
+  for (let i = 0; i < ref.data.length; i++) scale = Math.max(scale, Math.abs(ref.data[i] as number));
+  return maxAbs(got, ref) / scale;
+}
+
+const GRAD_REL_TOL = 1e-3;
+
+const isText = (key: string) => key.startsWith('text_model.') || key.startsWith('text_projection.');
+
+/**
+ * One step on the golden batch: the gradients and the parameters after one Adam step (lr 1e-3) of the golden's
+ * chosen parameters that `mode` trains. The text parameters' gradients are the same in both modes: the four
+ * image terms do not reach the text tower, and every term keeps its weight.
+ */
+async function checkStep(t: ExecutionContext, mode: 'text' | 'full'): Promise<void> {
+  const clip = loadClip(clipDir);
+  const trainer = await createTrainer(clip, { mode });
+  const params = new Map(trainer.graph.initial);
+  const batch = goldenBatch();
+  const res = await trainStep(trainer, batch, params);
+  const trained = (key: string) => mode === 'full' || isText(key);
+  let worstGrad = 0;
+  for (const [key, ref] of golden) {
+    if (!key.startsWith('grad.') || !trained(key.slice('grad.'.length))) continue;
+    const name = key.slice('grad.'.length);
+    const err = relErr(res.grads.get(name)!, ref);
+    worstGrad = Math.max(worstGrad, err);
+    t.true(err < GRAD_REL_TOL, `${name}: relative error ${err}`);
+  }
+  // The token embedding's gradient is recorded for the rows the batch uses.
+  const rows = golden.get('grad_rows.token_ids')!.data as BigInt64Array;
+  const full = res.grads.get('text_model.embeddings.token_embedding.weight')!;
+  const d = full.shape[1];
+  const picked = new Float32Array(rows.length * d);
+  rows.forEach((r, i) => picked.set(full.data.subarray(Number(r) * d, (Number(r) + 1) * d), i * d));
+  const rowsErr = relErr({ dtype: 'F32', shape: [rows.length, d], data: picked }, want('grad_rows.text_model.embeddings.token_embedding.weight'));
+  t.true(rowsErr < GRAD_REL_TOL, `token embedding rows: ${rowsErr}`);
+
+  new Adam({ lr: 1e-3 }).update(values(params), values(res.grads));
+  let worstParam = 0;
+  for (const [key, ref] of golden) {
+    const name = key.slice('after_step.'.length);
+    if (!key.startsWith('after_step.') || !trained(name)) continue;
+    const err = maxAbs(params.get(name)!, ref);
+    worstParam = Math.max(worstParam, err);
+    t.true(err < LOSS_TOL, `${key}: ${err}`);
+  }
+  t.log(`${mode} mode: gradients max relative error ${Math.max(worstGrad, rowsErr).toExponential(2)}, parameters after one Adam step max abs error ${worstParam.toExponential(2)}`);
+  clip.weights.close();
+}
+
+test('one training step, text mode: gradients of the text parameters and the parameters after one Adam step', (t) => checkStep(t, 'text'));
+
+/** LoRA gradients on the golden batch; in text mode, those of the text tower's adapters (see checkStep). */
+async function checkLoraStep(t: ExecutionContext, mode: 'text' | 'full'): Promise<void> {
+  const clip = loadClip(clipDir);
+  const lora = { rank: spec.lora.r, alpha: spec.lora.lora_alpha, targets: spec.lora.target_modules };
+  const trainer = await createTrainer(clip, { mode, lora });
+  const trained = (key: string) => mode === 'full' || isText(key.slice('base_model.model.'.length));
+  const params = new Map([...goldenLora('lora.param.')].filter(([k]) => trained(k)));
+  const res = await trainStep(trainer, goldenBatch(), params);
+  let totalErr = 0;
+  if (mode === 'full') {
+    totalErr = Math.abs(res.losses.total - want('lora.loss.total').data[0]);
+    t.true(totalErr < LOSS_TOL);
+  }
+  let worst = 0;
+  const refs = new Map([...goldenLora('lora.grad.')].filter(([k]) => trained(k)));
+  t.is(res.grads.size, refs.size);
+  for (const [name, ref] of refs) {
+    const err = relErr(res.grads.get(name)!, ref);
+    worst = Math.max(worst, err);
+    t.true(err < GRAD_REL_TOL, `${name}: relative error ${err}`);
+  }
+  t.log(`${mode} mode LoRA: total abs error ${totalErr.toExponential(2)}, gradients max relative error ${worst.toExponential(2)}`);
+  clip.weights.close();
+}
+
+test('one training step with LoRA, text mode: the gradients of the text adapters', (t) => checkLoraStep(t, 'text'));
+
+// The vision tower's class-token Expand takes its shape at run time, and the autodiff engine's static shape
+// inference does not follow it yet; these pass once it does (ava then reports them as passing 'failing' tests).
+test.failing('one training step, full mode: gradients of the chosen parameters and the parameters after one Adam step', (t) => checkStep(t, 'full'));
+test.failing('one training step with LoRA, full mode: the gradients of every adapter', (t) => checkLoraStep(t, 'full'));
+
+test('the optional hidden-state term: weight times the mean squared distance of the token sequences to the reference safe one', async (t) => {
+  const clip = loadClip(clipDir);
+  const reference = await ClipTextEncoder.create(clip);
+  const safeIds = want('safe_input_ids') as Tensor;
+  const safeRef = await reference.encode(safeIds.data as BigInt64Array, 77);
+  const nsfwRef = await reference.encode((want('nsfw_input_ids') as Tensor).data as BigInt64Array, 77);
+  let mse = 0;
+  nsfwRef.lastHidden.data.forEach((v, i) => (mse += (v - safeRef.lastHidden.data[i]) ** 2));
+  mse /= nsfwRef.lastHidden.data.length;
+
+  const weight = 0.7;
+  const tg = buildTrainGraph(clip, { mode: 'text', hiddenWeight: weight });
+  const session = await createSession(serializeModel(tg.g));
+  const batch = goldenBatch();
+  const out = await run(session, {
+    [IN.safeIds]: batch[IN.safeIds],
+    [IN.nsfwIds]: batch[IN.nsfwIds],
+    [IN.Sref]: batch[IN.Sref],
+    [IN.Vref]: batch[IN.Vref],
+    [IN.SrefHidden]: safeRef.lastHidden,
+    ...Object.fromEntries(tg.initial),
+  });
+  t.true(Math.abs(out[lossOutput('U_Sref_hidden')].data[0] - mse) < 1e-5 * Math.max(1, mse));
+  t.true(out[lossOutput('S_Sref_hidden')].data[0] < 1e-9);
+  const paper = ['S_Sref_cos', 'U_Sref_cos', 'S_Vref_nce', 'U_Vref_nce'] as const;
+  const paperTotal = paper.reduce((s, term) => s + termWeight(term) * spec.loss_values[term], 0);
+  t.true(Math.abs(out[TOTAL].data[0] - paperTotal - weight * (mse + out[lossOutput('S_Sref_hidden')].data[0])) < LOSS_TOL);
   clip.weights.close();
 });

@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { register as finetune } from './commands/finetune.js';
 import { exitWithError } from './errors.js';
 
 const program = new Command('safe-sd')
@@ -7,7 +8,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [];
+const commands: Array<(p: Command) => void> = [finetune];
 for (const register of commands) register(program);
 
 try {

@@ -74,18 +74,25 @@ function cosineDistance(g: GraphBuilder, a: string, b: string): string {
   return g.op('Sub', [g.scalarF32(1), g.op('ReduceMean', [cos], { keepdims: 0 }, { name: NAME })], {}, { name: NAME });
 }
 
-/** Cross-entropy of each row of `logits` [B, B] against its own index, averaged over rows. */
-function diagonalCrossEntropy(g: GraphBuilder, logits: string, eye: string): string {
-  const logProbs = g.op('LogSoftmax', [logits], { axis: 1 }, { name: NAME });
-  // Mean over the row of the diagonal-masked log-probabilities is logp[i,i] / B; their sum is the mean over rows.
-  const perRow = g.op('ReduceMean', [g.mul(logProbs, eye, NAME)], { axes: [1], keepdims: 0 }, { name: NAME });
-  return g.op('Neg', [g.op('ReduceSum', [perRow, g.constI64([0])], { keepdims: 0 }, { name: NAME })], {}, { name: NAME });
+/**
+ * Mean over rows of the cross-entropy of `logits` [B, B] against each row's own index. A row's log-sum-exp is
+ * logits - log_softmax at any column (the mean over columns is used), so no identity mask of the batch size is
+ * needed; `diagonal` [B] holds logits[i, i].
+ */
+function diagonalCrossEntropy(g: GraphBuilder, logits: string, diagonal: string): string {
+  const lse = g.op('Sub', [logits, g.op('LogSoftmax', [logits], { axis: 1 }, { name: NAME })], {}, { name: NAME });
+  const rowLse = g.op('ReduceMean', [lse], { axes: [1], keepdims: 0 }, { name: NAME });
+  return g.op('ReduceMean', [g.op('Sub', [rowLse, diagonal], {}, { name: NAME })], { keepdims: 0 }, { name: NAME });
 }
 
 /** Symmetric InfoNCE at the fixed scale: 0.5 (CE(s a_n b_n^T) + CE(s b_n a_n^T)). */
-function infoNce(g: GraphBuilder, a: string, b: string, eye: string): string {
-  const logits = g.mul(g.matmul(unit(g, a), g.transpose(unit(g, b), [1, 0], NAME), NAME), g.scalarF32(NCE_SCALE), NAME);
-  const both = g.add(diagonalCrossEntropy(g, logits, eye), diagonalCrossEntropy(g, g.transpose(logits, [1, 0], NAME), eye), NAME);
+function infoNce(g: GraphBuilder, a: string, b: string): string {
+  const an = unit(g, a);
+  const bn = unit(g, b);
+  const scale = g.scalarF32(NCE_SCALE);
+  const logits = g.mul(g.matmul(an, g.transpose(bn, [1, 0], NAME), NAME), scale, NAME);
+  const diagonal = g.mul(g.op('ReduceSum', [g.mul(an, bn, NAME), g.constI64([-1])], { keepdims: 0 }, { name: NAME }), scale, NAME);
+  const both = g.add(diagonalCrossEntropy(g, logits, diagonal), diagonalCrossEntropy(g, g.transpose(logits, [1, 0], NAME), diagonal), NAME);
   return g.mul(both, g.scalarF32(0.5), NAME);
 }
 
@@ -99,20 +106,18 @@ function meanSquared(g: GraphBuilder, a: string, b: string): string {
  * weighted total.
  */
 export function safeClipLoss(g: GraphBuilder, e: Embeddings, hidden?: HiddenStates): LossValues {
-  const eyeOf = g.matmul(e.S, g.transpose(e.Sref, [1, 0], NAME), NAME);
-  const eye = g.op('EyeLike', [eyeOf], {}, { name: NAME });
   const terms: Partial<Record<Term, string>> = {
     S_Sref_cos: cosineDistance(g, e.S, e.Sref),
     U_Sref_cos: cosineDistance(g, e.U, e.Sref),
-    S_Vref_nce: infoNce(g, e.S, e.Vref, eye),
-    U_Vref_nce: infoNce(g, e.U, e.Vref, eye),
+    S_Vref_nce: infoNce(g, e.S, e.Vref),
+    U_Vref_nce: infoNce(g, e.U, e.Vref),
   };
   if (e.V !== undefined || e.G !== undefined) {
     if (e.V === undefined || e.G === undefined) throw new Error('safeClipLoss: the image terms need both V and G');
     terms.V_Vref_cos = cosineDistance(g, e.V, e.Vref);
     terms.G_Vref_cos = cosineDistance(g, e.G, e.Vref);
-    terms.Sref_V_nce = infoNce(g, e.Sref, e.V, eye);
-    terms.Sref_G_nce = infoNce(g, e.Sref, e.G, eye);
+    terms.Sref_V_nce = infoNce(g, e.Sref, e.V);
+    terms.Sref_G_nce = infoNce(g, e.Sref, e.G);
   }
   const weighted: string[] = TERMS.filter((t) => terms[t] !== undefined).map((t) => g.mul(terms[t] as string, g.scalarF32(termWeight(t)), NAME));
   let extra: LossValues['hidden'];

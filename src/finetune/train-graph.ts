@@ -64,9 +64,29 @@ export function requireClipModel(clip: LoadedClip): { projectionDim: number } {
   return { projectionDim: clip.projectionDim };
 }
 
-function halves(g: GraphBuilder, x: string, name: string): [string, string] {
-  const [a, b] = g.opN('Split', [x], { axis: 0 }, { name, outputs: 2 });
-  return [a, b];
+/**
+ * The hidden state at each caption's end token, as ClipTextTransformer pools it, but by a Gather from the
+ * flattened [B*S, D] states: ops whose gradient the autodiff engine has, and whose shapes it can follow.
+ */
+function poolTokens(g: GraphBuilder, text: ClipTextTransformer, ids: string, hidden: string): string {
+  const name = 'text/pool';
+  const d = text.cfg.hiddenSize;
+  const key = text.cfg.eosTokenId === 2 ? ids : g.op('Equal', [ids, g.constI64([text.cfg.eosTokenId], [])], {}, { name });
+  const position = g.op('ArgMax', [g.op('Cast', [key], { to: 1 }, { name })], { axis: -1, keepdims: 0 }, { name });
+  const shape = g.op('Shape', [ids], {}, { name });
+  const rows = g.op('Slice', [shape, g.constI64([0]), g.constI64([1])], {}, { name });
+  const seq = g.op('Slice', [shape, g.constI64([1]), g.constI64([2])], {}, { name });
+  const starts = g.mul(g.op('Range', [g.constI64([0], []), g.op('Squeeze', [rows], {}, { name }), g.constI64([1], [])], {}, { name }), seq, name);
+  const flat = g.reshape(hidden, [-1, d], name);
+  return g.op('Gather', [flat, g.reshape(g.add(starts, position, name), [-1], name)], { axis: 0 }, { name });
+}
+
+/** The first and second `batch` rows of x, the safe and the unsafe half of a concatenated batch. */
+function halves(g: GraphBuilder, x: string, batch: string, name: string): [string, string] {
+  const axis = g.constI64([0]);
+  const first = g.op('Slice', [x, g.constI64([0]), batch, axis], {}, { name });
+  const second = g.op('Slice', [x, batch, g.constI64([Number.MAX_SAFE_INTEGER]), axis], {}, { name });
+  return [first, second];
 }
 
 export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): TrainGraph {
@@ -85,11 +105,14 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
   const nsfwIds = g.input(IN.nsfwIds, 'int64', ['batch', 'seq']);
   const Sref = g.input(IN.Sref, 'float32', ['batch', p]);
   const Vref = g.input(IN.Vref, 'float32', ['batch', p]);
+  const batch = g.op('Slice', [g.op('Shape', [safeIds], {}, { name: 'batch' }), g.constI64([0]), g.constI64([1])], {}, { name: 'batch' });
 
   const text = new ClipTextTransformer(textPrefix ? root.child(textPrefix) : root, textCfg);
   const textProjection = new Linear(root.child('text_projection'), textCfg.hiddenSize, p, false);
-  const textOut = text.forward(g.op('Concat', [safeIds, nsfwIds], { axis: 0 }, { name: 'text' }));
-  const [S, U] = halves(g, textProjection.forward(textOut.pooled), 'text_embeds');
+  const ids = g.op('Concat', [safeIds, nsfwIds], { axis: 0 }, { name: 'text' });
+  const textOut = text.forward(ids);
+  const pooled = poolTokens(g, text, ids, textOut.lastHiddenState);
+  const [S, U] = halves(g, g.reshape(textProjection.forward(pooled), [-1, p], 'text_embeds'), batch, 'text_embeds');
   g.output(S, 'embeds.S', 'float32', ['batch', p]);
   g.output(U, 'embeds.U', 'float32', ['batch', p]);
 
@@ -102,14 +125,14 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
     const vision = new ClipVisionTransformer(root.child(visionPrefix), visionCfg);
     const visualProjection = new Linear(root.child('visual_projection'), visionCfg.hiddenSize, p, false);
     const visionOut = vision.forward(g.op('Concat', [safePixels, nsfwPixels], { axis: 0 }, { name: 'vision' }));
-    [V, G] = halves(g, visualProjection.forward(visionOut.pooled), 'image_embeds');
+    [V, G] = halves(g, g.reshape(visualProjection.forward(visionOut.pooled), [-1, p], 'image_embeds'), batch, 'image_embeds');
     g.output(V, 'embeds.V', 'float32', ['batch', p]);
     g.output(G, 'embeds.G', 'float32', ['batch', p]);
   }
 
   let hidden;
   if (opts.hiddenWeight) {
-    const [hs, hu] = halves(g, textOut.lastHiddenState, 'last_hidden_state');
+    const [hs, hu] = halves(g, textOut.lastHiddenState, batch, 'last_hidden_state');
     const SrefHidden = g.input(IN.SrefHidden, 'float32', ['batch', 'seq', textCfg.hiddenSize]);
     hidden = { S: hs, U: hu, Sref: SrefHidden, weight: opts.hiddenWeight };
   }
