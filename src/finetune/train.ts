@@ -15,7 +15,7 @@ import { exportClipModel, exportTextModel, trainedWeights } from './export.js';
 import { initLora, loraKey, type LoraOptions } from './lora.js';
 import { cachedImageEmbeds, ReferenceModel, row, stack } from './reference.js';
 import { Rng } from './rng.js';
-import { buildTrainGraph, IN, TOTAL, type Mode, type TrainGraph } from './train-graph.js';
+import { buildTrainGraph, IN, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
 
 /** Everything a fine-tuning run is given. */
 export interface TrainOptions {
@@ -203,7 +203,7 @@ export interface Trainer {
   grads: Map<string, string>;
 }
 
-export async function createTrainer(clip: LoadedClip, o: Pick<TrainOptions, 'mode' | 'lora' | 'hiddenWeight'>): Promise<Trainer> {
+export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Promise<Trainer> {
   const graph = buildTrainGraph(clip, o);
   const wrt = buildGradients(graph.g, graph.loss.total, graph.params.map((p) => p.name));
   const grads = exposeGradients(graph.g, wrt, new Map(graph.params.map((p) => [p.name, p.shape])));
