@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { safeClipLoss, termWeight, TERMS } from '../src/finetune/losses.js';
 import { loraKey, mergeLora } from '../src/finetune/lora.js';
 import { Adam } from '../src/finetune/adam.js';
+import { stepToForwardRatio } from '../src/finetune/step-timing.js';
 import { createTrainer, trainStep, values } from '../src/finetune/train.js';
 import { buildTrainGraph, IN, lossOutput, TOTAL } from '../src/finetune/train-graph.js';
 import { ClipTextEncoder, loadClip } from '../src/models/clip-loader.js';
@@ -218,5 +219,16 @@ test('the optional hidden-state term: weight times the mean squared distance of 
   const paper = ['S_Sref_cos', 'U_Sref_cos', 'S_Vref_nce', 'U_Vref_nce'] as const;
   const paperTotal = paper.reduce((s, term) => s + termWeight(term) * spec.loss_values[term], 0);
   t.true(Math.abs(out[TOTAL].data[0] - paperTotal - weight * (mse + out[lossOutput('S_Sref_hidden')].data[0])) < LOSS_TOL);
+  clip.weights.close();
+});
+
+test('step timing: a training step (forward, backward, Adam) against a forward pass on the same batch', async (t) => {
+  const clip = loadClip(clipDir);
+  const tg = buildTrainGraph(clip, { mode: 'text' });
+  const batch = goldenBatch();
+  const feeds = { [IN.safeIds]: batch[IN.safeIds], [IN.nsfwIds]: batch[IN.nsfwIds], [IN.Sref]: batch[IN.Sref], [IN.Vref]: batch[IN.Vref] };
+  const timing = await stepToForwardRatio(clip, { mode: 'text' }, feeds, tg.initial, 5);
+  t.log(`fixture model, text mode, batch 6: forward ${timing.forwardMs.toFixed(2)} ms, step ${timing.stepMs.toFixed(2)} ms, ratio ${timing.ratio.toFixed(2)}`);
+  t.true(timing.forwardMs > 0 && timing.stepMs > timing.forwardMs);
   clip.weights.close();
 });

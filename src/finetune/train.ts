@@ -15,7 +15,7 @@ import { exportClipModel, exportTextModel, trainedWeights } from './export.js';
 import { initLora, loraKey, type LoraOptions } from './lora.js';
 import { cachedImageEmbeds, ReferenceModel, row, stack } from './reference.js';
 import { Rng } from './rng.js';
-import { buildTrainGraph, IN, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
+import { buildTrainGraph, IN, requireClipModel, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
 
 /** Everything a fine-tuning run is given. */
 export interface TrainOptions {
@@ -225,7 +225,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   mkdirSync(o.out, { recursive: true });
   const clip = loadClip(o.clipDir);
   try {
-    const { projectionDim } = { projectionDim: clip.projectionDim ?? 0 };
+    const { projectionDim } = requireClipModel(clip);
     const trainer = await createTrainer(clip, o);
     const p = await prepare(clip, o, projectionDim);
     const checkpointPath = join(o.out, CHECKPOINT);
