@@ -197,6 +197,11 @@ test('LayerNormalization over the last two axes', (t) =>
     inputs: { x: rand([2, 3, 4], 40, -2, 2), w: rand([3, 4], 41, 0.5, 1.5), b: rand([3, 4], 42) },
     build: (g, x) => g.op('LayerNormalization', [x.x, x.w, x.b], { axis: 1, epsilon: 1e-5 }),
   }));
+test('LayerNormalization whose Mean/InvStdDev outputs are already taken recomputes its statistics', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([3, 5], 64, -2, 2), w: rand([5], 65, 0.5, 1.5), b: rand([5], 66) },
+    build: (g, x) => g.opN('LayerNormalization', [x.x, x.w, x.b], { axis: -1, epsilon: 1e-5 }, { outputs: 3 })[0],
+  }));
 test('InstanceNormalization', (t) =>
   gradcheck(t, {
     inputs: { x: rand([2, 3, 2, 3], 43, -2, 2), w: rand([3], 44, 0.5, 1.5), b: rand([3], 45) },

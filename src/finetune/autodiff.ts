@@ -139,6 +139,7 @@ function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target
   if (axes) {
     if (axes.length === 0) return grad;
     const lead = from!.length - to!.length;
+    if (axes.length === lead) return op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 0 });
     const summed = op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 1 });
     return lead === 0 ? summed : op('Squeeze', [summed, g.constI64(Array.from({ length: lead }, (_, i) => i))]);
   }

@@ -57,17 +57,34 @@ function reduceAxes(c: GradContext): number[] | undefined {
 }
 
 /** Normalise over `axes` (layer / instance norm), returning d(input) and the normalised x for the affine grads. */
-function normBackward(c: GradContext, x: string, grad: string, scaleExpanded: string, axes: number[], eps: number): { dx: string; xhat: string } {
+interface NormStats {
+  mean: string;
+  rstd: string;
+}
+
+/** Mean and 1/std over `axes`, recomputed from the input. */
+function normStats(c: GradContext, x: string, axes: number[], eps: number): NormStats {
   const mean = c.op('ReduceMean', [x], { axes, keepdims: 1 });
   const xc = c.op('Sub', [x, mean]);
   const variance = c.op('ReduceMean', [c.op('Mul', [xc, xc])], { axes, keepdims: 1 });
-  const rstd = c.op('Reciprocal', [c.op('Sqrt', [c.op('Add', [variance, scalar(c, eps)])])]);
-  const xhat = c.op('Mul', [xc, rstd]);
+  return { mean, rstd: c.op('Reciprocal', [c.op('Sqrt', [c.op('Add', [variance, scalar(c, eps)])])]) };
+}
+
+/** Backward of normalisation over `axes`, returning d(input) and the normalised x for the affine grads. */
+function normBackward(c: GradContext, x: string, grad: string, scaleExpanded: string, axes: number[], { mean, rstd }: NormStats): { dx: string; xhat: string } {
+  const xhat = c.op('Mul', [c.op('Sub', [x, mean]), rstd]);
   const gh = c.op('Mul', [grad, scaleExpanded]);
   const meanG = c.op('ReduceMean', [gh], { axes, keepdims: 1 });
   const meanGX = c.op('ReduceMean', [c.op('Mul', [gh, xhat])], { axes, keepdims: 1 });
   const dx = c.op('Mul', [rstd, c.op('Sub', [c.op('Sub', [gh, meanG]), c.op('Mul', [xhat, meanGX])])]);
   return { dx, xhat };
+}
+
+/** Give the forward node being differentiated one more output. */
+function pushOutput(c: GradContext, hint: string): string {
+  const name = c.g.uniqueName(`${c.node.name}:${hint}`);
+  c.node.outputs.push(name);
+  return name;
 }
 
 function unary(f: (c: GradContext, x: string, y: string, grad: string) => string): GradientRule {
@@ -77,7 +94,6 @@ function unary(f: (c: GradContext, x: string, y: string, grad: string) => string
 export const GRADIENT_RULES: Record<string, GradientRule> = {
   Identity: (c) => [dy(c)],
   Cast: (c) => [dy(c)],
-  Dropout: (c) => [dy(c)],
   Neg: unary((c, _x, _y, d) => c.op('Neg', [d])),
   Exp: unary((c, _x, y, d) => c.op('Mul', [d, y])),
   Log: unary((c, x, _y, d) => c.op('Div', [d, x])),
@@ -144,9 +160,12 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
       const s = c.shape(v);
       return ys && s ? [...ys.slice(0, -2), ...s.slice(-2)] : undefined;
     };
+    // A 2-D weight applied to a batch of rows: its gradient is one GEMM over all rows, not a batched product
+    // followed by a reduction over the batch.
+    const flatWeightGrad = () => c.op('Gemm', [c.op('Flatten', [a], { axis: ra - 1 }), c.op('Flatten', [dy(c)], { axis: ra - 1 })], { transA: 1 });
     return [
       c.needs(0) ? c.sumTo(c.op('MatMul', [dy(c), transposeLast(c, b, rb)]), like(a), a) : undefined,
-      c.needs(1) ? c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b) : undefined,
+      c.needs(1) ? (rb === 2 && ra > 2 ? flatWeightGrad() : c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b)) : undefined,
     ];
   },
   Gemm: (c) => {
@@ -272,7 +291,11 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const axis = (c.node.attrs.axis as number | undefined) ?? -1;
     const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
     const axes = axis < 0 ? range(axis, 0) : range(axis, c.rank(x));
-    const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, eps);
+    // The forward kernel already computes Mean and InvStdDev: expose them as its optional outputs instead of
+    // recomputing them, unless the graph uses those outputs itself.
+    const outs = c.node.outputs;
+    const stats = outs.length === 1 ? { mean: pushOutput(c, 'mean'), rstd: pushOutput(c, 'inv_std') } : normStats(c, x, axes, eps);
+    const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, stats);
     const ys = out(c);
     return [
       c.needs(0) ? dx : undefined,
@@ -286,7 +309,7 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
     const channelShape = c.g.constI64([-1, ...new Array(r - 2).fill(1)]);
     const perChannel = (v: string) => c.op('Reshape', [v, channelShape]);
-    const { dx, xhat } = normBackward(c, x, dy(c), perChannel(scale), range(2, r), eps);
+    const { dx, xhat } = normBackward(c, x, dy(c), perChannel(scale), range(2, r), normStats(c, x, range(2, r), eps));
     const overAllButChannels = c.g.constI64([0, ...range(2, r)]);
     return [
       c.needs(0) ? dx : undefined,
