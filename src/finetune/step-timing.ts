@@ -1,0 +1,56 @@
+import type { LoadedClip } from '../models/clip-loader.js';
+import type { F32Tensor, Tensor } from '../models/tensor.js';
+import { serializeModel } from '../onnx/serialize.js';
+import { createSession, run } from '../onnx/session.js';
+import { Adam } from './adam.js';
+import { createTrainer, trainStep, values } from './train.js';
+import { buildTrainGraph, TOTAL, type TrainGraphOptions } from './train-graph.js';
+
+export interface StepTiming {
+  /** Median milliseconds of the forward pass (towers + loss) alone. */
+  forwardMs: number;
+  /** Median milliseconds of a training step: forward, backward and the Adam update. */
+  stepMs: number;
+  ratio: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function timed(repeats: number, f: () => Promise<unknown>): Promise<number> {
+  await f();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    await f();
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+/**
+ * A training step's time over a forward pass's on the same batch (the cost of training relative to inference;
+ * reverse mode should stay within a small multiple). Parameters are copied, so `params` is left as it is.
+ */
+export async function stepToForwardRatio(
+  clip: LoadedClip,
+  opts: TrainGraphOptions,
+  feeds: Record<string, Tensor>,
+  params: Map<string, F32Tensor>,
+  repeats = 10,
+): Promise<StepTiming> {
+  const forwardGraph = buildTrainGraph(clip, opts);
+  const forward = await createSession(serializeModel(forwardGraph.g));
+  const trainer = await createTrainer(clip, opts);
+  const working = new Map([...params].map(([k, v]) => [k, { ...v, data: v.data.slice() }]));
+  const adam = new Adam({ lr: 1e-9 });
+  const all = { ...feeds, ...Object.fromEntries(params) };
+  const forwardMs = await timed(repeats, () => run(forward, all, [TOTAL]));
+  const stepMs = await timed(repeats, async () => {
+    const res = await trainStep(trainer, feeds, working);
+    adam.update(values(working), values(res.grads));
+  });
+  return { forwardMs, stepMs, ratio: stepMs / forwardMs };
+}

@@ -1,0 +1,281 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type * as ort from 'onnxruntime-node';
+import { loadClip, type LoadedClip } from '../models/clip-loader.js';
+import type { F32Tensor, Tensor } from '../models/tensor.js';
+import { serializeModel } from '../onnx/serialize.js';
+import { createSession, run } from '../onnx/session.js';
+import { Tokenizer } from '../pipeline/tokenizer.js';
+import { Adam } from './adam.js';
+import { buildGradients, exposeGradients } from './autodiff.js';
+import { BatchOrder } from './batches.js';
+import { loadCheckpoint, saveCheckpoint, type RunState } from './checkpoint.js';
+import { DataError, dropRows, loadPixels, readImageEmbeds, readVisu, type DataProblem, type VisuRow } from './data.js';
+import { exportClipModel, exportTextModel, trainedWeights } from './export.js';
+import { initLora, loraKey, type LoraOptions } from './lora.js';
+import { cachedImageEmbeds, ReferenceModel, row, stack } from './reference.js';
+import { Rng } from './rng.js';
+import { buildTrainGraph, IN, requireClipModel, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
+
+/** Everything a fine-tuning run is given. */
+export interface TrainOptions {
+  clipDir: string;
+  data: string;
+  out: string;
+  mode: Mode;
+  lora?: LoraOptions;
+  steps: number;
+  batch: number;
+  lr: number;
+  seed: number;
+  resume?: boolean;
+  checkpointEvery: number;
+  strict?: boolean;
+  /** Precomputed reference image embeddings (text mode), see data.ts readImageEmbeds. */
+  imageEmbeds?: string;
+  /** Weight of the optional hidden-state term (0: the paper's losses only). */
+  hiddenWeight?: number;
+  /** Stop (as if killed) after this many steps of this invocation, checkpointing first; for tests. */
+  stopAfter?: number;
+  onProblems?: (problems: DataProblem[]) => void;
+  onStart?: (info: { rows: number; startStep: number }) => void;
+  onStep?: (info: { step: number; losses: Record<string, number> }) => void;
+}
+
+export interface TrainResult {
+  steps: number;
+  params: Map<string, F32Tensor>;
+  losses: Record<string, number>;
+  seconds: number;
+}
+
+export const CHECKPOINT = 'checkpoint.safetensors';
+export const IMAGE_EMBEDS_CACHE = 'image-embeds.safetensors';
+export const CLIP_MODEL_DIR = 'clip-model';
+
+/** The settings a resumed run must share with the run it continues. */
+function settingsOf(o: TrainOptions): Record<string, unknown> {
+  return { mode: o.mode, lora: o.lora ?? null, batch: o.batch, lr: o.lr, seed: o.seed, hiddenWeight: o.hiddenWeight ?? 0 };
+}
+
+/** Rows tokenised once: [n, 77] ids and each caption's length with its start and end tokens. */
+interface Captions {
+  ids: BigInt64Array;
+  lengths: number[];
+  seqLen: number;
+}
+
+function tokenize(tokenizer: Tokenizer, texts: string[]): Captions {
+  const seqLen = tokenizer.maxLength;
+  const ids = new BigInt64Array(texts.length * seqLen);
+  const lengths = texts.map((t, i) => {
+    const e = tokenizer.encode(t);
+    e.inputIds.forEach((id, j) => (ids[i * seqLen + j] = BigInt(id)));
+    return Math.min(e.untruncatedLength, seqLen);
+  });
+  return { ids, lengths, seqLen };
+}
+
+/** Ids of the chosen rows, cut to `len` tokens (causal attention: the tokens up to the end token are unchanged). */
+function idsOf(c: Captions, rows: number[], len: number): Tensor {
+  const out = new BigInt64Array(rows.length * len);
+  rows.forEach((r, i) => out.set(c.ids.subarray(r * c.seqLen, r * c.seqLen + len), i * len));
+  return { dtype: 'I64', shape: [rows.length, len], data: out };
+}
+
+function gather(vectors: F32Tensor[], rows: number[]): F32Tensor {
+  return stack(rows.map((r) => vectors[r]));
+}
+
+/** The data, the reference outputs and the captions a run needs, prepared before its first step. */
+interface Prepared {
+  rows: VisuRow[];
+  safe: Captions;
+  nsfw: Captions;
+  Sref: F32Tensor[];
+  Vref: F32Tensor[];
+  safePixels?: F32Tensor[];
+  nsfwPixels?: F32Tensor[];
+  reference: ReferenceModel;
+}
+
+async function prepare(clip: LoadedClip, o: TrainOptions, projectionDim: number): Promise<Prepared> {
+  const tokenizer = Tokenizer.load(clip.dir);
+  const precomputed = o.mode === 'text' && o.imageEmbeds !== undefined;
+  let data = readVisu(o.data, { strict: o.strict, checkImages: !precomputed });
+  const reference = await ReferenceModel.create(clip, !precomputed);
+  const size = clip.visionConfig!.imageSize;
+  let pixels: Map<string, F32Tensor> | undefined;
+  if (o.mode === 'full') {
+    const loaded = await loadPixels(data.rows, size, ['safe', 'nsfw']);
+    data = dropRows(data, loaded.bad, o.strict);
+    pixels = loaded.pixels;
+  }
+  let vref: Map<string, F32Tensor>;
+  if (precomputed) {
+    const read = readImageEmbeds(o.imageEmbeds!, data.rows, projectionDim, ['safe']);
+    data = dropRows(data, read.bad, o.strict);
+    vref = read.embeds;
+  } else {
+    const cache = join(o.out, IMAGE_EMBEDS_CACHE);
+    if (!pixels && !existsSync(cache)) {
+      const loaded = await loadPixels(data.rows, size, ['safe']);
+      data = dropRows(data, loaded.bad, o.strict);
+      pixels = loaded.pixels;
+    }
+    const rows = data.rows;
+    vref = await cachedImageEmbeds(reference, rows, projectionDim, cache, async () => {
+      if (pixels) return pixels;
+      const loaded = await loadPixels(rows, size, ['safe']);
+      if (loaded.bad.size) throw new DataError(`${cache}: the cached image embeddings do not cover the data; delete the file to recompute them`);
+      return loaded.pixels;
+    });
+  }
+  if (data.rows.length < o.batch) throw new DataError(`${data.file}: ${data.rows.length} usable rows, fewer than the batch size ${o.batch}`);
+  o.onProblems?.(data.problems);
+  const rows = data.rows;
+  const safe = tokenize(tokenizer, rows.map((r) => r.safe));
+  const nsfw = tokenize(tokenizer, rows.map((r) => r.nsfw));
+  const sref = await reference.textEmbeds(safe.ids, safe.seqLen);
+  return {
+    rows,
+    safe,
+    nsfw,
+    Sref: rows.map((_, i) => row(sref.embeds, i)),
+    Vref: rows.map((r) => vref.get(`${r.id}.safe`)!),
+    safePixels: o.mode === 'full' ? rows.map((r) => pixels!.get(`${r.id}.safe`)!) : undefined,
+    nsfwPixels: o.mode === 'full' ? rows.map((r) => pixels!.get(`${r.id}.nsfw`)!) : undefined,
+    reference,
+  };
+}
+
+/** The feeds of one batch, everything but the parameters. */
+async function batchFeeds(p: Prepared, batch: number[], hiddenWeight: number): Promise<Record<string, Tensor>> {
+  // Without the hidden-state term only the pooled (end-token) outputs matter, so padding past the longest caption
+  // can go; the hidden-state term compares the whole sequence the UNet sees.
+  const len = hiddenWeight ? p.safe.seqLen : Math.max(...batch.flatMap((r) => [p.safe.lengths[r], p.nsfw.lengths[r]]));
+  const feeds: Record<string, Tensor> = {
+    [IN.safeIds]: idsOf(p.safe, batch, len),
+    [IN.nsfwIds]: idsOf(p.nsfw, batch, len),
+    [IN.Sref]: gather(p.Sref, batch),
+    [IN.Vref]: gather(p.Vref, batch),
+  };
+  if (p.safePixels && p.nsfwPixels) {
+    feeds[IN.safePixels] = gather(p.safePixels, batch);
+    feeds[IN.nsfwPixels] = gather(p.nsfwPixels, batch);
+  }
+  if (hiddenWeight) {
+    const ids = feeds[IN.safeIds].data as BigInt64Array;
+    feeds[IN.SrefHidden] = (await p.reference.textEmbeds(ids, len)).hidden;
+  }
+  return feeds;
+}
+
+function startingParams(tg: TrainGraph, o: TrainOptions): Map<string, F32Tensor> {
+  if (!o.lora) return new Map(tg.initial);
+  const rng = Rng.fromSeed(o.seed ^ 0x10a);
+  const params = new Map<string, F32Tensor>();
+  for (const module of tg.loraModules) {
+    const weightShape = tg.g.initializers.get(`${module}.weight.base`)!.shape;
+    const { A, B } = initLora(weightShape, o.lora.rank, rng);
+    params.set(loraKey(module, 'A'), A);
+    params.set(loraKey(module, 'B'), B);
+  }
+  return params;
+}
+
+/** Adam updates the parameters' arrays in place. */
+export function values(m: Map<string, F32Tensor>): Map<string, Float32Array> {
+  return new Map([...m].map(([k, v]) => [k, v.data]));
+}
+
+function lossValues(out: Record<string, F32Tensor>, names: string[]): Record<string, number> {
+  const losses: Record<string, number> = {};
+  for (const n of names) losses[n.replace(/^loss\./, '')] = out[n].data[0];
+  losses.total = out[TOTAL].data[0];
+  return losses;
+}
+
+/** The training session and what it takes and gives. */
+export interface Trainer {
+  graph: TrainGraph;
+  session: ort.InferenceSession;
+  grads: Map<string, string>;
+}
+
+export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Promise<Trainer> {
+  const graph = buildTrainGraph(clip, o);
+  const wrt = buildGradients(graph.g, graph.loss.total, graph.params.map((p) => p.name));
+  const grads = exposeGradients(graph.g, wrt, new Map(graph.params.map((p) => [p.name, p.shape])));
+  return { graph, session: await createSession(serializeModel(graph.g)), grads };
+}
+
+/** One forward + backward on `feeds` with `params`: the losses and the gradients by parameter. */
+export async function trainStep(t: Trainer, feeds: Record<string, Tensor>, params: Map<string, F32Tensor>): Promise<{ losses: Record<string, number>; grads: Map<string, F32Tensor> }> {
+  const outputs = [...t.graph.lossOutputs, TOTAL, ...t.grads.values()];
+  const out = await run(t.session, { ...feeds, ...Object.fromEntries(params) }, outputs);
+  const grads = new Map<string, F32Tensor>();
+  for (const [param, name] of t.grads) grads.set(param, out[name]);
+  return { losses: lossValues(out, t.graph.lossOutputs), grads };
+}
+
+/** Fine-tune, checkpointing as it goes, and export the result (unless stopped early by `stopAfter`). */
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const started = performance.now();
+  mkdirSync(o.out, { recursive: true });
+  const clip = loadClip(o.clipDir);
+  try {
+    const { projectionDim } = requireClipModel(clip);
+    const trainer = await createTrainer(clip, o);
+    const p = await prepare(clip, o, projectionDim);
+    const checkpointPath = join(o.out, CHECKPOINT);
+    const settings = settingsOf(o);
+
+    let params: Map<string, F32Tensor>;
+    const adam = new Adam({ lr: o.lr });
+    let order: BatchOrder;
+    let step = 0;
+    if (o.resume && existsSync(checkpointPath)) {
+      const c = loadCheckpoint(checkpointPath);
+      if (JSON.stringify(c.state.settings) !== JSON.stringify(settings)) {
+        throw new Error(`${checkpointPath}: the checkpoint was made with ${JSON.stringify(c.state.settings)}, not ${JSON.stringify(settings)}`);
+      }
+      for (const { name } of trainer.graph.params) if (!c.params.has(name)) throw new Error(`${checkpointPath}: no parameter ${name}`);
+      params = c.params;
+      adam.load({ step: c.state.optimizer.step as number, tensors: c.optimizer });
+      order = BatchOrder.restore(p.rows.length, o.batch, c.state);
+      step = c.state.step;
+    } else {
+      params = startingParams(trainer.graph, o);
+      order = BatchOrder.start(p.rows.length, o.batch, o.seed);
+    }
+    o.onStart?.({ rows: p.rows.length, startStep: step });
+
+    const checkpoint = () => {
+      const adamState = adam.state();
+      const state: RunState = { step, ...order.state, settings, optimizer: { step: adamState.step } };
+      saveCheckpoint(checkpointPath, { state, params, optimizer: adamState.tensors });
+    };
+    let losses: Record<string, number> = {};
+    let done = 0;
+    while (step < o.steps) {
+      const feeds = await batchFeeds(p, order.next(), o.hiddenWeight ?? 0);
+      const res = await trainStep(trainer, feeds, params);
+      adam.update(values(params), values(res.grads));
+      step++;
+      done++;
+      losses = res.losses;
+      o.onStep?.({ step, losses });
+      if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === o.steps || done === o.stopAfter) checkpoint();
+      if (done === o.stopAfter) break;
+    }
+    if (step === o.steps) {
+      const weights = trainedWeights(clip, params, o.lora && { options: o.lora, modules: trainer.graph.loraModules });
+      exportTextModel(clip, weights, o.out);
+      exportClipModel(clip, weights, join(o.out, CLIP_MODEL_DIR));
+    }
+    return { steps: step, params, losses, seconds: (performance.now() - started) / 1000 };
+  } finally {
+    clip.weights.close();
+  }
+}

@@ -1,0 +1,63 @@
+import test from 'ava';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportClipModel, exportTextModel, trainedWeights } from '../src/finetune/export.js';
+import { loraKey, mergeLora } from '../src/finetune/lora.js';
+import { ClipTextEncoder, loadClip } from '../src/models/clip-loader.js';
+import { readSafetensors } from '../src/models/safetensors.js';
+import type { F32Tensor } from '../src/models/tensor.js';
+import { fixture, weightsPath } from './fixtures.js';
+
+test('export: LoRA merged into a CLIPTextModel folder (text_model. keys, tokenizer) and a whole CLIPModel that load back', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'safe-sd-export-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const clip = loadClip(weightsPath('toy-clip'));
+  const module = 'text_model.encoder.layers.1.mlp.fc1';
+  const w = clip.weights.get(`${module}.weight`);
+  const lora = { rank: 2, alpha: 4, targets: ['fc1'] };
+  const A: F32Tensor = { dtype: 'F32', shape: [2, w.shape[1]], data: Float32Array.from({ length: 2 * w.shape[1] }, (_, i) => Math.sin(i)) };
+  const B: F32Tensor = { dtype: 'F32', shape: [w.shape[0], 2], data: Float32Array.from({ length: 2 * w.shape[0] }, (_, i) => Math.cos(i) * 0.01) };
+  const params = new Map([[loraKey(module, 'A'), A], [loraKey(module, 'B'), B]]);
+  const weights = trainedWeights(clip, params, { options: lora, modules: [module] });
+  exportTextModel(clip, weights, dir);
+  exportClipModel(clip, weights, join(dir, 'clip-model'));
+
+  const saved = readSafetensors(join(dir, 'model.safetensors'));
+  t.true([...saved.keys()].every((k) => k.startsWith('text_model.')));
+  t.deepEqual(saved.get(`${module}.weight`)!.data, mergeLora(w, A, B, lora).data);
+  t.true(existsSync(join(dir, 'tokenizer.json')));
+  const text = loadClip(dir);
+  t.is(text.kind, 'CLIPTextModel');
+  const encoder = await ClipTextEncoder.create(text);
+  const ids = new BigInt64Array(77).fill(49407n);
+  ids[0] = 49406n;
+  ids[1] = 320n;
+  t.deepEqual(encoder.hiddenSize, 64);
+  const out = await encoder.encode(ids);
+  t.deepEqual(out.lastHidden.shape, [1, 77, 64]);
+  const whole = loadClip(join(dir, 'clip-model'));
+  t.is(whole.kind, 'CLIPModel');
+  t.deepEqual(whole.weights.get(`${module}.weight`).data, saved.get(`${module}.weight`)!.data);
+  t.is(whole.weights.keys().length, clip.weights.keys().filter((k) => !k.endsWith('position_ids')).length);
+  text.weights.close();
+  whole.weights.close();
+  clip.weights.close();
+});
+
+test('export of unchanged weights computes what the source computes (clip golden)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'safe-sd-export-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const clip = loadClip(fixture('clip'));
+  exportTextModel(clip, trainedWeights(clip, new Map()), dir);
+  const golden = readSafetensors(fixture('clip_golden.safetensors'));
+  const ids = golden.get('input_ids')!;
+  const encoder = await ClipTextEncoder.create(loadClip(dir));
+  const out = await encoder.encode(ids.data as BigInt64Array, ids.shape[1]);
+  const want = golden.get('text_last_hidden_state')!.data as Float32Array;
+  let err = 0;
+  out.lastHidden.data.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
+  t.log(`last_hidden_state max abs error ${err.toExponential(2)}`);
+  t.true(err < 1e-4);
+  clip.weights.close();
+});
