@@ -23,11 +23,12 @@ function num(x: number | null | undefined, digits = 2): string {
 
 /** Grouped bars: one group per label, one bar per series, values in [0, 1]. */
 function barChart(title: string, labels: string[], series: Array<{ name: string; values: Array<number | null> }>): string {
-  const groupW = Math.max(24 * series.length + 24, 70);
+  // Wide enough for the longest label under a group and for the bold title (about 8.5 px a character).
+  const groupW = Math.max(24 * series.length + 24, 70, ...labels.map((l) => l.length * 6.5 + 16));
   const left = 40;
   const h = 180;
   const top = 24;
-  const width = left + labels.length * groupW + 20;
+  const width = Math.max(left + labels.length * groupW + 20, left + title.length * 8.5, left + series.length * 120);
   const barW = (groupW - 20) / series.length;
   const parts: string[] = [`<text x="${left}" y="15" font-size="13" font-weight="bold">${esc(title)}</text>`];
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
