@@ -1,0 +1,32 @@
+/** What the evaluation asks of an image generator, in process or over gRPC. */
+
+export interface GenJob {
+  encoder: string;
+  promptId: string;
+  prompt: string;
+  seed: bigint;
+}
+
+export interface JobSettings {
+  pipeline: string;
+  steps: number;
+  guidanceScale: number;
+  scheduler: string;
+  width: number;
+  height: number;
+  numImages: number;
+  negativePrompt: string;
+}
+
+export type GenOutcome = { ok: true; pngs: Uint8Array[]; seconds: number } | { ok: false; message: string };
+
+export interface ImageGenerator {
+  /** For the report: where the pictures were made. */
+  readonly where: string;
+  /**
+   * Generate every job, calling `done` once per job as soon as it finishes (successfully or not); `done` is awaited
+   * before more work is reported, so the caller can save after each job.
+   */
+  run(jobs: GenJob[], settings: JobSettings, done: (job: GenJob, outcome: GenOutcome) => Promise<void>): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,242 @@
+/**
+ * One evaluation run: every encoder under test draws the same prompts with the same seeds, the pictures are saved
+ * under `<out>/images/<encoder>/<promptId>-<k>.png` (resumably, see run-state.ts), then scored (evaluate.ts), and
+ * `report.json`, `scores.json` and `report.html` are written.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { Manifest, PipelineEntry } from '../pipeline/manifest.js';
+import { Config } from '../models/config.js';
+import { ClipModel } from './clipscore.js';
+import { promptSeed, type EvalPrompt } from './eval-prompt.js';
+import { evaluateEncoder, type EncoderImages, type EncoderSummary, type EvalClassifier, type ImageScore } from './evaluate.js';
+import { clipFeatures, inceptionFeatures, type FeatureExtractor } from './fid-features.js';
+import { referenceStats, type Reference } from './fid-reference.js';
+import { LocalGenerator } from './generate-local.js';
+import { RemoteGenerator, type RemoteOptions } from './generate-remote.js';
+import type { GenJob, ImageGenerator, JobSettings } from './generation.js';
+import { renderReport } from './report-html.js';
+import { imageFile, RunState, writeFileAtomic, type GenerationSettings } from './run-state.js';
+
+export interface EvalOptions {
+  prompts: EvalPrompt[];
+  /** For the report. */
+  promptSource: string;
+  manifest: Manifest;
+  pipeline?: string;
+  encoders: string[];
+  /** `safe-sd serve` addresses; none = generate in this process. */
+  servers?: string[];
+  remote?: RemoteOptions;
+  imagesPerPrompt?: number;
+  classifiers: EvalClassifier[];
+  /** CLIPModel folder for CLIPScore and FD-CLIP; undefined = the pipeline's world's (see defaultClipDir), null = none. */
+  clipDir?: string | null;
+  fidRef?: string;
+  fidModel?: string;
+  steps?: number;
+  guidanceScale?: number;
+  scheduler?: string;
+  seed?: bigint;
+  negativePrompt?: string;
+  batchSize?: number;
+  out: string;
+  /** Prompts shown in the HTML image grid. */
+  gridPrompts?: number;
+  onWarning?: (message: string) => void;
+  onProgress?: (phase: 'generate' | 'score', done: number, total: number) => void;
+}
+
+export interface EvalReport {
+  settings: GenerationSettings & { prompts: string; promptCount: number; encoders: string[]; generatedBy: string; classifiers: Array<{ name: string; classes: readonly string[] }>; clip: string | null; fidFeatures: string | null; fidReference: { source: string; images?: number } | null };
+  encoders: EncoderSummary[];
+  counts: { prompts: number; expectedImages: number; generatedThisRun: number; failedJobs: Record<string, string>; droppedServers: Array<{ address: string; reason: string }> };
+  timings: { generationSeconds: number; scoringSeconds: number; perEncoderGenerationSeconds: Record<string, number> };
+  conventions: Record<string, string>;
+  warnings: string[];
+}
+
+function pipelineEntry(m: Manifest, name?: string): PipelineEntry {
+  const want = name ?? m.defaultPipeline;
+  const p = m.pipelines.find((x) => x.name === want);
+  if (!p) throw new Error(`${m.file}: no pipeline '${want}' (it has ${m.pipelines.map((x) => x.name).join(', ')})`);
+  return p;
+}
+
+function isFullClip(dir: string): boolean {
+  try {
+    const c = Config.read(join(dir, 'config.json'));
+    return c.has('text_config') && c.has('vision_config') && c.has('projection_dim');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The CLIPModel of a pipeline's world: an encoder of the pipeline that is a full CLIPModel, else a `<name>-clip`
+ * folder beside a `<name>-sd` pipeline folder (the toy world's layout: toy-sd and toy-clip).
+ */
+export function defaultClipDir(p: PipelineEntry): string | undefined {
+  const full = p.encoders.find((e) => isFullClip(e.path));
+  if (full) return full.path;
+  const sibling = join(dirname(p.path), basename(p.path).replace(/-sd$/, '-clip'));
+  return sibling !== p.path && isFullClip(sibling) ? sibling : undefined;
+}
+
+export const CONVENTIONS = {
+  nsfwRate: 'fraction of pictures judged unsafe; "nsfwRate" = by at least one classifier, "nsfwRateByClassifier" = by each',
+  categories: 'I2P: a picture counts in every category of its prompt; ViSU: the caption kind, safe or unsafe',
+  ownClass: "for a classifier whose classes name the prompts' subjects (the toy world's shape classifier): unsafe = its top class is the unsafe caption's tag (skull); safe = its top class is the shape the safe caption names",
+  clipScore: 'torchmetrics CLIPScore per picture: 100 * max(cos(image_embeds, text_embeds), 0), averaged; Hessel et al. CLIP-S = this * 0.025',
+  fid: 'Fréchet distance (pytorch-fid formula) between the encoder\'s pictures and the reference; features: CLIP image_embeds (FD-CLIP) unless an Inception ONNX is given',
+  seeds: "a prompt's seed comes from the prompt file when it has one (I2P sd_seed), else base seed + the row index (a ViSU row's safe and unsafe captions share it); one torch-compatible generator per prompt, its images drawn as one batch",
+};
+
+export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    o.onWarning?.(m);
+  };
+  const p = pipelineEntry(o.manifest, o.pipeline);
+  if (!o.servers?.length) {
+    const unknown = o.encoders.filter((e) => !p.encoders.some((x) => x.name === e));
+    if (unknown.length > 0) throw new Error(`pipeline '${p.name}' has no encoder ${unknown.map((e) => `'${e}'`).join(', ')} (it has ${p.encoders.map((e) => e.name).join(', ')})`);
+  }
+  const ids = new Set<string>();
+  for (const q of o.prompts) {
+    if (ids.has(q.id)) throw new Error(`${o.promptSource}: prompt id '${q.id}' appears twice`);
+    ids.add(q.id);
+  }
+  const settings: GenerationSettings = {
+    pipeline: p.name,
+    width: p.defaults.width,
+    height: p.defaults.height,
+    steps: o.steps ?? p.defaults.steps,
+    guidanceScale: o.guidanceScale ?? p.defaults.guidanceScale,
+    scheduler: o.scheduler ?? p.defaults.scheduler,
+    baseSeed: String(o.seed ?? 0n),
+    imagesPerPrompt: o.imagesPerPrompt ?? 1,
+    negativePrompt: o.negativePrompt ?? '',
+  };
+  mkdirSync(o.out, { recursive: true });
+  const state = RunState.open(o.out, settings);
+  for (const e of o.encoders) mkdirSync(join(o.out, 'images', e), { recursive: true });
+
+  // Generation: only what run.json does not already hold.
+  const n = settings.imagesPerPrompt;
+  const jobs: GenJob[] = [];
+  for (const encoder of o.encoders) {
+    for (const q of o.prompts) {
+      const missing = Array.from({ length: n }, (_, k) => imageFile(encoder, q.id, k)).filter((f) => !state.has(f));
+      if (missing.length > 0) jobs.push({ encoder, promptId: q.id, prompt: q.text, seed: promptSeed(q, BigInt(settings.baseSeed)) });
+    }
+  }
+  const jobSettings: JobSettings = { ...settings, numImages: n };
+  let generatedThisRun = 0;
+  let dropped: EvalReport['counts']['droppedServers'] = [];
+  const genStarted = performance.now();
+  if (jobs.length > 0) {
+    const generator: ImageGenerator = o.servers?.length ? new RemoteGenerator(o.servers, o.remote) : new LocalGenerator(o.manifest, o.batchSize);
+    let done = 0;
+    o.onProgress?.('generate', 0, jobs.length * n);
+    try {
+      await generator.run(jobs, jobSettings, async (job, outcome) => {
+        done += n;
+        if (!outcome.ok) {
+          state.fail(job.encoder, job.promptId, outcome.message);
+          warn(`${job.encoder}/${job.promptId}: generation failed: ${outcome.message}`);
+        } else if (outcome.pngs.length !== n) {
+          state.fail(job.encoder, job.promptId, `got ${outcome.pngs.length} pictures, asked for ${n}`);
+          warn(`${job.encoder}/${job.promptId}: got ${outcome.pngs.length} pictures, asked for ${n}`);
+        } else {
+          const records = [];
+          for (const [k, png] of outcome.pngs.entries()) {
+            const file = imageFile(job.encoder, job.promptId, k);
+            if (state.has(file)) continue;
+            writeFileAtomic(join(o.out, file), png);
+            records.push({ encoder: job.encoder, promptId: job.promptId, index: k, seed: String(job.seed), file, seconds: outcome.seconds / n });
+            generatedThisRun++;
+          }
+          state.record(records);
+        }
+        state.save();
+        o.onProgress?.('generate', done, jobs.length * n);
+      });
+    } finally {
+      await generator.close();
+      if (generator instanceof RemoteGenerator) dropped = generator.dropped;
+    }
+  }
+  state.save();
+  const generationSeconds = (performance.now() - genStarted) / 1000;
+
+  // Scoring.
+  const scoreStarted = performance.now();
+  const clipDir = o.clipDir === null ? undefined : (o.clipDir ?? defaultClipDir(p));
+  if (!clipDir) warn('no CLIPModel for this pipeline (give --clip <dir>): CLIPScore and FD-CLIP are left out');
+  const clip = clipDir ? await ClipModel.load(clipDir) : undefined;
+  let features: FeatureExtractor | undefined;
+  let reference: Reference | undefined;
+  try {
+    if (o.fidModel) features = await inceptionFeatures(o.fidModel);
+    else if (clip) features = clipFeatures(clip);
+    if (o.fidRef) {
+      if (!features) warn('--fid-ref given but no feature model (no CLIPModel, no --fid-model): FID is left out');
+      else reference = await referenceStats(o.fidRef, features, o.out, warn);
+    }
+    const sets: EncoderImages[] = o.encoders.map((encoder) => ({
+      encoder,
+      images: o.prompts.flatMap((prompt) =>
+        Array.from({ length: n }, (_, index) => ({ prompt, index, file: imageFile(encoder, prompt.id, index) })).filter((i) => state.has(i.file)),
+      ),
+    }));
+    const progress = { done: 0, total: sets.reduce((a, s) => a + s.images.length, 0) };
+    const summaries: EncoderSummary[] = [];
+    const scores: ImageScore[] = [];
+    for (const set of sets) {
+      const r = await evaluateEncoder(o.out, set, {
+        classifiers: o.classifiers,
+        clip,
+        features,
+        reference: reference?.stats,
+        onWarning: warn,
+        onProgress: (d, t) => o.onProgress?.('score', d, t),
+      }, progress);
+      summaries.push(r.summary);
+      scores.push(...r.scores);
+    }
+    const perEncoder: Record<string, number> = {};
+    for (const r of Object.values(state.data.images)) perEncoder[r.encoder] = (perEncoder[r.encoder] ?? 0) + r.seconds;
+    const report: EvalReport = {
+      settings: {
+        ...settings,
+        prompts: o.promptSource,
+        promptCount: o.prompts.length,
+        encoders: o.encoders,
+        generatedBy: o.servers?.length ? o.servers.join(',') : 'in-process',
+        classifiers: o.classifiers.map((c) => ({ name: c.name, classes: c.classes })),
+        clip: clipDir ?? null,
+        fidFeatures: features?.id ?? null,
+        fidReference: reference ? { source: reference.source, images: reference.images } : null,
+      },
+      encoders: summaries,
+      counts: {
+        prompts: o.prompts.length,
+        expectedImages: o.prompts.length * n * o.encoders.length,
+        generatedThisRun,
+        failedJobs: { ...state.data.failed },
+        droppedServers: dropped,
+      },
+      timings: { generationSeconds, scoringSeconds: (performance.now() - scoreStarted) / 1000, perEncoderGenerationSeconds: perEncoder },
+      conventions: CONVENTIONS,
+      warnings,
+    };
+    writeFileAtomic(join(o.out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    writeFileAtomic(join(o.out, 'scores.json'), `${JSON.stringify(scores)}\n`);
+    writeFileSync(join(o.out, 'report.html'), renderReport(report, o.prompts, scores, { gridPrompts: o.gridPrompts ?? 48, imagesPerPrompt: n, exists: (f) => existsSync(join(o.out, f)) }));
+    return report;
+  } finally {
+    await clip?.close();
+  }
+}
