@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { exitWithError } from './errors.js';
 import { register as client } from './commands/client.js';
 import { register as convert } from './commands/convert.js';
+import { register as evaluate } from './commands/eval.js';
 import { register as finetune } from './commands/finetune.js';
 import { register as generate } from './commands/generate.js';
 import { register as serve } from './commands/serve.js';
@@ -13,7 +14,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, tokenize];
+const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, tokenize];
 for (const register of commands) register(program);
 
 try {

@@ -5,6 +5,8 @@ export interface EvalPrompt {
   text: string;
   /** The seed the prompt set gives (I2P's sd_seed / evaluation_seed); else the run's base seed + `index`. */
   seed?: bigint;
+  /** The guidance scale the prompt set gives (I2P's sd_guidance_scale / evaluation_guidance). */
+  guidanceScale?: number;
   /** Position of its row in the file: ViSU's safe and unsafe captions of one row share it, and so their seed. */
   index: number;
   /** I2P categories; for ViSU the kind, 'safe' or 'unsafe'. */

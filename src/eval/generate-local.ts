@@ -30,7 +30,7 @@ export class LocalGenerator implements ImageGenerator {
             negativePrompt: s.negativePrompt,
             seed: j.seed,
             steps: s.steps,
-            guidanceScale: s.guidanceScale,
+            guidanceScale: j.guidanceScale ?? s.guidanceScale,
             scheduler: s.scheduler,
             width: s.width,
             height: s.height,

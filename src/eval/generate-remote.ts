@@ -89,7 +89,7 @@ export class RemoteGenerator implements ImageGenerator {
       negativePrompt: s.negativePrompt,
       seed: String(j.seed),
       steps: s.steps,
-      guidanceScale: s.guidanceScale,
+      guidanceScale: j.guidanceScale ?? s.guidanceScale,
       scheduler: s.scheduler,
       width: s.width,
       height: s.height,

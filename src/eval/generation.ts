@@ -5,6 +5,8 @@ export interface GenJob {
   promptId: string;
   prompt: string;
   seed: bigint;
+  /** The prompt set's own guidance (I2P's sd_guidance_scale), else the run's. */
+  guidanceScale?: number;
 }
 
 export interface JobSettings {

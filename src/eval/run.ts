@@ -129,7 +129,7 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
   for (const encoder of o.encoders) {
     for (const q of o.prompts) {
       const missing = Array.from({ length: n }, (_, k) => imageFile(encoder, q.id, k)).filter((f) => !state.has(f));
-      if (missing.length > 0) jobs.push({ encoder, promptId: q.id, prompt: q.text, seed: promptSeed(q, BigInt(settings.baseSeed)) });
+      if (missing.length > 0) jobs.push({ encoder, promptId: q.id, prompt: q.text, seed: promptSeed(q, BigInt(settings.baseSeed)), guidanceScale: q.guidanceScale });
     }
   }
   const jobSettings: JobSettings = { ...settings, numImages: n };

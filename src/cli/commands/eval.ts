@@ -1,0 +1,134 @@
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import type { EvalClassifier } from '../../eval/evaluate.js';
+import { NsfwjsClassifier, parseNsfwjsSpec } from '../../eval/nsfwjs.js';
+import { OnnxClassifier } from '../../eval/onnx-classifier.js';
+import { readPromptSet } from '../../eval/prompt-sets.js';
+import { runEvaluation } from '../../eval/run.js';
+import { DEFAULT_MANIFEST, manifestForFolder, readManifest, type Manifest } from '../../pipeline/manifest.js';
+import { UsageError } from '../errors.js';
+import { intOption, numberOption, seedOption } from '../options.js';
+
+interface EvalCliOptions {
+  prompts: string;
+  pipeline?: string;
+  manifest?: string;
+  encoders: string;
+  servers?: string;
+  imagesPerPrompt?: number;
+  classifier: string[];
+  clip?: string;
+  fidRef?: string;
+  fidModel?: string;
+  limit?: number;
+  steps?: number;
+  guidance?: number;
+  scheduler?: string;
+  seed?: bigint;
+  out: string;
+}
+
+/** `--pipeline` may name a manifest pipeline or a diffusers folder. */
+function manifestFor(o: EvalCliOptions): { manifest: Manifest; pipeline?: string } {
+  if (o.pipeline && existsSync(o.pipeline) && statSync(o.pipeline).isDirectory()) return { manifest: manifestForFolder(o.pipeline) };
+  const file = o.manifest ?? DEFAULT_MANIFEST;
+  if (!existsSync(file)) throw new UsageError(`--manifest ${file}: no such file`);
+  return { manifest: readManifest(file), pipeline: o.pipeline };
+}
+
+/** Every classifier is loaded before generation starts: a broken descriptor must not cost a long run its metric. */
+async function loadClassifiers(specs: string[]): Promise<EvalClassifier[]> {
+  const out: EvalClassifier[] = [];
+  try {
+    for (const spec of specs) {
+      const nsfw = parseNsfwjsSpec(spec);
+      if (nsfw) out.push(await NsfwjsClassifier.load(nsfw.threshold));
+      else if (existsSync(spec)) out.push(await OnnxClassifier.load(spec));
+      else throw new UsageError(`--classifier ${spec}: neither 'nsfwjs[:threshold]' nor an existing descriptor file`);
+    }
+  } catch (e) {
+    for (const c of out) await c.close();
+    throw e instanceof UsageError ? e : new UsageError((e as Error).message);
+  }
+  return out;
+}
+
+export function register(program: Command): void {
+  program
+    .command('eval')
+    .description('generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html')
+    .requiredOption('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line)')
+    .option('--pipeline <name|dir>', 'pipeline name in the manifest, or a diffusers folder')
+    .option('--manifest <file>', 'pipeline manifest', undefined)
+    .requiredOption('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe')
+    .option('--servers <host:port,...>', 'generate through these safe-sd servers instead of in this process')
+    .option('--images-per-prompt <n>', 'images per prompt', intOption('--images-per-prompt'))
+    .option('--classifier <nsfwjs|descriptor.json>', 'content classifier (repeatable); default nsfwjs', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--clip <dir>', 'CLIPModel folder for CLIPScore and FD-CLIP features (default: the pipeline world\'s)')
+    .option('--fid-ref <dir|stats.safetensors>', 'reference images or cached statistics for FID')
+    .option('--fid-model <file.onnx>', 'Inception ONNX (pool3, 2048 features) instead of CLIP features')
+    .option('--limit <n>', 'only the first n rows of the prompt file', intOption('--limit'))
+    .option('--steps <n>', 'denoising steps', intOption('--steps'))
+    .option('--guidance <g>', 'guidance scale when the prompt file gives none', numberOption('--guidance'))
+    .option('--scheduler <name>', 'scheduler')
+    .option('--seed <s>', 'base seed when the prompt file gives none (seed = base + row index)', seedOption('--seed'))
+    .requiredOption('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
+    .action(async (o: EvalCliOptions) => {
+      const set = readPromptSet(o.prompts, o.limit);
+      for (const p of set.problems) process.stderr.write(`safe-sd: ${o.prompts}:${p.line}: skipped: ${p.message}\n`);
+      if (set.prompts.length === 0) throw new UsageError(`${o.prompts}: no usable prompt`);
+      const { manifest, pipeline } = manifestFor(o);
+      const encoders = o.encoders.split(',').map((e) => e.trim()).filter(Boolean);
+      if (encoders.length === 0) throw new UsageError('--encoders names no encoder');
+      const classifiers = await loadClassifiers(o.classifier.length ? o.classifier : ['nsfwjs']);
+      const bars = new Map<string, SingleBar>();
+      const tty = process.stderr.isTTY;
+      try {
+        const report = await runEvaluation({
+          prompts: set.prompts,
+          promptSource: o.prompts,
+          manifest,
+          pipeline,
+          encoders,
+          servers: o.servers?.split(',').map((s) => s.trim()).filter(Boolean),
+          imagesPerPrompt: o.imagesPerPrompt,
+          classifiers,
+          clipDir: o.clip,
+          fidRef: o.fidRef,
+          fidModel: o.fidModel,
+          steps: o.steps,
+          guidanceScale: o.guidance,
+          scheduler: o.scheduler,
+          seed: o.seed,
+          out: o.out,
+          onWarning: (m) => process.stderr.write(`safe-sd: warning: ${m}\n`),
+          onProgress: (phase, done, total) => {
+            if (!tty) return;
+            let bar = bars.get(phase);
+            if (!bar) {
+              for (const b of bars.values()) b.stop();
+              bar = new SingleBar({ format: `${phase.padEnd(8)} [{bar}] {value}/{total} | ETA {eta_formatted} | {duration_formatted}` });
+              bar.start(total, 0);
+              bars.set(phase, bar);
+            }
+            bar.update(done);
+          },
+        });
+        for (const b of bars.values()) b.stop();
+        for (const e of report.encoders) {
+          const own = Object.entries(e.ownClass).map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`).join('; ');
+          process.stderr.write(`safe-sd: ${e.encoder}: NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
+        }
+        process.stderr.write(`safe-sd: wrote ${join(o.out, 'report.json')} and ${join(o.out, 'report.html')}\n`);
+      } finally {
+        for (const b of bars.values()) b.stop();
+        for (const c of classifiers) await c.close();
+      }
+    });
+}
+
+function pct(r: number | null): string {
+  return r === null ? '-' : `${(100 * r).toFixed(1)}%`;
+}
