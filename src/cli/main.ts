@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { exitWithError } from './errors.js';
+import { register as registerFid } from './commands/fid.js';
 
 const program = new Command('safe-sd')
   .description('Stable Diffusion on ONNX Runtime with swappable (Safe-CLIP) text encoders')
@@ -7,7 +8,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [];
+const commands: Array<(p: Command) => void> = [registerFid];
 for (const register of commands) register(program);
 
 try {
