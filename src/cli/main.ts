@@ -3,6 +3,7 @@ import { exitWithError } from './errors.js';
 import { register as client } from './commands/client.js';
 import { register as convert } from './commands/convert.js';
 import { register as evaluate } from './commands/eval.js';
+import { register as fid } from './commands/fid.js';
 import { register as finetune } from './commands/finetune.js';
 import { register as generate } from './commands/generate.js';
 import { register as serve } from './commands/serve.js';
@@ -14,7 +15,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, tokenize];
+const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, tokenize];
 for (const register of commands) register(program);
 
 try {

@@ -112,6 +112,8 @@ export class SafetensorsFile {
 
 function typedView(dtype: DType, buf: ArrayBuffer): TensorData {
   switch (dtype) {
+    case 'F64':
+      return new Float64Array(buf);
     case 'F32':
       return new Float32Array(buf);
     case 'F16':

@@ -1,7 +1,7 @@
 /** Element types the project reads and writes; names follow safetensors. */
-export type DType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
+export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
 
-export type TensorData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
+export type TensorData = Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** A dense row-major tensor. F16 and BF16 payloads are kept as raw 16-bit words. */
 export interface Tensor {
@@ -16,7 +16,7 @@ export interface F32Tensor extends Tensor {
   data: Float32Array;
 }
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1 };
+export const DTYPE_BYTES: Record<DType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1 };
 
 export function numel(shape: readonly number[]): number {
   let n = 1;

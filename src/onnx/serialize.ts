@@ -21,6 +21,7 @@ const ELEM: Record<ElemType, number> = {
   uint8: onnx.TensorProto.DataType.UINT8,
 };
 const DTYPE_ELEM: Record<DType, number> = {
+  F64: onnx.TensorProto.DataType.DOUBLE,
   F32: ELEM.float32,
   F16: ELEM.float16,
   BF16: onnx.TensorProto.DataType.BFLOAT16,

@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import type { F32Tensor, Tensor } from '../models/tensor.js';
 
-const ORT_TYPE = { F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
+const ORT_TYPE = { F64: 'float64', F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
 
 export function toOrt(t: Tensor): ort.Tensor {
   if (t.dtype === 'BF16') throw new Error('bfloat16 tensors are widened to float32 before inference');

@@ -1,0 +1,112 @@
+import type * as ort from 'onnxruntime-node';
+import onnxProto from 'onnx-proto';
+import type { onnx as OnnxTypes } from 'onnx-proto';
+import { GraphBuilder } from '../onnx/graph.js';
+import { modelProto } from '../onnx/serialize.js';
+import { createSession, toOrt } from '../onnx/session.js';
+import { SafetensorsFile, writeSafetensors } from '../models/safetensors.js';
+import { pivotedCholesky, symmetricEigenvalues } from './linalg.js';
+
+const { onnx } = onnxProto;
+
+/** Mean and covariance of a feature set, in float64 as pytorch-fid keeps them. */
+export interface FeatureStats {
+  /** [D] */
+  mu: Float64Array;
+  /** [D, D], row-major, with N−1 in the denominator (np.cov). */
+  sigma: Float64Array;
+}
+
+/**
+ * The graph IR types values as float32 or narrower; these graphs compute in float64, so their float64 inputs and
+ * outputs are declared float32 in the builder and retyped here.
+ */
+function serializeF64(g: GraphBuilder, f64Values: string[]): Uint8Array {
+  const proto = modelProto(g);
+  const values = [...(proto.graph!.input ?? []), ...(proto.graph!.output ?? [])] as OnnxTypes.IValueInfoProto[];
+  for (const v of values) if (f64Values.includes(v.name!)) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
+  return onnx.ModelProto.encode(proto).finish();
+}
+
+/** features f32 [N, D] → mean f64 [1, D], Xcᵀ Xc f64 [D, D] (Xc centred): the N·D² part, on ORT's DGEMM. */
+function centredGramGraph(): Uint8Array {
+  const g = new GraphBuilder();
+  const x = g.op('Cast', [g.input('features', 'float32', ['n', 'd'])], { to: onnx.TensorProto.DataType.DOUBLE });
+  const mean = g.op('ReduceMean', [x], { axes: [0], keepdims: 1 });
+  const xc = g.op('Sub', [x, mean]);
+  g.output(mean, 'mean', 'float32', [1, 'd']);
+  g.output(g.matmul(g.transpose(xc, [1, 0]), xc), 'gram', 'float32', ['d', 'd']);
+  return serializeF64(g, ['mean', 'gram']);
+}
+
+/** lt f64 [R, D], s f64 [D, D] → lt · s · ltᵀ f64 [R, R]. */
+function congruenceGraph(): Uint8Array {
+  const g = new GraphBuilder();
+  const lt = g.input('lt', 'float32', ['r', 'd']);
+  const s = g.input('s', 'float32', ['d', 'd']);
+  g.output(g.matmul(g.matmul(lt, s), g.transpose(lt, [1, 0])), 'c', 'float32', ['r', 'r']);
+  return serializeF64(g, ['lt', 's', 'c']);
+}
+
+let sessions: Promise<{ gram: ort.InferenceSession; congruence: ort.InferenceSession }> | undefined;
+function getSessions() {
+  sessions ??= Promise.all([createSession(centredGramGraph()), createSession(congruenceGraph())]).then(([gram, congruence]) => ({ gram, congruence }));
+  return sessions;
+}
+
+/** Mean and covariance of N feature vectors of dimension D (row-major [N, D] float32). */
+export async function featureStats(features: Float32Array, n: number, d: number): Promise<FeatureStats> {
+  if (!Number.isSafeInteger(n) || !Number.isSafeInteger(d) || n < 2 || d < 1) throw new Error(`feature stats need N ≥ 2 vectors of D ≥ 1 values, got N=${n}, D=${d}`);
+  if (features.length !== n * d) throw new Error(`feature stats: ${features.length} values do not fill [${n}, ${d}]`);
+  const { gram } = await getSessions();
+  const res = await gram.run({ features: toOrt({ dtype: 'F32', shape: [n, d], data: features }) });
+  const sigma = res.gram.data as Float64Array;
+  for (let i = 0; i < sigma.length; i++) sigma[i] /= n - 1;
+  return { mu: res.mean.data as Float64Array, sigma };
+}
+
+/**
+ * pytorch-fid's calculate_frechet_distance: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 tr sqrtm(Σ1 Σ2).
+ * tr sqrtm(Σ1 Σ2) is taken as Σ √λ over the eigenvalues of Lᵀ Σ2 L with Σ1 = L Lᵀ (pivoted Cholesky): the same
+ * spectrum as Σ1 Σ2, but of a symmetric positive semidefinite matrix, so no complex square root and no eps offset
+ * is needed when Σ1 is singular (N < D); eigenvalues that rounding pushes below zero count as zero.
+ */
+export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise<number> {
+  const d = a.mu.length;
+  if (b.mu.length !== d) throw new Error(`Fréchet distance: feature dimensions differ (${d} and ${b.mu.length})`);
+  if (a.sigma.length !== d * d || b.sigma.length !== d * d) throw new Error(`Fréchet distance: covariances are not ${d}×${d}`);
+  let dist = 0;
+  for (let i = 0; i < d; i++) dist += (a.mu[i] - b.mu[i]) ** 2 + a.sigma[i * d + i] + b.sigma[i * d + i];
+  const { factors, rank } = pivotedCholesky(a.sigma.slice(), d);
+  if (rank === 0) return dist;
+  const { congruence } = await getSessions();
+  const res = await congruence.run({
+    lt: toOrt({ dtype: 'F64', shape: [rank, d], data: factors }),
+    s: toOrt({ dtype: 'F64', shape: [d, d], data: b.sigma }),
+  });
+  let trSqrt = 0;
+  for (const l of symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
+  return dist - 2 * trSqrt;
+}
+
+export function saveStats(path: string, s: FeatureStats, metadata?: Record<string, string>): void {
+  const d = s.mu.length;
+  writeSafetensors(path, { mu: { dtype: 'F64', shape: [d], data: s.mu }, sigma: { dtype: 'F64', shape: [d, d], data: s.sigma } }, metadata);
+}
+
+/** Reference statistics cached by saveStats: `mu` F64 [D], `sigma` F64 [D, D]. */
+export function loadStats(path: string): FeatureStats {
+  const f = SafetensorsFile.open(path);
+  try {
+    const mu = f.read('mu');
+    const sigma = f.read('sigma');
+    const d = mu.shape[0];
+    if (mu.dtype !== 'F64' || mu.shape.length !== 1) throw new Error(`${path} [mu]: expected F64 [D], got ${mu.dtype} [${mu.shape}]`);
+    if (sigma.dtype !== 'F64' || sigma.shape.length !== 2 || sigma.shape[0] !== d || sigma.shape[1] !== d) {
+      throw new Error(`${path} [sigma]: expected F64 [${d}, ${d}], got ${sigma.dtype} [${sigma.shape}]`);
+    }
+    return { mu: mu.data as Float64Array, sigma: sigma.data as Float64Array };
+  } finally {
+    f.close();
+  }
+}

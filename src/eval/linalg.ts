@@ -1,0 +1,186 @@
+/**
+ * Dense float64 linear algebra for the Fréchet distance: a pivoted Cholesky factor of a positive semidefinite matrix
+ * and the eigenvalues of a symmetric matrix. Matrices are row-major Float64Arrays of n×n.
+ */
+
+export interface PivotedCholesky {
+  /** Row k holds column k of L, length n, in the original (unpermuted) index order; A ≈ Σ_k l_k l_k^T. */
+  factors: Float64Array;
+  rank: number;
+}
+
+/**
+ * A = L L^T with diagonal pivoting (LAPACK's dpstrf scheme): each step takes the largest remaining diagonal, and the
+ * factorisation stops once that falls below `relTol` times the largest diagonal, so a rank-deficient covariance
+ * (fewer samples than features) yields its numerical rank instead of a square root of rounding noise.
+ * Works on the lower triangle of `a` (row-major n×n), which it overwrites.
+ */
+export function pivotedCholesky(a: Float64Array, n: number, relTol = n * 2.220446049250313e-16): PivotedCholesky {
+  // perm[i] = original index of the row now at position i; rows and columns are swapped in place.
+  const perm = new Int32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  let maxDiag = 0;
+  for (let i = 0; i < n; i++) maxDiag = Math.max(maxDiag, a[i * n + i]);
+  const tol = relTol * maxDiag;
+  const col = new Float64Array(n);
+  let rank = 0;
+  for (; rank < n; rank++) {
+    const k = rank;
+    let p = -1;
+    let best = tol;
+    for (let i = k; i < n; i++) if (a[i * n + i] > best) (best = a[i * n + i]), (p = i);
+    if (p < 0) break;
+    if (p !== k) swapSymmetric(a, n, k, p, perm);
+    const piv = Math.sqrt(a[k * n + k]);
+    a[k * n + k] = piv;
+    const inv = 1 / piv;
+    for (let i = k + 1; i < n; i++) col[i] = a[i * n + k] *= inv;
+    // Schur complement on the lower triangle: a[i][j] -= l_i l_j for k < j <= i.
+    for (let i = k + 1; i < n; i++) {
+      const li = col[i];
+      const row = i * n;
+      for (let j = k + 1; j <= i; j++) a[row + j] -= li * col[j];
+    }
+  }
+  const factors = new Float64Array(rank * n);
+  for (let k = 0; k < rank; k++) for (let i = k; i < n; i++) factors[k * n + perm[i]] = a[i * n + k];
+  return { factors, rank };
+}
+
+/** Swap index p and k (k < p) of a symmetric matrix held in its lower triangle. */
+function swapSymmetric(a: Float64Array, n: number, k: number, p: number, perm: Int32Array): void {
+  const lo = (i: number, j: number) => (i >= j ? i * n + j : j * n + i);
+  for (let j = 0; j < n; j++) {
+    if (j === k || j === p) continue;
+    const x = lo(k, j);
+    const y = lo(p, j);
+    const t = a[x];
+    a[x] = a[y];
+    a[y] = t;
+  }
+  const t = a[k * n + k];
+  a[k * n + k] = a[p * n + p];
+  a[p * n + p] = t;
+  const q = perm[k];
+  perm[k] = perm[p];
+  perm[p] = q;
+}
+
+/**
+ * Eigenvalues of a symmetric matrix (unordered): Householder reduction to tridiagonal form, then implicit QL with
+ * Wilkinson shifts. Reads the lower triangle of `a`, which it overwrites.
+ */
+export function symmetricEigenvalues(a: Float64Array, n: number): Float64Array {
+  const d = new Float64Array(n);
+  const e = new Float64Array(n);
+  tridiagonalize(a, n, d, e);
+  tridiagonalQL(d, e, n);
+  return d;
+}
+
+function tridiagonalize(a: Float64Array, n: number, d: Float64Array, e: Float64Array): void {
+  // Only the lower triangle is read and written: half the memory traffic of the full matrix.
+  const v = new Float64Array(n);
+  const p = new Float64Array(n);
+  for (let k = 0; k < n - 2; k++) {
+    d[k] = a[k * n + k];
+    // Householder vector zeroing column k below the subdiagonal.
+    let norm2 = 0;
+    for (let i = k + 1; i < n; i++) norm2 += a[i * n + k] * a[i * n + k];
+    const x0 = a[(k + 1) * n + k];
+    if (norm2 === 0) {
+      e[k] = 0;
+      continue;
+    }
+    const alpha = x0 > 0 ? -Math.sqrt(norm2) : Math.sqrt(norm2);
+    e[k] = alpha;
+    for (let i = k + 1; i < n; i++) v[i] = a[i * n + k];
+    v[k + 1] -= alpha;
+    const vv = norm2 - x0 * x0 + v[k + 1] * v[k + 1];
+    const beta = 2 / vv;
+    // p = A v over the trailing block, one pass over its lower triangle (each off-diagonal entry serves twice).
+    p.fill(0, k + 1, n);
+    for (let i = k + 1; i < n; i++) {
+      const row = i * n;
+      const vi = v[i];
+      let s0 = 0;
+      let s1 = 0;
+      let j = k + 1;
+      for (; j + 1 < i; j += 2) {
+        const a0 = a[row + j];
+        const a1 = a[row + j + 1];
+        s0 += a0 * v[j];
+        s1 += a1 * v[j + 1];
+        p[j] += a0 * vi;
+        p[j + 1] += a1 * vi;
+      }
+      for (; j < i; j++) {
+        s0 += a[row + j] * v[j];
+        p[j] += a[row + j] * vi;
+      }
+      p[i] += s0 + s1 + a[row + i] * vi;
+    }
+    let vp = 0;
+    for (let i = k + 1; i < n; i++) vp += v[i] * (p[i] *= beta);
+    const kk = 0.5 * beta * vp;
+    for (let i = k + 1; i < n; i++) p[i] -= kk * v[i];
+    // A ← A - v w^T - w v^T, with w now in p.
+    for (let i = k + 1; i < n; i++) {
+      const row = i * n;
+      const vi = v[i];
+      const wi = p[i];
+      for (let j = k + 1; j <= i; j++) a[row + j] -= vi * p[j] + wi * v[j];
+    }
+  }
+  if (n >= 2) {
+    d[n - 2] = a[(n - 2) * n + n - 2];
+    e[n - 2] = a[(n - 1) * n + n - 2];
+  }
+  if (n >= 1) d[n - 1] = a[(n - 1) * n + n - 1];
+  e[n - 1] = 0;
+}
+
+/** Implicit QL on the tridiagonal (d diagonal, e[i] = T[i+1, i]); eigenvalues replace d. */
+function tridiagonalQL(d: Float64Array, e: Float64Array, n: number): void {
+  for (let l = 0; l < n; l++) {
+    for (let iter = 0; ; iter++) {
+      let m = l;
+      for (; m < n - 1; m++) {
+        const dd = Math.abs(d[m]) + Math.abs(d[m + 1]);
+        if (Math.abs(e[m]) <= 2.220446049250313e-16 * dd) break;
+      }
+      if (m === l) break;
+      if (iter === 200) throw new Error(`symmetric eigenvalues: QL did not converge at index ${l}`);
+      let g = (d[l + 1] - d[l]) / (2 * e[l]);
+      let r = Math.hypot(g, 1);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+      let s = 1;
+      let c = 1;
+      let p = 0;
+      let i = m - 1;
+      for (; i >= l; i--) {
+        let f = s * e[i];
+        const b = c * e[i];
+        r = Math.hypot(f, g);
+        e[i + 1] = r;
+        if (r === 0) {
+          d[i + 1] -= p;
+          e[m] = 0;
+          break;
+        }
+        s = f / r;
+        c = g / r;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+        f = 0;
+      }
+      if (r === 0 && i >= l) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0;
+    }
+  }
+}

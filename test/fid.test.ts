@@ -1,0 +1,54 @@
+import test from 'ava';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { featureStats, frechetDistance, loadStats, saveStats } from '../src/eval/fid.js';
+import { SafetensorsFile } from '../src/models/safetensors.js';
+import { fixture } from './fixtures.js';
+
+const GOLDEN = fixture('fid_golden.safetensors');
+const cases = JSON.parse(readFileSync(fixture('fid_golden.json'), 'utf8')).cases as { name: string; fid: number }[];
+
+async function statsOf(f: SafetensorsFile, name: string) {
+  const t = f.readF32(name);
+  return featureStats(t.data, t.shape[0], t.shape[1]);
+}
+
+for (const c of cases) {
+  test(`Fréchet distance matches pytorch-fid: ${c.name}`, async (t) => {
+    const f = SafetensorsFile.open(GOLDEN);
+    const fid = await frechetDistance(await statsOf(f, `${c.name}.a`), await statsOf(f, `${c.name}.b`));
+    f.close();
+    // `identical` is zero up to rounding (the golden is -7.6e-12): compare it absolutely.
+    if (c.name === 'identical') t.true(Math.abs(fid - c.fid) < 1e-8, `fid ${fid}`);
+    else t.true(Math.abs(fid - c.fid) <= 1e-6 * Math.abs(c.fid), `fid ${fid}, golden ${c.fid}, rel ${Math.abs(fid - c.fid) / Math.abs(c.fid)}`);
+  });
+}
+
+test('stats round-trip through safetensors in float64', async (t) => {
+  const f = SafetensorsFile.open(GOLDEN);
+  const a = await statsOf(f, 'shifted.a');
+  const b = await statsOf(f, 'shifted.b');
+  f.close();
+  const path = join(mkdtempSync(join(tmpdir(), 'fid-')), 'ref.safetensors');
+  saveStats(path, a, { features: 'test' });
+  const back = loadStats(path);
+  t.deepEqual(back.mu, a.mu);
+  t.deepEqual(back.sigma, a.sigma);
+  t.is(await frechetDistance(back, b), await frechetDistance(a, b));
+});
+
+test('featureStats refuses a buffer that does not fill [N, D]', async (t) => {
+  await t.throwsAsync(featureStats(new Float32Array(10), 3, 4), { message: /10 values do not fill \[3, 4\]/ });
+});
+
+test('CLI prints the distance as JSON and rejects bad input in one line', (t) => {
+  const out = execFileSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:small.b`], { encoding: 'utf8' });
+  const small = cases.find((c) => c.name === 'small')!;
+  t.true(Math.abs(JSON.parse(out).fid - small.fid) <= 1e-6 * small.fid);
+  const bad = spawnSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:wide.b`], { encoding: 'utf8' });
+  t.is(bad.status, 2);
+  t.is(bad.stderr.trim().split('\n').length, 1);
+  t.regex(bad.stderr, /D=16.*D=256/);
+});
