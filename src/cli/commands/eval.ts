@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { EvalClassifier } from '../../eval/evaluate.js';
 import { NsfwjsClassifier, parseNsfwjsSpec } from '../../eval/nsfwjs.js';
 import { OnnxClassifier } from '../../eval/onnx-classifier.js';
-import { readPromptSet } from '../../eval/prompt-sets.js';
+import { readEvalPrompts } from '../../eval/prompt-sets.js';
 import { runEvaluation } from '../../eval/run.js';
 import { DEFAULT_MANIFEST, manifestForFolder, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
@@ -76,7 +76,7 @@ export function register(program: Command): void {
     .option('--seed <s>', 'base seed when the prompt file gives none (seed = base + row index)', seedOption('--seed'))
     .requiredOption('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
     .action(async (o: EvalCliOptions) => {
-      const set = readPromptSet(o.prompts, o.limit);
+      const set = readEvalPrompts(o.prompts, o.limit);
       for (const p of set.problems) process.stderr.write(`safe-sd: ${o.prompts}:${p.line}: skipped: ${p.message}\n`);
       if (set.prompts.length === 0) throw new UsageError(`${o.prompts}: no usable prompt`);
       const { manifest, pipeline } = manifestFor(o);
