@@ -39,7 +39,7 @@ function kindOf(config: Config): ClipKind {
 /** Open `dir` (config.json + model.safetensors): CLIPModel, CLIPTextModel(WithProjection) or CLIPVisionModelWithProjection. */
 export function loadClip(dir: string): LoadedClip {
   const config = Config.read(join(dir, 'config.json'));
-  kindOf(config);
+  kindOf(config); // a config that is not CLIP is refused before its weights are opened
   return openClip(dir, config, SafetensorsWeights.open(weightFiles(dir, 'model')));
 }
 

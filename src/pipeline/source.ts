@@ -43,17 +43,6 @@ export function isOnnxExport(dir: string): boolean {
   return existsSync(join(dir, 'unet', 'model.onnx')) && existsSync(join(dir, 'vae_decoder', 'model.onnx'));
 }
 
-function decoderGraph(config: Config, weights: () => ReturnType<typeof singleFileVaeWeights>) {
-  return () => {
-    const w = weights();
-    try {
-      return buildVaeDecoderGraph(readVaeConfig(config), w);
-    } finally {
-      w.close();
-    }
-  };
-}
-
 function fromDiffusers(root: string): PipelineSource {
   const folder = readDiffusersFolder(root);
   const { unet, vae, tokenizer, scheduler, text_encoder } = folder.components;
@@ -105,7 +94,15 @@ function fromSingleFile(file: string, configDir?: string): PipelineSource {
           w.close();
         }
       }),
-    vaeDecoderModel: () => cachedGraph('vae-decoder', contentKey(component('AutoencoderKL', ckpt.vaeConfig)), decoderGraph(ckpt.vaeConfig, () => singleFileVaeWeights(ckpt))),
+    vaeDecoderModel: () =>
+      cachedGraph('vae-decoder', contentKey(component('AutoencoderKL', ckpt.vaeConfig)), () => {
+        const w = singleFileVaeWeights(ckpt);
+        try {
+          return buildVaeDecoderGraph(readVaeConfig(ckpt.vaeConfig), w);
+        } finally {
+          w.close();
+        }
+      }),
     ownEncoder: { path: ckpt.file, config: configDir },
   };
 }

@@ -110,26 +110,25 @@ export class PromptEncoder {
     if (!out.hiddenStates || !this.finalNorm) throw new Error(`clip skip ${clipSkip}: ${this.dir} is an exported encoder that returns only its last hidden state`);
     if (clipSkip > this.layers) throw new Error(`clip skip ${clipSkip} is more than the encoder's ${this.layers} layers`);
     const h = out.hiddenStates[this.layers - (clipSkip - 1)];
-    return { embeds: { dtype: 'F32', shape: h.shape, data: this.layerNorm(h.data) }, warnings };
-  }
-
-  private layerNorm(x: Float32Array): Float32Array {
-    const { weight, bias, eps } = this.finalNorm!;
-    const D = weight.length;
-    const out = new Float32Array(x.length);
-    for (let row = 0; row < x.length; row += D) {
-      let mean = 0;
-      for (let i = 0; i < D; i++) mean += x[row + i];
-      mean /= D;
-      let v = 0;
-      for (let i = 0; i < D; i++) v += (x[row + i] - mean) ** 2;
-      const inv = 1 / Math.sqrt(v / D + eps);
-      for (let i = 0; i < D; i++) out[row + i] = (x[row + i] - mean) * inv * weight[i] + bias[i];
-    }
-    return out;
+    return { embeds: { dtype: 'F32', shape: h.shape, data: layerNorm(h.data, this.finalNorm) }, warnings };
   }
 
   async close(): Promise<void> {
     await this.tower.release();
   }
+}
+
+function layerNorm(x: Float32Array, { weight, bias, eps }: FinalNorm): Float32Array {
+  const D = weight.length;
+  const out = new Float32Array(x.length);
+  for (let row = 0; row < x.length; row += D) {
+    let mean = 0;
+    for (let i = 0; i < D; i++) mean += x[row + i];
+    mean /= D;
+    let v = 0;
+    for (let i = 0; i < D; i++) v += (x[row + i] - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / D + eps);
+    for (let i = 0; i < D; i++) out[row + i] = (x[row + i] - mean) * inv * weight[i] + bias[i];
+  }
+  return out;
 }
