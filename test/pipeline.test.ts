@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalEngine } from '../src/pipeline/engine.js';
-import { manifestForFolder } from '../src/pipeline/manifest.js';
+import { manifestForModel } from '../src/pipeline/manifest.js';
 import { readSafetensors } from '../src/models/safetensors.js';
 import type { F32Tensor } from '../src/models/tensor.js';
 import { fixture } from './fixtures.js';
@@ -18,7 +18,7 @@ const golden = readSafetensors(fixture('pipeline_golden.safetensors')) as Map<st
 const model = mkdtempSync(join(tmpdir(), 'tiny-sd-'));
 cpSync(fixture('tiny-sd'), model, { recursive: true });
 writeFileSync(join(model, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'PNDMScheduler', ...goldenSpec.scheduler_config }));
-const engine = new LocalEngine(manifestForFolder(model));
+const engine = new LocalEngine(manifestForModel(model));
 test.after.always(() => engine.close());
 
 const SCHEDULER: Record<string, string> = {

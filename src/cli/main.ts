@@ -6,6 +6,7 @@ import { register as evaluate } from './commands/eval.js';
 import { register as fid } from './commands/fid.js';
 import { register as finetune } from './commands/finetune.js';
 import { register as generate } from './commands/generate.js';
+import { register as inspect } from './commands/inspect.js';
 import { register as serve } from './commands/serve.js';
 import { register as tokenize } from './commands/tokenize.js';
 
@@ -15,7 +16,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, tokenize];
+const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, inspect, tokenize];
 for (const register of commands) register(program);
 
 try {

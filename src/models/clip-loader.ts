@@ -18,8 +18,11 @@ export interface LoadedClip {
   visionConfig?: ClipVisionConfig;
   /** Width of text_embeds / image_embeds; absent when the checkpoint has no projection. */
   projectionDim?: number;
-  weights: SafetensorsWeights;
+  weights: ClosableWeights;
 }
+
+/** Weights held open (a file) until the graph is built. */
+export type ClosableWeights = WeightStore & { close(): void };
 
 function kindOf(config: Config): ClipKind {
   const arch = config.has('architectures') ? config.strs('architectures')[0] : undefined;
@@ -36,9 +39,17 @@ function kindOf(config: Config): ClipKind {
 /** Open `dir` (config.json + model.safetensors): CLIPModel, CLIPTextModel(WithProjection) or CLIPVisionModelWithProjection. */
 export function loadClip(dir: string): LoadedClip {
   const config = Config.read(join(dir, 'config.json'));
-  const kind = kindOf(config);
-  const weights = SafetensorsWeights.open(weightFiles(dir, 'model'));
+  kindOf(config); // a config that is not CLIP is refused before its weights are opened
+  return openClip(dir, config, SafetensorsWeights.open(weightFiles(dir, 'model')));
+}
+
+/**
+ * A CLIP model from its config and weights wherever they are (a folder, or a single-file checkpoint's text encoder
+ * seen under transformers names); `dir` names the source in errors. Closes `weights` if the config is refused.
+ */
+export function openClip(dir: string, config: Config, weights: ClosableWeights): LoadedClip {
   try {
+    const kind = kindOf(config);
     switch (kind) {
       case 'CLIPModel':
         return {

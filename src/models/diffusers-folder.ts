@@ -139,12 +139,14 @@ function hashWeightFile(h: Hash, path: string): void {
 export function contentKey(c: ModelComponent | TokenizerComponent | SchedulerComponent): string {
   const h = createHash('sha256');
   h.update(`class ${c.className}\n`);
-  const whole = 'files' in c ? c.files : [c.config.file];
+  const whole = 'files' in c ? c.files : [c.config.file].filter((f) => existsSync(f));
   for (const f of whole) {
     const bytes = readFileSync(f);
     h.update(`file ${basename(f)} ${bytes.length}\n`);
     h.update(bytes);
   }
+  // Its values too: a single-file checkpoint's config is a default file with sizes read from the tensors.
+  if (!('files' in c)) h.update(`config ${JSON.stringify(c.config.raw)}\n`);
   if ('weightFiles' in c) for (const f of [...c.weightFiles].sort()) hashWeightFile(h, f);
   return h.digest('hex');
 }

@@ -1,5 +1,3 @@
-import { join } from 'node:path';
-import { Config } from '../models/config.js';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../models/tensor.js';
 import type { DenoiseJob } from './denoise.js';
@@ -20,6 +18,7 @@ import { encodePng, imagesToBytes } from './png.js';
 import { TorchGenerator } from './random.js';
 import { createScheduler } from './schedulers/index.js';
 import { resolveRequest } from './request.js';
+import { describeEncoder, openPipelineSource } from './source.js';
 import { StableDiffusion } from './stable-diffusion.js';
 import { PromptEncoder } from './text-encoder.js';
 
@@ -28,17 +27,6 @@ export interface EngineOptions {
   /** Text encoders kept loaded at once; the least recently used is released past this. */
   maxEncoders?: number;
   session?: SessionSettings;
-}
-
-/** hidden_size of a CLIP folder's text tower, read from its config without loading weights. */
-function encoderHiddenSize(dir: string): number {
-  const c = Config.read(join(dir, 'config.json'));
-  return c.has('text_config') ? c.section('text_config').int('hidden_size') : c.int('hidden_size');
-}
-
-function encoderLayers(dir: string): number {
-  const c = Config.read(join(dir, 'config.json'));
-  return c.has('text_config') ? c.section('text_config').int('num_hidden_layers') : c.int('num_hidden_layers');
 }
 
 /**
@@ -56,8 +44,7 @@ export class LocalEngine implements Engine {
   ) {
     this.info = { defaultPipeline: manifest.defaultPipeline, pipelines: [], encoders: [] };
     for (const p of manifest.pipelines) {
-      const unet = Config.read(join(p.path, 'unet', 'config.json'));
-      const cross = unet.int('cross_attention_dim');
+      const cross = openPipelineSource(p.path, p.config).crossAttentionDim;
       this.info.pipelines.push({
         name: p.name,
         defaultEncoder: p.defaultEncoder,
@@ -69,11 +56,11 @@ export class LocalEngine implements Engine {
         crossAttentionDim: cross,
       });
       for (const e of p.encoders) {
-        const hidden = encoderHiddenSize(e.path);
+        const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
         if (hidden !== cross) {
           throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${cross}`);
         }
-        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip, layers: encoderLayers(e.path) });
+        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip, layers });
       }
     }
   }
@@ -101,7 +88,8 @@ export class LocalEngine implements Engine {
   pipeline(name: string): Promise<StableDiffusion> {
     let p = this.pipelines.get(name);
     if (!p) {
-      p = StableDiffusion.load(this.entry(name).path, this.opts.session);
+      const entry = this.entry(name);
+      p = StableDiffusion.load(entry.path, this.opts.session, entry.config);
       p.catch(() => this.pipelines.delete(name));
       this.pipelines.set(name, p);
     }
@@ -116,7 +104,7 @@ export class LocalEngine implements Engine {
       this.encoders.delete(key);
     } else {
       const entry = this.encoderEntry(this.entry(pipeline), name);
-      enc = PromptEncoder.load(entry.path, this.opts.session);
+      enc = PromptEncoder.load(entry.path, this.opts.session, entry.config);
       enc.catch(() => this.encoders.delete(key));
     }
     this.encoders.set(key, enc);
@@ -200,7 +188,7 @@ export class LocalEngine implements Engine {
     const shape = [n, sd.latentChannels, r.height / sd.vaeScale, r.width / sd.vaeScale];
     const noise = givenNoise ?? gen.randn(shape);
     if (noise.length !== shape.reduce((a, b) => a * b)) throw new InvalidRequestError(`initial latents hold ${noise.length} values, expected [${shape}]`);
-    const scheduler = createScheduler(r.scheduler, sd.folder.components.scheduler.config, {}, { noise: (count) => gen.randn([count]) });
+    const scheduler = createScheduler(r.scheduler, sd.schedulerConfig, {}, { noise: (count) => gen.randn([count]) });
     scheduler.setTimesteps(r.steps);
     return { id, noise, n, cond, uncond, guidanceScale: r.guidanceScale, scheduler };
   }

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { openPipelineSource } from './source.js';
 
 /** Generation settings a pipeline uses when a request leaves them out. */
 export interface PipelineDefaults {
@@ -12,8 +13,13 @@ export interface PipelineDefaults {
 
 export interface EncoderEntry {
   name: string;
-  /** Absolute folder: a CLIPTextModel, CLIPTextModelWithProjection or CLIPModel checkpoint. */
+  /**
+   * Absolute path: a CLIPTextModel, CLIPTextModelWithProjection or CLIPModel folder, an exported text encoder folder
+   * (`model.onnx`), or a single-file SD checkpoint (its text encoder).
+   */
   path: string;
+  /** Config folder of a single-file checkpoint whose sizes are not SD 1.x / 2.x's. */
+  config?: string;
   /** As written in the manifest, for display (clients never see absolute paths). */
   source: string;
   safeClip: boolean;
@@ -22,8 +28,10 @@ export interface EncoderEntry {
 export interface PipelineEntry {
   name: string;
   description: string;
-  /** Absolute diffusers pipeline folder. */
+  /** Absolute path: a diffusers pipeline folder, an ONNX export folder, or a single-file `.safetensors` checkpoint. */
   path: string;
+  /** Config folder (diffusers layout) for a single-file checkpoint whose sizes are not SD 1.x / 2.x's. */
+  config?: string;
   defaultEncoder: string;
   defaults: PipelineDefaults;
   encoders: EncoderEntry[];
@@ -49,11 +57,16 @@ function obj(file: string, where: string, v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-function folder(file: string, where: string, p: unknown): { abs: string; source: string } {
-  if (typeof p !== 'string' || !p) fail(file, `${where}.path must be a non-empty string`);
+function resolvePath(file: string, where: string, p: unknown, what: 'folder' | 'file or folder'): { abs: string; source: string } {
+  if (typeof p !== 'string' || !p) fail(file, `${where} must be a non-empty string`);
   const abs = isAbsolute(p) ? p : resolve(dirname(file), p);
-  if (!existsSync(abs) || !statSync(abs).isDirectory()) fail(file, `${where}.path: folder ${abs} does not exist`);
+  if (!existsSync(abs) || (what === 'folder' && !statSync(abs).isDirectory())) fail(file, `${where}: ${what === 'folder' ? 'folder' : 'path'} ${abs} does not exist`);
   return { abs, source: p };
+}
+
+/** The text encoder a pipeline brings: its `text_encoder/` folder, or a single file's own. */
+function ownEncoder(path: string, config: string | undefined): { path: string; config?: string } {
+  return statSync(path).isFile() ? { path, config } : { path: join(path, 'text_encoder') };
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -77,7 +90,8 @@ export function readManifest(file: string): Manifest {
   for (const [name, v] of Object.entries(pipes)) {
     if (!NAME.test(name)) fail(abs, `pipeline name '${name}' must be letters, digits, '.', '_' or '-'`);
     const p = obj(abs, `pipelines.${name}`, v);
-    const { abs: path } = folder(abs, `pipelines.${name}`, p.path);
+    const { abs: path } = resolvePath(abs, `pipelines.${name}.path`, p.path, 'file or folder');
+    const config = p.config === undefined ? undefined : resolvePath(abs, `pipelines.${name}.config`, p.config, 'folder').abs;
     const d = p.defaults === undefined ? {} : obj(abs, `pipelines.${name}.defaults`, p.defaults);
     const defaults: PipelineDefaults = {
       width: (d.width as number) ?? FALLBACK_DEFAULTS.width,
@@ -86,18 +100,21 @@ export function readManifest(file: string): Manifest {
       guidanceScale: (d.guidance_scale as number) ?? FALLBACK_DEFAULTS.guidanceScale,
       scheduler: (d.scheduler as string) ?? FALLBACK_DEFAULTS.scheduler,
     };
-    const encs = obj(abs, `pipelines.${name}.encoders`, p.encoders ?? { original: { path: join(path, 'text_encoder') } });
+    const own = ownEncoder(path, config);
+    const encs = obj(abs, `pipelines.${name}.encoders`, p.encoders ?? { original: own });
     const encoders: EncoderEntry[] = [];
     for (const [ename, ev] of Object.entries(encs)) {
       if (!NAME.test(ename)) fail(abs, `encoder name '${ename}' must be letters, digits, '.', '_' or '-'`);
       const e = obj(abs, `pipelines.${name}.encoders.${ename}`, ev);
-      const f = folder(abs, `pipelines.${name}.encoders.${ename}`, e.path);
-      encoders.push({ name: ename, path: f.abs, source: f.source, safeClip: e.safe_clip === true });
+      const where = `pipelines.${name}.encoders.${ename}`;
+      const f = resolvePath(abs, `${where}.path`, e.path, 'file or folder');
+      const econfig = e.config === undefined ? (f.abs === path ? config : undefined) : resolvePath(abs, `${where}.config`, e.config, 'folder').abs;
+      encoders.push({ name: ename, path: f.abs, source: f.source, safeClip: e.safe_clip === true, config: econfig });
     }
     if (encoders.length === 0) fail(abs, `pipelines.${name} names no encoder`);
     const defaultEncoder = (p.default_encoder as string) ?? encoders[0].name;
     if (!encoders.some((e) => e.name === defaultEncoder)) fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
-    pipelines.push({ name, description: (p.description as string) ?? '', path, defaultEncoder, defaults, encoders });
+    pipelines.push({ name, description: (p.description as string) ?? '', path, config, defaultEncoder, defaults, encoders });
   }
   if (pipelines.length === 0) fail(abs, 'names no pipeline');
   const defaultPipeline = (top.default_pipeline as string) ?? pipelines[0].name;
@@ -105,15 +122,26 @@ export function readManifest(file: string): Manifest {
   return { file: abs, defaultPipeline, pipelines };
 }
 
-/** A one-pipeline manifest for a bare diffusers folder named on the command line. */
-export function manifestForFolder(dir: string, encoderDir?: string): Manifest {
-  const path = resolve(dir);
-  if (!existsSync(join(path, 'model_index.json'))) fail(path, 'not a diffusers pipeline folder (no model_index.json)');
-  const encoders: EncoderEntry[] = [{ name: 'original', path: join(path, 'text_encoder'), source: 'text_encoder', safeClip: false }];
-  if (encoderDir) encoders.unshift({ name: 'custom', path: resolve(encoderDir), source: encoderDir, safeClip: false });
+/**
+ * A one-pipeline manifest for a checkpoint named on the command line: a diffusers folder, an ONNX export folder or
+ * a single-file checkpoint (with its config folder, if any).
+ */
+export function manifestForModel(model: string, opts: { encoder?: string; config?: string } = {}): Manifest {
+  const path = resolve(model);
+  if (!existsSync(path)) fail(path, 'no such file or folder');
+  const isFile = statSync(path).isFile();
+  if (!isFile && !existsSync(join(path, 'model_index.json')) && !existsSync(join(path, 'unet', 'model.onnx'))) {
+    fail(path, 'not a diffusers pipeline folder (no model_index.json) nor an ONNX export (no unet/model.onnx)');
+  }
+  const config = opts.config ? resolve(opts.config) : undefined;
+  const own = ownEncoder(path, config);
+  // Generate at the size the model was trained at (512 for SD 1.x, 768 for SD 2.x v-models) unless asked otherwise.
+  const native = openPipelineSource(path, config).nativeSize;
+  const encoders: EncoderEntry[] = [{ name: 'original', path: own.path, config: own.config, source: isFile ? 'single file' : 'text_encoder', safeClip: false }];
+  if (opts.encoder) encoders.unshift({ name: 'custom', path: resolve(opts.encoder), source: opts.encoder, safeClip: false });
   return {
-    file: join(path, 'model_index.json'),
+    file: isFile ? path : join(path, 'model_index.json'),
     defaultPipeline: 'default',
-    pipelines: [{ name: 'default', description: path, path, defaultEncoder: encoders[0].name, defaults: { ...FALLBACK_DEFAULTS }, encoders }],
+    pipelines: [{ name: 'default', description: path, path, config, defaultEncoder: encoders[0].name, defaults: { ...FALLBACK_DEFAULTS, width: native, height: native }, encoders }],
   };
 }

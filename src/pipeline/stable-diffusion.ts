@@ -1,11 +1,9 @@
-import type * as ort from 'onnxruntime-node';
-import { contentKey, readDiffusersFolder, type DiffusersFolder } from '../models/diffusers-folder.js';
-import { cachedGraph } from '../models/graph-cache.js';
-import { loadUnetGraph, parseUnetConfig, type UnetConfig } from '../models/unet.js';
-import { buildVaeDecoderGraph, loadVae, readVaeConfig, type VaeConfig } from '../models/vae.js';
-import { createSession, run, type SessionSettings } from '../onnx/session.js';
+import { Config } from '../models/config.js';
+import { AdaptedSession } from '../onnx/adapted-session.js';
+import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../models/tensor.js';
 import { denoise, type DenoiseHooks, type DenoiseJob } from './denoise.js';
+import { openPipelineSource, type PipelineSource } from './source.js';
 import type { PromptEncoder } from './text-encoder.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -15,49 +13,43 @@ import { Tokenizer } from './tokenizer.js';
  */
 export class StableDiffusion {
   private constructor(
-    readonly folder: DiffusersFolder,
+    readonly source: PipelineSource,
     readonly tokenizer: Tokenizer,
-    readonly unetConfig: UnetConfig,
-    readonly vaeConfig: VaeConfig,
-    private readonly unet: ort.InferenceSession,
-    private readonly vaeDecoder: ort.InferenceSession,
+    private readonly unet: AdaptedSession,
+    private readonly vaeDecoder: AdaptedSession,
   ) {}
 
-  /** Load a diffusers folder; the UNet and VAE graphs come from the graph cache (built on first use). */
-  static async load(dir: string, settings: SessionSettings = {}): Promise<StableDiffusion> {
-    const folder = readDiffusersFolder(dir);
-    const { unet, vae, tokenizer } = folder.components;
-    const unetConfig = parseUnetConfig(unet.config);
-    const vaeConfig = readVaeConfig(vae.config);
-    const unetPath = cachedGraph('unet', contentKey(unet), () => loadUnetGraph(unet.dir));
-    const vaePath = cachedGraph('vae-decoder', contentKey(vae), () => {
-      const { config, weights } = loadVae(vae.dir);
-      try {
-        return buildVaeDecoderGraph(config, weights);
-      } finally {
-        weights.close();
-      }
-    });
-    const [unetSession, vaeSession] = [await createSession(unetPath, settings), await createSession(vaePath, settings)];
-    return new StableDiffusion(folder, Tokenizer.load(tokenizer.dir), unetConfig, vaeConfig, unetSession, vaeSession);
+  /**
+   * Load a diffusers folder, a single-file checkpoint (`configDir`: its config folder, if not SD 1.x / 2.x sized)
+   * or an ONNX export. Built graphs come from the graph cache (built on first use); exported ones are used as they are.
+   */
+  static async load(path: string, settings: SessionSettings = {}, configDir?: string): Promise<StableDiffusion> {
+    const source = openPipelineSource(path, configDir);
+    const unet = await AdaptedSession.create(source.unetModel(), settings);
+    const vae = await AdaptedSession.create(source.vaeDecoderModel(), settings);
+    return new StableDiffusion(source, Tokenizer.load(source.tokenizer.dir, source.tokenizer.configFile), unet, vae);
+  }
+
+  get schedulerConfig(): Config {
+    return this.source.scheduler;
   }
 
   get crossAttentionDim(): number {
-    return this.unetConfig.crossAttentionDim;
+    return this.source.crossAttentionDim;
   }
 
   get latentChannels(): number {
-    return this.unetConfig.inChannels;
+    return this.source.latentChannels;
   }
 
   /** Pixels per latent cell: 2^(VAE blocks - 1), 8 for every SD. */
   get vaeScale(): number {
-    return 2 ** (this.vaeConfig.blockOutChannels.length - 1);
+    return this.source.vaeScale;
   }
 
   /** The size the model was trained at (unet sample_size × vae scale). */
   get nativeSize(): number {
-    return this.folder.components.unet.config.int('sample_size', 64) * this.vaeScale;
+    return this.source.nativeSize;
   }
 
   /** Refuse an encoder whose hidden states the UNet cannot attend to. */
@@ -69,12 +61,12 @@ export class StableDiffusion {
 
   /** One UNet evaluation (what denoise() batches). */
   readonly unetCall = async (sample: F32Tensor, timesteps: Float32Array, states: F32Tensor): Promise<F32Tensor> => {
-    const out = await run(this.unet, {
-      sample,
-      timestep: { dtype: 'F32', shape: [timesteps.length], data: timesteps },
-      encoder_hidden_states: states,
-    });
-    return out.out_sample;
+    const [prediction] = await this.unet.run([
+      { names: ['sample'], value: sample },
+      { names: ['timestep'], value: { dtype: 'F32', shape: [timesteps.length], data: timesteps }, uniform: true },
+      { names: ['encoder_hidden_states'], value: states },
+    ]);
+    return prediction;
   };
 
   /** Denoise several jobs in shared UNet calls; see denoise(). */
@@ -86,8 +78,10 @@ export class StableDiffusion {
   async decode(latents: Float32Array, n: number, height: number, width: number): Promise<F32Tensor> {
     const h = height / this.vaeScale;
     const w = width / this.vaeScale;
-    const out = await run(this.vaeDecoder, { latents: { dtype: 'F32', shape: [n, this.latentChannels, h, w], data: latents } });
-    const img = out.image.data;
+    const scale = this.source.decoderInputScale;
+    const input = scale === 1 ? latents : latents.map((v) => v * scale);
+    const [image] = await this.vaeDecoder.run([{ names: ['latents', 'latent_sample'], value: { dtype: 'F32', shape: [n, this.latentChannels, h, w], data: input } }]);
+    const img = image.data;
     const hw = height * width;
     const nhwc = new Float32Array(n * hw * 3);
     for (let b = 0; b < n; b++) {

@@ -1,8 +1,60 @@
-import { ClipTextEncoder, loadClip } from '../models/clip-loader.js';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ClipTextEncoder, loadClip, openClip, type LoadedClip } from '../models/clip-loader.js';
 import { textTowerPrefix } from '../models/clip.js';
+import { readSingleFile, singleFileTextWeights } from '../models/single-file.js';
+import { AdaptedSession } from '../onnx/adapted-session.js';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../models/tensor.js';
 import type { Tokenizer } from './tokenizer.js';
+
+/** What the pipeline needs of a text tower: ids in, the last hidden state (and, for clip skip, every layer's) out. */
+interface TextTower {
+  hiddenSize: number;
+  /** Transformer layers; an exported encoder counts as one (it returns only its last hidden state). */
+  layers: number;
+  encode(ids: BigInt64Array, seqLen: number): Promise<{ lastHidden: F32Tensor; hiddenStates?: F32Tensor[] }>;
+  release(): Promise<void>;
+}
+
+type FinalNorm = { weight: Float32Array; bias: Float32Array; eps: number };
+
+/** A transformers CLIP text tower, built as our graph, with the final layer norm clip skip needs. */
+async function clipTower(loaded: LoadedClip, settings: SessionSettings): Promise<{ tower: TextTower; finalNorm: FinalNorm }> {
+  try {
+    if (!loaded.textConfig) throw new Error(`${loaded.dir}: a ${loaded.kind} has no text tower`);
+    const prefix = textTowerPrefix(loaded.weights);
+    const key = (k: string) => (prefix ? `${prefix}.final_layer_norm.${k}` : `final_layer_norm.${k}`);
+    const finalNorm = { weight: loaded.weights.get(key('weight')).data, bias: loaded.weights.get(key('bias')).data, eps: loaded.textConfig.layerNormEps };
+    const clip = await ClipTextEncoder.create(loaded, settings);
+    const tower: TextTower = {
+      hiddenSize: clip.hiddenSize,
+      layers: clip.config.layers,
+      encode: (ids, seqLen) => clip.encode(ids, seqLen),
+      release: () => clip.session.release(),
+    };
+    return { tower, finalNorm };
+  } finally {
+    loaded.weights.close();
+  }
+}
+
+/** An exported text encoder (`model.onnx`): ids of whatever integer type it declares, first output the last hidden state. */
+async function onnxTower(file: string, settings: SessionSettings): Promise<TextTower> {
+  const session = await AdaptedSession.create(file, settings);
+  const hidden = session.session.outputMetadata[0];
+  const width = hidden?.isTensor ? hidden.shape.at(-1) : undefined;
+  if (typeof width !== 'number') throw new Error(`${file}: its first output ('${session.outputNames[0]}') has no fixed hidden size`);
+  return {
+    hiddenSize: width,
+    layers: 1,
+    encode: async (ids, seqLen) => {
+      const [lastHidden] = await session.run([{ names: ['input_ids'], value: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } }]);
+      return { lastHidden };
+    },
+    release: () => session.release(),
+  };
+}
 
 /**
  * A text encoder as the pipeline uses it: prompts in, [n, 77, hidden] conditioning out, with clip skip applied the
@@ -11,29 +63,31 @@ import type { Tokenizer } from './tokenizer.js';
 export class PromptEncoder {
   private constructor(
     readonly dir: string,
-    readonly clip: ClipTextEncoder,
-    private readonly finalNorm: { weight: Float32Array; bias: Float32Array; eps: number },
+    private readonly tower: TextTower,
+    private readonly finalNorm?: FinalNorm,
   ) {}
 
-  static async load(dir: string, settings: SessionSettings = {}): Promise<PromptEncoder> {
-    const loaded = loadClip(dir);
-    try {
-      if (!loaded.textConfig) throw new Error(`${dir}: a ${loaded.kind} has no text tower`);
-      const prefix = textTowerPrefix(loaded.weights);
-      const key = (k: string) => (prefix ? `${prefix}.final_layer_norm.${k}` : `final_layer_norm.${k}`);
-      const finalNorm = { weight: loaded.weights.get(key('weight')).data, bias: loaded.weights.get(key('bias')).data, eps: loaded.textConfig.layerNormEps };
-      return new PromptEncoder(dir, await ClipTextEncoder.create(loaded, settings), finalNorm);
-    } finally {
-      loaded.weights.close();
+  /**
+   * Load a CLIP folder (CLIPTextModel(WithProjection) or CLIPModel), the text encoder of a single-file checkpoint
+   * (`configDir`: its config folder, if any), or an exported text encoder folder (`model.onnx`).
+   */
+  static async load(path: string, settings: SessionSettings = {}, configDir?: string): Promise<PromptEncoder> {
+    if (statSync(path).isFile()) {
+      const ckpt = readSingleFile(path, configDir);
+      const { tower, finalNorm } = await clipTower(openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt)), settings);
+      return new PromptEncoder(path, tower, finalNorm);
     }
+    if (existsSync(join(path, 'model.onnx'))) return new PromptEncoder(path, await onnxTower(join(path, 'model.onnx'), settings));
+    const { tower, finalNorm } = await clipTower(loadClip(path), settings);
+    return new PromptEncoder(path, tower, finalNorm);
   }
 
   get hiddenSize(): number {
-    return this.clip.hiddenSize;
+    return this.tower.hiddenSize;
   }
 
   get layers(): number {
-    return this.clip.config.layers;
+    return this.tower.layers;
   }
 
   /**
@@ -51,30 +105,30 @@ export class PromptEncoder {
       }
       e.inputIds.forEach((id, j) => (ids[i * S + j] = BigInt(id)));
     });
-    const out = await this.clip.encode(ids, S);
+    const out = await this.tower.encode(ids, S);
     if (clipSkip <= 1) return { embeds: out.lastHidden, warnings };
+    if (!out.hiddenStates || !this.finalNorm) throw new Error(`clip skip ${clipSkip}: ${this.dir} is an exported encoder that returns only its last hidden state`);
     if (clipSkip > this.layers) throw new Error(`clip skip ${clipSkip} is more than the encoder's ${this.layers} layers`);
     const h = out.hiddenStates[this.layers - (clipSkip - 1)];
-    return { embeds: { dtype: 'F32', shape: h.shape, data: this.layerNorm(h.data) }, warnings };
-  }
-
-  private layerNorm(x: Float32Array): Float32Array {
-    const { weight, bias, eps } = this.finalNorm;
-    const D = weight.length;
-    const out = new Float32Array(x.length);
-    for (let row = 0; row < x.length; row += D) {
-      let mean = 0;
-      for (let i = 0; i < D; i++) mean += x[row + i];
-      mean /= D;
-      let v = 0;
-      for (let i = 0; i < D; i++) v += (x[row + i] - mean) ** 2;
-      const inv = 1 / Math.sqrt(v / D + eps);
-      for (let i = 0; i < D; i++) out[row + i] = (x[row + i] - mean) * inv * weight[i] + bias[i];
-    }
-    return out;
+    return { embeds: { dtype: 'F32', shape: h.shape, data: layerNorm(h.data, this.finalNorm) }, warnings };
   }
 
   async close(): Promise<void> {
-    await this.clip.session.release();
+    await this.tower.release();
   }
+}
+
+function layerNorm(x: Float32Array, { weight, bias, eps }: FinalNorm): Float32Array {
+  const D = weight.length;
+  const out = new Float32Array(x.length);
+  for (let row = 0; row < x.length; row += D) {
+    let mean = 0;
+    for (let i = 0; i < D; i++) mean += x[row + i];
+    mean /= D;
+    let v = 0;
+    for (let i = 0; i < D; i++) v += (x[row + i] - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / D + eps);
+    for (let i = 0; i < D; i++) out[row + i] = (x[row + i] - mean) * inv * weight[i] + bias[i];
+  }
+  return out;
 }

@@ -85,16 +85,16 @@ export class Tokenizer {
 
   /**
    * Load from a tokenizer folder: `tokenizer.json`, or `vocab.json` + `merges.txt`; `tokenizer_config.json` and
-   * `special_tokens_map.json` (which wins, as in transformers) set the pad token and the length.
+   * `special_tokens_map.json` (which wins, as in transformers) set the pad token and the length. `configFile`
+   * replaces the folder's tokenizer_config.json (a single-file SD 2.x checkpoint pads with '!' using SD 1.x's vocabulary).
    */
-  static load(dir: string): Tokenizer {
+  static load(dir: string, configFile = join(dir, 'tokenizer_config.json')): Tokenizer {
     const jsonFile = join(dir, 'tokenizer.json');
     let spec: Record<string, unknown>;
     if (existsSync(jsonFile)) spec = Config.read(jsonFile).raw;
     else if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt'))) spec = clipTokenizerJson(dir);
     else throw new Error(`${dir}: no tokenizer.json, nor vocab.json with merges.txt`);
 
-    const configFile = join(dir, 'tokenizer_config.json');
     const config = existsSync(configFile) ? Config.read(configFile).raw : {};
     const mapFile = join(dir, 'special_tokens_map.json');
     const map = existsSync(mapFile) ? Config.read(mapFile).raw : {};

@@ -7,7 +7,7 @@ import { NsfwjsClassifier, parseNsfwjsSpec } from '../../eval/nsfwjs.js';
 import { OnnxClassifier } from '../../eval/onnx-classifier.js';
 import { readEvalPrompts } from '../../eval/prompt-sets.js';
 import { runEvaluation } from '../../eval/run.js';
-import { DEFAULT_MANIFEST, manifestForFolder, readManifest, type Manifest } from '../../pipeline/manifest.js';
+import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
 import { intOption, numberOption, seedOption } from '../options.js';
 
@@ -32,7 +32,7 @@ interface EvalCliOptions {
 
 /** `--pipeline` may name a manifest pipeline or a diffusers folder. */
 function manifestFor(o: EvalCliOptions): { manifest: Manifest; pipeline?: string } {
-  if (o.pipeline && existsSync(o.pipeline) && statSync(o.pipeline).isDirectory()) return { manifest: manifestForFolder(o.pipeline) };
+  if (o.pipeline && existsSync(o.pipeline) && statSync(o.pipeline).isDirectory()) return { manifest: manifestForModel(o.pipeline) };
   const file = o.manifest ?? DEFAULT_MANIFEST;
   if (!existsSync(file)) throw new UsageError(`--manifest ${file}: no such file`);
   return { manifest: readManifest(file), pipeline: o.pipeline };

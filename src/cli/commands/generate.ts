@@ -1,17 +1,18 @@
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { SafetensorsFile, writeSafetensors } from '../../models/safetensors.js';
 import { LocalEngine } from '../../pipeline/engine.js';
 import { InvalidRequestError, type GenerationRequest } from '../../pipeline/engine-api.js';
-import { DEFAULT_MANIFEST, manifestForFolder, readManifest, type Manifest } from '../../pipeline/manifest.js';
+import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
 import { intOption, numberOption, seedOption } from '../options.js';
 
 interface GenerateOptions {
   model?: string;
   encoder?: string;
+  config?: string;
   prompt: string;
   negative?: string;
   scheduler?: string;
@@ -28,12 +29,17 @@ interface GenerateOptions {
   json?: boolean;
 }
 
-/** The manifest `--model` names: a manifest file, or a bare diffusers folder; `--encoder` adds a text encoder folder. */
-function manifestFor(model: string | undefined, encoder: string | undefined): Manifest {
+/**
+ * The manifest `--model` names: a manifest file (.json), a diffusers or ONNX export folder, or a single-file
+ * checkpoint (`--config`: its config folder); `--encoder` adds a text encoder.
+ */
+function manifestFor(model: string | undefined, encoder: string | undefined, config: string | undefined): Manifest {
   const path = model ?? DEFAULT_MANIFEST;
   if (!existsSync(path)) throw new UsageError(`--model ${path}: no such file or folder`);
-  if (encoder && !existsSync(join(encoder, 'config.json'))) throw new UsageError(`--encoder ${encoder}: no config.json there`);
-  if (statSync(path).isDirectory()) return manifestForFolder(path, encoder);
+  if (encoder && !existsSync(encoder)) throw new UsageError(`--encoder ${encoder}: no such file or folder`);
+  if (config && !existsSync(config)) throw new UsageError(`--config ${config}: no such folder`);
+  if (!path.toLowerCase().endsWith('.json')) return manifestForModel(path, { encoder, config });
+  if (config) throw new UsageError('--config goes with a single-file --model, not with a manifest (which names its config folders)');
   const m = readManifest(path);
   if (encoder) {
     const p = m.pipelines.find((x) => x.name === m.defaultPipeline)!;
@@ -74,8 +80,9 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('generate images from a prompt with the default model or a given pipeline and text encoder')
-    .option('--model <path>', 'pipeline manifest (.json) or diffusers pipeline folder', undefined)
-    .option('--encoder <dir>', 'text encoder folder (CLIPTextModel or CLIPModel) to use instead of the pipeline\'s')
+    .option('--model <path>', 'pipeline manifest (.json), diffusers or ONNX export folder, or single-file SD 1.x/2.x .safetensors', undefined)
+    .option('--config <dir>', 'config folder (diffusers layout: unet/, vae/, text_encoder/) of a single-file checkpoint not sized like SD 1.x/2.x')
+    .option('--encoder <path>', 'text encoder (CLIPTextModel or CLIPModel folder, ONNX text_encoder folder) to use instead of the pipeline\'s')
     .requiredOption('--prompt <text>', 'the prompt')
     .option('--negative <text>', 'negative prompt')
     .option('--scheduler <name>', 'pndm|ddim|euler|euler-a|lms|dpmpp-2m|dpmpp-2m-karras|dpmpp-sde|unipc|heun|ddpm')
@@ -93,7 +100,7 @@ export function register(program: Command): void {
     .action(async (o: GenerateOptions) => {
       let engine: LocalEngine;
       try {
-        engine = new LocalEngine(manifestFor(o.model, o.encoder));
+        engine = new LocalEngine(manifestFor(o.model, o.encoder, o.config));
       } catch (e) {
         // The user named these folders: what is wrong with them is a usage error.
         throw e instanceof UsageError ? e : new UsageError((e as Error).message);
