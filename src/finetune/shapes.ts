@@ -115,8 +115,20 @@ function infer(g: GraphBuilder, n: Node, shape: (v: string) => SShape): SShape[]
       if (!x) return [undefined];
       const axes = constInts(g, n.inputs[3]) ?? constInts(g, n.inputs[1])?.map((_, i) => i);
       if (!axes) return [x.map(() => null)];
-      const set = new Set(axes.map((ax) => normAxis(ax, x.length)));
-      return [x.map((d, i) => (set.has(i) ? null : d))];
+      const starts = constInts(g, n.inputs[1]);
+      const ends = constInts(g, n.inputs[2]);
+      const steps = n.inputs[4] ? constInts(g, n.inputs[4]) : undefined;
+      const out: SDim[] = [...x];
+      axes.forEach((ax, k) => {
+        const i = normAxis(ax, x.length);
+        const d = x[i];
+        // With constant bounds on a known dim the slice's length is known too (e.g. the batch entry of a Shape).
+        if (typeof d === 'number' && starts && ends && (!steps || steps[k] === 1)) {
+          const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
+          out[i] = Math.max(clamp(ends[k]) - clamp(starts[k]), 0);
+        } else out[i] = null;
+      });
+      return [out];
     }
     case 'ReduceSum':
       return [reduced(x, constInts(g, n.inputs[1]), (a.keepdims ?? 1) !== 0)];
@@ -136,7 +148,10 @@ function infer(g: GraphBuilder, n: Node, shape: (v: string) => SShape): SShape[]
       return [[]];
     case 'Expand': {
       const target = constInts(g, n.inputs[1]);
-      return [target ? broadcast([x, target]) : undefined];
+      if (target) return [broadcast([x, target])];
+      // A target computed at run time (e.g. from the batch size) still fixes the rank: its own length.
+      const len = shape(n.inputs[1]);
+      return [len && typeof len[0] === 'number' && x && len[0] >= x.length ? Array(len[0]).fill(null) : undefined];
     }
     case 'ConstantOfShape': {
       const target = constInts(g, n.inputs[0]);
