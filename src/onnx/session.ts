@@ -16,22 +16,39 @@ export function fromOrt(t: ort.Tensor): F32Tensor {
 export interface SessionSettings {
   intraOpThreads?: number;
   executionProviders?: string[];
+  /** Default 'all'; see docs/benchmarks.md for what each level costs to open and run. */
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** ORT's CPU memory arena (default on). */
+  enableCpuMemArena?: boolean;
 }
 
 export async function createSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {
   const opts: ort.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
     executionProviders: settings.executionProviders ?? ['cpu'],
   };
   if (settings.intraOpThreads) opts.intraOpNumThreads = settings.intraOpThreads;
+  if (settings.enableCpuMemArena !== undefined) opts.enableCpuMemArena = settings.enableCpuMemArena;
   return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+}
+
+let runObserver: ((ms: number) => void) | undefined;
+
+/**
+ * Report the wall time of every run() in this process (or thread) to `observer`, or stop with undefined: how the
+ * benchmarks tell inference time from pipeline overhead without threading a callback through every pipeline.
+ */
+export function observeRuns(observer: ((ms: number) => void) | undefined): void {
+  runObserver = observer;
 }
 
 /** Run a session on named float/int tensors and return its float outputs. */
 export async function run(session: ort.InferenceSession, feeds: Record<string, Tensor>, outputs?: string[]): Promise<Record<string, F32Tensor>> {
+  const started = runObserver ? performance.now() : 0;
   const ortFeeds: Record<string, ort.Tensor> = {};
   for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
   const res = outputs ? await session.run(ortFeeds, outputs) : await session.run(ortFeeds);
+  runObserver?.(performance.now() - started);
   const out: Record<string, F32Tensor> = {};
   for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
   return out;
