@@ -12,16 +12,20 @@ export interface BenchRow {
   note?: string;
 }
 
-/** Median wall time (ms) of `reps` calls after `warmup` untimed ones. */
-export async function timeMedian(fn: () => Promise<unknown>, reps: number, warmup = 1): Promise<number> {
+/** Wall times (ms) of `reps` calls after `warmup` untimed ones. */
+export async function times(fn: () => Promise<unknown>, reps: number, warmup = 1): Promise<number[]> {
   for (let i = 0; i < warmup; i++) await fn();
-  const times: number[] = [];
+  const out: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
     await fn();
-    times.push(performance.now() - t0);
+    out.push(performance.now() - t0);
   }
-  return median(times);
+  return out;
+}
+
+export async function timeMedian(fn: () => Promise<unknown>, reps: number, warmup = 1): Promise<number> {
+  return median(await times(fn, reps, warmup));
 }
 
 export function median(xs: number[]): number {
