@@ -2,7 +2,9 @@ import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import * as ort from 'onnxruntime-node';
+import { providerSettings, type Provider } from '../onnx/session.js';
 import { readManifest } from '../pipeline/manifest.js';
+import { providerOption } from '../cli/options.js';
 import { kernelSection } from './kernels.js';
 import type { BenchRow } from './measure.js';
 import { fidSection, finetuneSection } from './optional.js';
@@ -26,6 +28,8 @@ export interface BenchOptions {
   /** Also open SD 1.5 at 'extended' optimisation and time it (adds about a minute). */
   compareLevels?: boolean;
   manifest: string;
+  /** Execution provider of the SD 1.5 and toy pipeline sessions; a and kernels always measure the CPU. */
+  provider?: Provider;
   json?: boolean;
   out?: string;
   log?: (line: string) => void;
@@ -53,6 +57,7 @@ export function addBenchOptions(cmd: Command): Command {
       return n;
     }, 1)
     .option('--compare-levels', "also open SD 1.5 at 'extended' optimisation and time a 512 px step there")
+    .addOption(providerOption())
     .option('--manifest <file>', 'pipelines manifest (the toy pipeline is its default)', 'pipelines/default.json')
     .option('--json', 'print the report as JSON instead of a table')
     .option('--out <file>', 'also write the JSON report to this file');
@@ -102,13 +107,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // b, e and the SD 1.5 half of c share one saved graph and one child process.
   if (!o.skipSd15 && (want('b') || want('e') || (o.only?.includes('c') ?? true))) {
     await section('SD 1.5 UNet', async () => {
-      const all = await sd15Section({ peak: peak!, steps: o.sd15Steps, compareLevels: !!o.compareLevels });
+      const all = await sd15Section({ peak: peak!, steps: o.sd15Steps, compareLevels: !!o.compareLevels, settings: providerSettings(o.provider ?? 'cpu') });
       return all.filter((r) => want(r.section[0] as Section));
     });
   }
-  if (want('c')) await section('c toy pipeline overhead', () => toyOverheadSection(o.manifest));
-  if (want('d')) await section('d batching', () => batchingSection(o.manifest));
-  if (want('f')) await section('f toy first image', () => firstImageSection(o.manifest));
+  const session = providerSettings(o.provider ?? 'cpu');
+  if (want('c')) await section('c toy pipeline overhead', () => toyOverheadSection(o.manifest, session));
+  if (want('d')) await section('d batching', () => batchingSection(o.manifest, session));
+  if (want('f')) await section('f toy first image', () => firstImageSection(o.manifest, o.provider ?? 'cpu'));
   if (want('g')) await section('g fine-tuning', finetuneSection);
   if (want('h')) await section('h FID', fidSection);
   const report: BenchReport = {

@@ -1,7 +1,9 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { convertToFloat16 } from '../onnx/fp16.js';
 import { saveModel } from '../onnx/serialize.js';
+import type { SessionSettings } from '../onnx/session.js';
 import { countFlops } from './flops.js';
 import { runChild, type BenchRow } from './measure.js';
 import { sd15UnetGraph } from './sd15.js';
@@ -19,6 +21,7 @@ export interface Sd15Options {
   steps: number;
   /** Also open at 'extended' and time 512 px batch 1 there (costs a second 3.4 GB open). */
   compareLevels: boolean;
+  settings: SessionSettings;
 }
 
 /**
@@ -37,11 +40,11 @@ export async function sd15Section(o: Sd15Options): Promise<BenchRow[]> {
         const [size, batch] = c.split(':').map(Number);
         flops.set(c, countFlops(g, { sample: [batch, 4, size, size], timestep: [batch], encoder_hidden_states: [batch, 77, 768] }).total);
       }
-      saveModel(g, path, { externalData: true });
+      saveModel(o.settings.float16 ? convertToFloat16(g) : g, path, { externalData: true });
     }
     const weightBytes = statSync(`${path}.data`).size;
     const rows: BenchRow[] = [];
-    const all = await runChild<ChildReport>('sd15-unet.ts', [path, 'all', String(o.steps), ...configs]);
+    const all = await runChild<ChildReport>('sd15-unet.ts', [path, JSON.stringify({ ...o.settings, graphOptimizationLevel: 'all' }), String(o.steps), ...configs]);
     rows.push({ section: 'b SD 1.5 UNet', name: "session open, optimisation 'all'", value: all.openMs / 1000, unit: 's' });
     for (const r of all.results) {
       const c = `${r.size}:${r.batch}`;
@@ -61,7 +64,7 @@ export async function sd15Section(o: Sd15Options): Promise<BenchRow[]> {
       note: `peak ${(first.maxRssBytes / 2 ** 30).toFixed(2)} GiB, weights ${(weightBytes / 2 ** 30).toFixed(2)} GiB, process before open ${(all.rssBeforeBytes / 2 ** 20).toFixed(0)} MiB`,
     });
     if (o.compareLevels) {
-      const ext = await runChild<ChildReport>('sd15-unet.ts', [path, 'extended', String(o.steps), '64:1']);
+      const ext = await runChild<ChildReport>('sd15-unet.ts', [path, JSON.stringify({ ...o.settings, graphOptimizationLevel: 'extended' }), String(o.steps), '64:1']);
       const r = ext.results[0];
       rows.push({ section: 'b SD 1.5 UNet', name: "session open, optimisation 'extended'", value: ext.openMs / 1000, unit: 's' });
       rows.push({ section: 'b SD 1.5 UNet', name: "512x512 batch 1 at 'extended': time per step", value: r.stepMs / 1000, unit: 's' });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { observeRuns } from '../onnx/session.js';
+import { observeRuns, type Provider, type SessionSettings } from '../onnx/session.js';
 import { createEngine, type LocalEngine } from '../pipeline/engine.js';
 import { startServer } from '../server/server.js';
 import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg } from '../server/proto.js';
@@ -13,8 +13,8 @@ import { median, runChild, type BenchRow } from './measure.js';
 const PROMPT = 'a red circle on a blue square';
 
 /** Section c on the toy model: one whole generate() (text encoder, denoising, VAE, PNG) over its session runs. */
-export async function toyOverheadSection(manifest: string): Promise<BenchRow[]> {
-  const engine = (await createEngine({ manifest })) as LocalEngine;
+export async function toyOverheadSection(manifest: string, session: SessionSettings): Promise<BenchRow[]> {
+  const engine = (await createEngine({ manifest, session })) as LocalEngine;
   try {
     const request = engine.resolve({ prompt: PROMPT, seed: 7n });
     await engine.generate(request);
@@ -57,14 +57,14 @@ function generateOnce(client: DiffusionClient, seed: number): Promise<number> {
 }
 
 /** Section d: a real server (one worker, --max-batch 4) on a free loopback port; 4 sequential against 4 concurrent requests. */
-export async function batchingSection(manifest: string): Promise<BenchRow[]> {
+export async function batchingSection(manifest: string, session: SessionSettings): Promise<BenchRow[]> {
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,
     workers: 1,
     maxQueue: 16,
     maxBatch: 4,
-    engineOptions: { manifest },
+    engineOptions: { manifest, session },
     metricsPort: 0,
     maxResponseBytes: 64 << 20,
     logger: pino({ level: 'silent' }),
@@ -91,12 +91,12 @@ export async function batchingSection(manifest: string): Promise<BenchRow[]> {
 }
 
 /** Section f: first image after process start with an empty and with a filled graph cache; per image when warm. */
-export async function firstImageSection(manifest: string): Promise<BenchRow[]> {
+export async function firstImageSection(manifest: string, provider: Provider): Promise<BenchRow[]> {
   const cache = mkdtempSync(join(tmpdir(), 'safe-sd-cache-'));
   try {
     const env = { ...process.env, SAFE_SD_CACHE: cache };
-    const cold = await runChild<{ firstImageMs: number }>('first-image.ts', [manifest, '0'], env);
-    const warm = await runChild<{ firstImageMs: number; perImageMs: number }>('first-image.ts', [manifest, '3'], env);
+    const cold = await runChild<{ firstImageMs: number }>('first-image.ts', [manifest, '0', provider], env);
+    const warm = await runChild<{ firstImageMs: number; perImageMs: number }>('first-image.ts', [manifest, '3', provider], env);
     return [
       { section: 'f toy model', name: 'first image after start, empty graph cache', value: cold.firstImageMs / 1000, unit: 's', note: 'includes Node + tsx start' },
       { section: 'f toy model', name: 'first image after start, warm graph cache', value: warm.firstImageMs / 1000, unit: 's' },

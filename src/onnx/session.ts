@@ -20,6 +20,20 @@ export interface SessionSettings {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** ORT's CPU memory arena (default on). */
   enableCpuMemArena?: boolean;
+  /** Build the UNet as a float16 graph (src/onnx/fp16.ts); the VAE decoder and text encoders stay float32. */
+  float16?: boolean;
+}
+
+export const PROVIDERS = ['cpu', 'cuda', 'webgpu'] as const;
+export type Provider = (typeof PROVIDERS)[number];
+
+/**
+ * Settings for an execution provider: GPU providers get float16 UNets, the CPU keeps float32 (ORT's CPU kernels
+ * would widen float16 back anyway). onnxruntime-node must be a build that contains the provider; ORT's own error says
+ * so when it is not.
+ */
+export function providerSettings(provider: Provider): SessionSettings {
+  return provider === 'cpu' ? { executionProviders: ['cpu'] } : { executionProviders: [provider, 'cpu'], float16: true };
 }
 
 export async function createSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {

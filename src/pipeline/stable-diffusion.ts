@@ -3,6 +3,7 @@ import { contentKey, readDiffusersFolder, type DiffusersFolder } from '../models
 import { cachedGraph } from '../models/graph-cache.js';
 import { loadUnetGraph, parseUnetConfig, type UnetConfig } from '../models/unet.js';
 import { buildVaeDecoderGraph, loadVae, readVaeConfig, type VaeConfig } from '../models/vae.js';
+import { convertToFloat16 } from '../onnx/fp16.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../models/tensor.js';
 import { denoise, type DenoiseHooks, type DenoiseJob } from './denoise.js';
@@ -29,7 +30,9 @@ export class StableDiffusion {
     const { unet, vae, tokenizer } = folder.components;
     const unetConfig = parseUnetConfig(unet.config);
     const vaeConfig = readVaeConfig(vae.config);
-    const unetPath = cachedGraph('unet', contentKey(unet), () => loadUnetGraph(unet.dir));
+    const unetPath = settings.float16
+      ? cachedGraph('unet-fp16', contentKey(unet), () => convertToFloat16(loadUnetGraph(unet.dir)))
+      : cachedGraph('unet', contentKey(unet), () => loadUnetGraph(unet.dir));
     const vaePath = cachedGraph('vae-decoder', contentKey(vae), () => {
       const { config, weights } = loadVae(vae.dir);
       try {

@@ -1,13 +1,14 @@
 /**
  * Child process of the toy benchmark (section f): the time from process start to the first image of the default
  * pipeline, then the median time of `more` further images. The caller sets SAFE_SD_CACHE (empty = cold).
- *   first-image.ts <manifest> <more>
+ *   first-image.ts <manifest> <more> <provider>
  */
 import { createEngine, LocalEngine } from '../../pipeline/engine.js';
+import { providerSettings, type Provider } from '../../onnx/session.js';
 import { median } from '../measure.js';
 
-const [manifest, moreArg] = process.argv.slice(2);
-const engine = (await createEngine({ manifest })) as LocalEngine;
+const [manifest, moreArg, provider] = process.argv.slice(2);
+const engine = (await createEngine({ manifest, session: providerSettings(provider as Provider) })) as LocalEngine;
 const request = engine.resolve({ prompt: 'a red circle on a blue square', seed: 7n });
 await engine.generate(request);
 // performance.now() counts from the start of this process.

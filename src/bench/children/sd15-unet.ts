@@ -1,7 +1,7 @@
 /**
  * Child process of the SD 1.5 benchmark: opens the saved UNet, then for each "size:batch" runs one warm-up call and
  * a `steps`-step denoising loop (batch 2 = one guided image: uncond + cond), timing every session.run.
- *   sd15-unet.ts <model.onnx> <optimisation level> <steps> <size:batch>...
+ *   sd15-unet.ts <model.onnx> <session settings JSON> <steps> <size:batch>...
  * The first configuration's peak RSS is reported before the others run, so it is that workload's own.
  */
 import { join } from 'node:path';
@@ -14,14 +14,14 @@ import type { F32Tensor } from '../../models/tensor.js';
 import { sd15Inputs } from '../sd15.js';
 import { median } from '../measure.js';
 
-const [model, level, stepsArg, ...configs] = process.argv.slice(2);
+const [model, settingsJson, stepsArg, ...configs] = process.argv.slice(2);
 const steps = Number(stepsArg);
 // SD 1.5's own scheduler config (the toy model was trained with the same schedule).
 const SCHEDULER_CONFIG = fileURLToPath(new URL('../../../weights/toy-sd/scheduler/scheduler_config.json', import.meta.url));
 
 const rssBefore = process.resourceUsage().maxRSS * 1024;
 const t0 = performance.now();
-const session = await createSession(model, { graphOptimizationLevel: level as SessionSettings['graphOptimizationLevel'] });
+const session = await createSession(model, JSON.parse(settingsJson) as SessionSettings);
 const openMs = performance.now() - t0;
 
 const unetCall = async (sample: F32Tensor, timesteps: Float32Array, states: F32Tensor) =>
