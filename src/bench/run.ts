@@ -55,7 +55,7 @@ export function addBenchOptions(cmd: Command): Command {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--sd15-steps expects an integer >= 1');
       return n;
-    }, 1)
+    }, 2)
     .option('--compare-levels', "also open SD 1.5 at 'extended' optimisation and time a 512 px step there")
     .addOption(providerOption())
     .option('--manifest <file>', 'pipelines manifest (the toy pipeline is its default)', 'pipelines/default.json')

@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { F32Tensor, Tensor } from '../models/tensor.js';
+import { openOptimized } from './optimized-cache.js';
 
 const ORT_TYPE = { F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
 
@@ -20,6 +21,11 @@ export interface SessionSettings {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** ORT's CPU memory arena (default on). */
   enableCpuMemArena?: boolean;
+  /**
+   * For a model given by path: keep ORT's optimised model beside it and open that next time (default true; see
+   * optimized-cache.ts).
+   */
+  reuseOptimized?: boolean;
   /** Build the UNet as a float16 graph (src/onnx/fp16.ts); the VAE decoder and text encoders stay float32. */
   float16?: boolean;
 }
@@ -43,7 +49,9 @@ export async function createSession(model: string | Uint8Array, settings: Sessio
   };
   if (settings.intraOpThreads) opts.intraOpNumThreads = settings.intraOpThreads;
   if (settings.enableCpuMemArena !== undefined) opts.enableCpuMemArena = settings.enableCpuMemArena;
-  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+  if (typeof model !== 'string') return ort.InferenceSession.create(model, opts);
+  if (settings.reuseOptimized === false || opts.graphOptimizationLevel === 'disabled') return ort.InferenceSession.create(model, opts);
+  return openOptimized(model, opts);
 }
 
 let runObserver: ((ms: number) => void) | undefined;
