@@ -18,7 +18,8 @@ function optimizedKey(opts: ort.InferenceSession.SessionOptions): string {
 /**
  * Open the model at `path` from its optimised copy, saved beside it (`optimized-<key>/`) the first time: SD 1.5's
  * UNet opens in about a second instead of 40 (docs/benchmarks.md). The copy is written under a temporary name and
- * renamed, so a crash never leaves one that a later open would trust; one that fails to load is deleted and remade.
+ * renamed, so a crash never leaves one that a later open would trust; one that fails to load is deleted and remade;
+ * where no copy can be written the model opens as usual.
  */
 export async function openOptimized(path: string, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
   const name = basename(path);
@@ -32,24 +33,25 @@ export async function openOptimized(path: string, opts: ort.InferenceSession.Ses
     }
   }
   const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  let session: ort.InferenceSession;
   try {
-    const session = await ort.InferenceSession.create(path, {
+    mkdirSync(tmp, { recursive: true });
+    session = await ort.InferenceSession.create(path, {
       ...opts,
       optimizedModelFilePath: join(tmp, name),
       // Weights go to a data file beside the optimised model, as the protobuf limit requires for SD-sized UNets.
       extra: { session: { optimized_model_external_initializers_file_name: `${name}.data`, optimized_model_external_initializers_min_size_in_bytes: '1024' } },
     });
-    try {
-      renameSync(tmp, dir);
-    } catch {
-      // Another process or worker saved the same copy first.
-      rmSync(tmp, { recursive: true, force: true });
-    }
-    return session;
-  } catch (e) {
+  } catch {
+    // A read-only folder or a full disk costs the copy, not the session.
     rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    return ort.InferenceSession.create(path, opts);
   }
+  try {
+    renameSync(tmp, dir);
+  } catch {
+    // Another process or worker saved the same copy first.
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return session;
 }
