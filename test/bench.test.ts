@@ -2,7 +2,12 @@ import test from 'ava';
 import { countFlops } from '../src/bench/flops.js';
 import { formatTable } from '../src/bench/run.js';
 import { f32 } from '../src/models/tensor.js';
-import { loadUnetGraph } from '../src/models/unet.js';
+import { join } from 'node:path';
+import { Config } from '../src/models/config.js';
+import type { AttentionKernel } from '../src/models/nn.js';
+import { Scope } from '../src/models/scope.js';
+import { defineUnetGraph, loadUnetGraph, parseUnetConfig } from '../src/models/unet.js';
+import { SafetensorsWeights, weightFiles } from '../src/models/weights.js';
 import { convertToFloat16, FLOAT32_OPS } from '../src/onnx/fp16.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
 import { serializeModel } from '../src/onnx/serialize.js';
@@ -62,4 +67,31 @@ test('formatTable lines up columns and marks unmeasured rows', (t) => {
   t.is(lines.length, 4);
   t.regex(lines[2], /\| +123 \| s/);
   t.regex(lines[3], /\| +- \| ratio \|  +\| not measured$/);
+});
+
+test("the Scope's attentionKernel overrides each module's lowering, with the same UNet output", async (t) => {
+  const dir = weightsPath('toy-sd', 'unet');
+  const cfg = parseUnetConfig(Config.read(join(dir, 'config.json')));
+  const build = (attentionKernel?: AttentionKernel) => {
+    const g = new GraphBuilder();
+    const weights = SafetensorsWeights.open(weightFiles(dir, 'diffusion_pytorch_model'));
+    defineUnetGraph(Scope.root(g, weights, '', { attentionKernel }), cfg);
+    weights.close();
+    return g;
+  };
+  const fusedNodes = (g: GraphBuilder) => g.nodes.filter((n) => n.op === 'MultiHeadAttention').length;
+  const [plain, mixed, fused] = [build('plain'), build(), build('fused')];
+  t.is(fusedNodes(plain), 0);
+  t.true(fusedNodes(mixed) > 0 && fusedNodes(mixed) < fusedNodes(fused));
+  const feeds = {
+    sample: f32(Float32Array.from({ length: 4 * 64 }, (_, i) => Math.sin(i)), [1, 4, 8, 8]),
+    timestep: f32(Float32Array.of(300), [1]),
+    encoder_hidden_states: f32(Float32Array.from({ length: 77 * 64 }, (_, i) => Math.cos(i)), [1, 77, 64]),
+  };
+  const out = async (g: GraphBuilder) => (await run(await createSession(serializeModel(g)), feeds)).out_sample.data;
+  const ref = await out(plain);
+  for (const g of [mixed, fused]) {
+    const y = await out(g);
+    t.true(ref.every((v, i) => Math.abs(v - y[i]) < 1e-5));
+  }
 });

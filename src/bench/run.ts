@@ -27,6 +27,8 @@ export interface BenchOptions {
   sd15Steps: number;
   /** Also open SD 1.5 at 'extended' optimisation and time it (adds about a minute). */
   compareLevels?: boolean;
+  /** Also time SD 1.5 with every attention plain and every attention fused (adds about three minutes). */
+  compareAttention?: boolean;
   manifest: string;
   /** Execution provider of the SD 1.5 and toy pipeline sessions; a and kernels always measure the CPU. */
   provider?: Provider;
@@ -57,6 +59,7 @@ export function addBenchOptions(cmd: Command): Command {
       return n;
     }, 2)
     .option('--compare-levels', "also open SD 1.5 at 'extended' optimisation and time a 512 px step there")
+    .option('--compare-attention', 'also time SD 1.5 at 512 px with every attention MatMul/Softmax and every attention fused')
     .addOption(providerOption())
     .option('--manifest <file>', 'pipelines manifest (the toy pipeline is its default)', 'pipelines/default.json')
     .option('--json', 'print the report as JSON instead of a table')
@@ -107,7 +110,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // b, e and the SD 1.5 half of c share one saved graph and one child process.
   if (!o.skipSd15 && (want('b') || want('e') || (o.only?.includes('c') ?? true))) {
     await section('SD 1.5 UNet', async () => {
-      const all = await sd15Section({ peak: peak!, steps: o.sd15Steps, compareLevels: !!o.compareLevels, settings: providerSettings(o.provider ?? 'cpu') });
+      const all = await sd15Section({ peak: peak!, steps: o.sd15Steps, compareLevels: !!o.compareLevels, compareAttention: !!o.compareAttention, settings: providerSettings(o.provider ?? 'cpu') });
       return all.filter((r) => want(r.section[0] as Section));
     });
   }

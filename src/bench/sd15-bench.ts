@@ -22,6 +22,8 @@ export interface Sd15Options {
   /** Also open at 'extended' and time 512 px batch 1 there (costs another 3.4 GB open). */
   compareLevels: boolean;
   settings: SessionSettings;
+  /** Also build SD 1.5 with every attention plain and with every attention fused, and time 512 px batch 1 of each. */
+  compareAttention: boolean;
 }
 
 /**
@@ -74,6 +76,15 @@ export async function sd15Section(o: Sd15Options): Promise<BenchRow[]> {
       rows.push({ section: 'b SD 1.5 UNet', name: "session open, optimisation 'extended', no saved copy", value: ext.openMs / 1000, unit: 's' });
       rows.push({ section: 'b SD 1.5 UNet', name: "512x512 batch 1 at 'extended': time per step", value: r.stepMs / 1000, unit: 's' });
       rows.push({ section: 'e memory', name: "SD 1.5 UNet peak RSS / weight bytes at 'extended'", value: r.maxRssBytes / weightBytes, unit: 'ratio', target: '<= 1.3' });
+    }
+    if (o.compareAttention) {
+      for (const kernel of ['plain', 'fused'] as const) {
+        const variant = join(dir, kernel, 'unet.onnx');
+        saveModel(sd15UnetGraph(kernel), variant, { externalData: true });
+        const r = (await runChild<ChildReport>('sd15-unet.ts', [variant, settings('all', { reuseOptimized: false }), String(o.steps), '64:1'])).results[0];
+        rows.push({ section: 'b SD 1.5 UNet', name: `512x512 batch 1, every attention ${kernel === 'plain' ? 'MatMul/Softmax' : 'MultiHeadAttention'}: time per step`, value: r.stepMs / 1000, unit: 's' });
+        rmSync(join(dir, kernel), { recursive: true, force: true });
+      }
     }
     return rows;
   } finally {

@@ -2,6 +2,7 @@ import { Config } from '../models/config.js';
 import { Scope } from '../models/scope.js';
 import { f32, numel } from '../models/tensor.js';
 import { defineUnetGraph, parseUnetConfig, SD15_UNET_CONFIG } from '../models/unet.js';
+import type { AttentionKernel } from '../models/nn.js';
 import { MemoryWeights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/graph.js';
 
@@ -21,8 +22,9 @@ function randomPool(length: number, seed: number): Float32Array {
 /**
  * SD 1.5's UNet architecture with made-up weights: views at scattered offsets into one 128 MB random pool, so the
  * 3.4 GB graph costs little memory until it is serialised. Speed does not depend on the weight values.
+ * `attentionKernel` forces one attention lowering (default: the modules' own choices).
  */
-export function sd15UnetGraph(): GraphBuilder {
+export function sd15UnetGraph(attentionKernel?: AttentionKernel): GraphBuilder {
   const pool = randomPool(32 << 20, 1234);
   let made = 0;
   const g = new GraphBuilder();
@@ -32,6 +34,7 @@ export function sd15UnetGraph(): GraphBuilder {
       const offset = (made++ * 7_919_011) % (pool.length - n);
       return f32(pool.subarray(offset, offset + n), shape);
     },
+    attentionKernel,
   });
   defineUnetGraph(root, parseUnetConfig(Config.read(SD15_UNET_CONFIG)));
   return g;

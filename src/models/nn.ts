@@ -150,15 +150,15 @@ export type AttentionKernel = 'fused' | 'plain';
 
 /**
  * Scaled dot-product attention over [B, S, heads*headDim] projections; `mask` is added to the [B, H, Sq, Sk] scores.
+ * `kernel` is the calling module's choice; the graph's Scope option `attentionKernel` overrides it.
  */
 export function attention(s: Scope, q: string, k: string, v: string, heads: number, headDim: number, mask?: string, kernel: AttentionKernel = 'plain'): string {
   const g = s.g;
   const name = s.path;
   const scale = 1 / Math.sqrt(headDim);
-  if (kernel === 'fused') {
-    // Inputs 3..4 (packed bias, key padding mask) are unused; input 5 is the additive attention bias.
-    const inputs = mask ? [q, k, v, '', '', mask] : [q, k, v];
-    return g.op('MultiHeadAttention', inputs, { num_heads: heads, scale }, { name, domain: 'com.microsoft' });
+  // MultiHeadAttention takes an additive bias only as [B|1, H|1, Sq, Sk], so masked attention (CLIP) stays plain.
+  if (!mask && (s.attentionKernel ?? kernel) === 'fused') {
+    return g.op('MultiHeadAttention', [q, k, v], { num_heads: heads, scale }, { name, domain: 'com.microsoft' });
   }
   const split = (x: string, perm: number[]) => g.transpose(g.reshape(x, [0, 0, heads, headDim], name), perm, name);
   const qh = split(q, [0, 2, 1, 3]);

@@ -39,6 +39,8 @@ export async function openOptimized(path: string, opts: ort.InferenceSession.Ses
     session = await ort.InferenceSession.create(path, {
       ...opts,
       optimizedModelFilePath: join(tmp, name),
+      // ORT warns that an 'all'-level copy is hardware-specific: the key above already holds the CPU.
+      logSeverityLevel: 3,
       // Weights go to a data file beside the optimised model, as the protobuf limit requires for SD-sized UNets.
       extra: { session: { optimized_model_external_initializers_file_name: `${name}.data`, optimized_model_external_initializers_min_size_in_bytes: '1024' } },
     });
