@@ -1,4 +1,6 @@
 import test from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { countFlops } from '../src/bench/flops.js';
 import { formatTable } from '../src/bench/run.js';
 import { f32 } from '../src/models/tensor.js';
@@ -13,6 +15,8 @@ import { GraphBuilder } from '../src/onnx/graph.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
 import { weightsPath } from './fixtures.js';
+
+const exec = promisify(execFile);
 
 test('countFlops: Conv and MatMul by hand, through a reshape whose target comes from Shape and Concat', (t) => {
   const g = new GraphBuilder();
@@ -94,4 +98,15 @@ test("the Scope's attentionKernel overrides each module's lowering, with the sam
     const y = await out(g);
     t.true(ref.every((v, i) => Math.abs(v - y[i]) < 1e-5));
   }
+});
+
+test('safe-sd bench --only a --json prints the report; an unknown section is a usage error', async (t) => {
+  const { stdout } = await exec('node', ['bin/safe-sd.js', 'bench', '--only', 'a', '--json']);
+  const report = JSON.parse(stdout) as { machine: { cpus: number }; rows: Array<{ section: string; value: number; unit: string }> };
+  t.true(report.machine.cpus > 0);
+  t.deepEqual(report.rows.map((r) => r.section), ['a reference', 'a reference', 'a reference']);
+  t.true(report.rows.every((r) => r.unit === 'GFLOP/s' && r.value > 0));
+  const bad = await exec('node', ['bin/safe-sd.js', 'bench', '--only', 'z']).catch((e: { code: number; stderr: string }) => e);
+  t.is((bad as { code: number }).code, 2);
+  t.regex((bad as { stderr: string }).stderr, /unknown section 'z'/);
 });
