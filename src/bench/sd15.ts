@@ -7,7 +7,7 @@ import { MemoryWeights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/graph.js';
 
 /** xorshift32 values in [-0.05, 0.05): small enough that 50 layers of random weights stay finite. */
-function randomPool(length: number, seed: number): Float32Array {
+export function randomPool(length: number, seed: number): Float32Array {
   const pool = new Float32Array(length);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < length; i++) {
