@@ -3,6 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomPool } from '../src/bench/sd15.js';
 import { Config } from '../src/models/config.js';
 import { Scope } from '../src/models/scope.js';
 import { MemoryWeights } from '../src/models/weights.js';
@@ -14,19 +15,6 @@ import { run } from '../src/onnx/session.js';
 
 /** SD 1.5's UNet has this many parameters (diffusers `sum(p.numel() for p in unet.parameters())`). */
 const SD15_PARAMETERS = 859_520_964;
-
-/** xorshift32 values in [-0.05, 0.05). */
-function randomPool(length: number, seed: number): Float32Array {
-  const pool = new Float32Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    pool[i] = ((x >>> 0) / 2 ** 32 - 0.5) * 0.1;
-  }
-  return pool;
-}
 
 test('SD 1.5 architecture: the module tree has SD 1.5 parameter count, saves as external data and runs', async (t) => {
   const started = Date.now();

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { exitWithError } from './errors.js';
+import { register as bench } from './commands/bench.js';
 import { register as client } from './commands/client.js';
 import { register as convert } from './commands/convert.js';
 import { register as evaluate } from './commands/eval.js';
@@ -16,7 +17,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, inspect, tokenize];
+const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, inspect, tokenize, bench];
 for (const register of commands) register(program);
 
 try {

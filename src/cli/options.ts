@@ -1,4 +1,5 @@
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
+import { PROVIDERS } from '../onnx/session.js';
 
 /** Commander parsers that refuse what is not a number, with the option's name in the message. */
 export function intOption(name: string): (v: string) => number {
@@ -24,4 +25,9 @@ export function seedOption(name: string): (v: string) => bigint {
     if (s >= 2n ** 64n) throw new InvalidArgumentError(`${name} ${v} is over 2^64-1`);
     return s;
   };
+}
+
+/** `--provider`: the ONNX Runtime execution provider every session of the command uses. */
+export function providerOption(): Option {
+  return new Option('--provider <name>', 'execution provider (GPU providers run a float16 UNet)').choices(PROVIDERS).default('cpu');
 }

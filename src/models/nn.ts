@@ -142,16 +142,29 @@ export function activation(s: Scope, kind: string, x: string): string {
 }
 
 /**
- * Scaled dot-product attention over [B, S, heads*headDim] projections; `mask` is added to the [B, H, Sq, Sk] scores.
+ * How attention() is lowered. 'fused': ORT's `com.microsoft` MultiHeadAttention contrib op (one kernel, no [S, S]
+ * score tensor round trip through the graph); 'plain': MatMul/Softmax in standard ONNX, which the fine-tuning autodiff
+ * differentiates and every runtime supports. docs/benchmarks.md has the measurement behind the defaults.
  */
-export function attention(s: Scope, q: string, k: string, v: string, heads: number, headDim: number, mask?: string): string {
+export type AttentionKernel = 'fused' | 'plain';
+
+/**
+ * Scaled dot-product attention over [B, S, heads*headDim] projections; `mask` is added to the [B, H, Sq, Sk] scores.
+ * `kernel` is the calling module's choice; the graph's Scope option `attentionKernel` overrides it.
+ */
+export function attention(s: Scope, q: string, k: string, v: string, heads: number, headDim: number, mask?: string, kernel: AttentionKernel = 'plain'): string {
   const g = s.g;
   const name = s.path;
+  const scale = 1 / Math.sqrt(headDim);
+  // MultiHeadAttention takes an additive bias only as [B|1, H|1, Sq, Sk], so masked attention (CLIP) stays plain.
+  if (!mask && (s.attentionKernel ?? kernel) === 'fused') {
+    return g.op('MultiHeadAttention', [q, k, v], { num_heads: heads, scale }, { name, domain: 'com.microsoft' });
+  }
   const split = (x: string, perm: number[]) => g.transpose(g.reshape(x, [0, 0, heads, headDim], name), perm, name);
   const qh = split(q, [0, 2, 1, 3]);
   const kt = split(k, [0, 2, 3, 1]);
   const vh = split(v, [0, 2, 1, 3]);
-  let scores = g.mul(g.matmul(qh, kt, name), g.scalarF32(1 / Math.sqrt(headDim)), name);
+  let scores = g.mul(g.matmul(qh, kt, name), g.scalarF32(scale), name);
   if (mask) scores = g.add(scores, mask, name);
   const probs = g.op('Softmax', [scores], { axis: -1 }, { name });
   const out = g.matmul(probs, vh, name);

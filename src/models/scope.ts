@@ -1,5 +1,6 @@
 import { GraphBuilder } from '../onnx/graph.js';
 import { shapeEquals, type F32Tensor } from './tensor.js';
+import type { AttentionKernel } from './nn.js';
 import type { WeightStore } from './weights.js';
 
 /**
@@ -17,6 +18,11 @@ export interface ScopeOptions {
    * (benchmarks, the SD 1.5 shape test) take their key set and shapes from the module tree alone.
    */
   fabricate?: (key: string, shape: number[]) => F32Tensor;
+  /**
+   * One lowering for every unmasked attention of the graph instead of each module's measured choice: 'plain' for
+   * training graphs (the autodiff has no rule for the fused contrib op), either for benchmarks.
+   */
+  attentionKernel?: AttentionKernel;
 }
 
 interface Shared {
@@ -44,6 +50,10 @@ export class Scope {
   /** Weights made graph inputs (see ScopeOptions.asInput), by key, with their checkpoint values. */
   get inputs(): Map<string, F32Tensor> {
     return this.shared.inputs;
+  }
+
+  get attentionKernel(): AttentionKernel | undefined {
+    return this.shared.options.attentionKernel;
   }
 
   key(name: string): string {

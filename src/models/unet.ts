@@ -254,7 +254,10 @@ export class Attention {
     const q = this.to_q.forward(x);
     const k = this.to_k.forward(context);
     const v = this.to_v.forward(context);
-    return this.to_out.forward(attention(this.s, q, k, v, this.heads, this.headDim));
+    // Measured at SD 1.5's 512 px shapes (docs/benchmarks.md): the fused kernel wins on self-attention over 4096
+    // tokens, the plain path on cross-attention's 77 keys.
+    const kernel = context === x ? 'fused' : 'plain';
+    return this.to_out.forward(attention(this.s, q, k, v, this.heads, this.headDim, undefined, kernel));
   }
 }
 

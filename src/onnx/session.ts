@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { F32Tensor, Tensor } from '../models/tensor.js';
+import { openOptimized } from './optimized-cache.js';
 
 const ORT_TYPE = { F64: 'float64', F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
 
@@ -16,22 +17,60 @@ export function fromOrt(t: ort.Tensor): F32Tensor {
 export interface SessionSettings {
   intraOpThreads?: number;
   executionProviders?: string[];
+  /** Default 'all'; see docs/benchmarks.md for what each level costs to open and run. */
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** ORT's CPU memory arena (default on). */
+  enableCpuMemArena?: boolean;
+  /**
+   * For a model given by path: keep ORT's optimised model beside it and open that next time (default true; see
+   * optimized-cache.ts).
+   */
+  reuseOptimized?: boolean;
+  /** Build the UNet as a float16 graph (src/onnx/fp16.ts); the VAE decoder and text encoders stay float32. */
+  float16?: boolean;
+}
+
+export const PROVIDERS = ['cpu', 'cuda', 'webgpu'] as const;
+export type Provider = (typeof PROVIDERS)[number];
+
+/**
+ * Settings for an execution provider: GPU providers get float16 UNets, the CPU keeps float32 (ORT's CPU kernels
+ * would widen float16 back anyway). onnxruntime-node must be a build that contains the provider; ORT's own error says
+ * so when it is not.
+ */
+export function providerSettings(provider: Provider): SessionSettings {
+  return provider === 'cpu' ? { executionProviders: ['cpu'] } : { executionProviders: [provider, 'cpu'], float16: true };
 }
 
 export async function createSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {
   const opts: ort.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
     executionProviders: settings.executionProviders ?? ['cpu'],
   };
   if (settings.intraOpThreads) opts.intraOpNumThreads = settings.intraOpThreads;
-  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+  if (settings.enableCpuMemArena !== undefined) opts.enableCpuMemArena = settings.enableCpuMemArena;
+  if (typeof model !== 'string') return ort.InferenceSession.create(model, opts);
+  if (settings.reuseOptimized === false || opts.graphOptimizationLevel === 'disabled') return ort.InferenceSession.create(model, opts);
+  return openOptimized(model, opts);
+}
+
+let runObserver: ((ms: number) => void) | undefined;
+
+/**
+ * Report the wall time of every run() in this process (or thread) to `observer`, or stop with undefined: how the
+ * benchmarks tell inference time from pipeline overhead without threading a callback through every pipeline.
+ */
+export function observeRuns(observer: ((ms: number) => void) | undefined): void {
+  runObserver = observer;
 }
 
 /** Run a session on named float/int tensors and return its float outputs. */
 export async function run(session: ort.InferenceSession, feeds: Record<string, Tensor>, outputs?: string[]): Promise<Record<string, F32Tensor>> {
+  const started = runObserver ? performance.now() : 0;
   const ortFeeds: Record<string, ort.Tensor> = {};
   for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
   const res = outputs ? await session.run(ortFeeds, outputs) : await session.run(ortFeeds);
+  runObserver?.(performance.now() - started);
   const out: Record<string, F32Tensor> = {};
   for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
   return out;

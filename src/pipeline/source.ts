@@ -7,6 +7,8 @@ import { readSingleFile, singleFileUnetWeights, singleFileVaeWeights, type Singl
 import { buildUnetGraph, loadUnetGraph } from '../models/unet.js';
 import { buildVaeDecoderGraph, loadVae, readVaeConfig } from '../models/vae.js';
 import { readOnnxSignature } from '../onnx/signature.js';
+import { convertToFloat16 } from '../onnx/fp16.js';
+import type { GraphBuilder } from '../onnx/graph.js';
 
 /**
  * Where a pipeline's parts come from, whatever the checkpoint's form: a diffusers folder, a single-file SD 1.x / 2.x
@@ -31,11 +33,17 @@ export interface PipelineSource {
   /** UNet-space latents are multiplied by this before the VAE decoder: 1 for our graphs, which unscale themselves. */
   decoderInputScale: number;
   /** The ONNX UNet: inputs sample, timestep, encoder_hidden_states (named so or in that order); first output the prediction. */
-  unetModel(): string;
+  /** The ONNX UNet; `float16`: a float16 graph (for GPU providers) where the graph is built here. */
+  unetModel(float16: boolean): string;
   /** The ONNX VAE decoder: one latent input, first output the image in [-1, 1]. */
   vaeDecoderModel(): string;
   /** The text encoder that comes with the pipeline, as an encoder path (+ config folder) PromptEncoder loads. */
   ownEncoder: { path: string; config?: string };
+}
+
+/** The cached UNet graph, converted to float16 (fp32 kept where SD needs it) for GPU providers when asked. */
+function unetGraph(key: string, build: () => GraphBuilder, float16: boolean): string {
+  return float16 ? cachedGraph('unet-fp16', key, () => convertToFloat16(build())) : cachedGraph('unet', key, build);
 }
 
 /** An ONNX export: `unet/model.onnx` and `vae_decoder/model.onnx` beside `text_encoder/`, `tokenizer/`, `scheduler/`. */
@@ -57,7 +65,7 @@ function fromDiffusers(root: string): PipelineSource {
     vaeScale,
     nativeSize: unet.config.int('sample_size', 64) * vaeScale,
     decoderInputScale: 1,
-    unetModel: () => cachedGraph('unet', contentKey(unet), () => loadUnetGraph(unet.dir)),
+    unetModel: (float16) => unetGraph(contentKey(unet), () => loadUnetGraph(unet.dir), float16),
     vaeDecoderModel: () =>
       cachedGraph('vae-decoder', contentKey(vae), () => {
         const { config, weights } = loadVae(vae.dir);
@@ -85,15 +93,19 @@ function fromSingleFile(file: string, configDir?: string): PipelineSource {
     vaeScale,
     nativeSize: ckpt.unetConfig.int('sample_size', 64) * vaeScale,
     decoderInputScale: 1,
-    unetModel: () =>
-      cachedGraph('unet', contentKey(component('UNet2DConditionModel', ckpt.unetConfig)), () => {
-        const w = singleFileUnetWeights(ckpt);
-        try {
-          return buildUnetGraph(ckpt.unetConfig, w);
-        } finally {
-          w.close();
-        }
-      }),
+    unetModel: (float16) =>
+      unetGraph(
+        contentKey(component('UNet2DConditionModel', ckpt.unetConfig)),
+        () => {
+          const w = singleFileUnetWeights(ckpt);
+          try {
+            return buildUnetGraph(ckpt.unetConfig, w);
+          } finally {
+            w.close();
+          }
+        },
+        float16,
+      ),
     vaeDecoderModel: () =>
       cachedGraph('vae-decoder', contentKey(component('AutoencoderKL', ckpt.vaeConfig)), () => {
         const w = singleFileVaeWeights(ckpt);

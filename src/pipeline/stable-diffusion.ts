@@ -25,7 +25,7 @@ export class StableDiffusion {
    */
   static async load(path: string, settings: SessionSettings = {}, configDir?: string): Promise<StableDiffusion> {
     const source = openPipelineSource(path, configDir);
-    const unet = await AdaptedSession.create(source.unetModel(), settings);
+    const unet = await AdaptedSession.create(source.unetModel(settings.float16 ?? false), settings);
     const vae = await AdaptedSession.create(source.vaeDecoderModel(), settings);
     return new StableDiffusion(source, Tokenizer.load(source.tokenizer.dir, source.tokenizer.configFile), unet, vae);
   }

@@ -7,9 +7,11 @@ import { LocalEngine } from '../../pipeline/engine.js';
 import { InvalidRequestError, type GenerationRequest } from '../../pipeline/engine-api.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
-import { intOption, numberOption, seedOption } from '../options.js';
+import { providerSettings, type Provider } from '../../onnx/session.js';
+import { intOption, numberOption, providerOption, seedOption } from '../options.js';
 
 interface GenerateOptions {
+  provider: Provider;
   model?: string;
   encoder?: string;
   config?: string;
@@ -97,10 +99,11 @@ export function register(program: Command): void {
     .option('--out <path>', 'PNG file, or folder for the images', undefined)
     .option('--raw-out <file>', 'also write the float images [N,H,W,3] in [0,1] as safetensors (key "image")')
     .option('--json', 'print a JSON summary on stdout')
+    .addOption(providerOption())
     .action(async (o: GenerateOptions) => {
       let engine: LocalEngine;
       try {
-        engine = new LocalEngine(manifestFor(o.model, o.encoder, o.config));
+        engine = new LocalEngine(manifestFor(o.model, o.encoder, o.config), { session: providerSettings(o.provider) });
       } catch (e) {
         // The user named these folders: what is wrong with them is a usage error.
         throw e instanceof UsageError ? e : new UsageError((e as Error).message);

@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
+import { providerSettings } from '../../onnx/session.js';
 import { startServer } from '../../server/server.js';
+import { providerOption } from '../options.js';
 import { UsageError } from '../errors.js';
 
 export function intOption(min: number) {
@@ -33,6 +35,7 @@ export function register(program: Command): void {
     .option('--token <token>', 'require "authorization: Bearer <token>" (default: env SAFE_SD_TOKEN)')
     .option('--max-message-mb <n>', 'largest response message in MiB', intOption(1), 64)
     .option('--log-level <level>', 'pino log level', 'info')
+    .addOption(providerOption())
     .addOption(
       new Option('--engine-module <file>', 'module exporting createEngine (tests use a fake)')
         .env('SAFE_SD_ENGINE_MODULE')
@@ -52,7 +55,7 @@ export function register(program: Command): void {
         maxQueue: o.maxQueue,
         maxBatch: o.maxBatch,
         engineModule: o.engineModule ? resolvePath(o.engineModule) : undefined,
-        engineOptions: { manifest: resolvePath(o.manifest) },
+        engineOptions: { manifest: resolvePath(o.manifest), session: providerSettings(o.provider) },
         tls: o.tlsCert ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined,
         token,
         metricsPort: o.metricsPort,
