@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { cacheRoot } from '../models/graph-cache.js';
 
 /**
  * What an optimised model depends on: ORT's version, the optimisation level and providers, and the CPU (at 'all' ORT
@@ -15,15 +16,22 @@ function optimizedKey(opts: ort.InferenceSession.SessionOptions): string {
   return createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 16);
 }
 
+/** Which model file: its place, size and modification time (a changed file gets a new optimised copy). */
+function sourceKey(path: string): string {
+  const st = statSync(path);
+  return createHash('sha256').update(`${resolve(path)}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 16);
+}
+
 /**
- * Open the model at `path` from its optimised copy, saved beside it (`optimized-<key>/`) the first time: SD 1.5's
+ * Open the model at `path` from its optimised copy, saved in the cache (`<cache>/optimized/`, never beside the user's
+ * model, whose folder may be read-only or under version control) the first time: SD 1.5's
  * UNet opens in about a second instead of 40 (docs/benchmarks.md). The copy is written under a temporary name and
  * renamed, so a crash never leaves one that a later open would trust; one that fails to load is deleted and remade;
  * where no copy can be written the model opens as usual.
  */
 export async function openOptimized(path: string, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
   const name = basename(path);
-  const dir = join(dirname(path), `optimized-${optimizedKey(opts)}`);
+  const dir = join(cacheRoot(), 'optimized', `${sourceKey(path)}-${optimizedKey(opts)}`);
   const cached = join(dir, name);
   if (existsSync(cached)) {
     try {
