@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors, SafetensorsFile, writeSafetensors } from '../src/models/safetensors.js';
@@ -105,4 +105,20 @@ test('a failed write leaves no file behind', (t) => {
   const p = join(dir, 'bad.safetensors');
   t.throws(() => writeSafetensors(p, { w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), { message: /needs 12 bytes/ });
   t.throws(() => readFileSync(p));
+});
+
+test('reads tensors that lie past 2 GiB without reading the file whole (sparse file)', (t) => {
+  const big = 2 ** 31 + 16;
+  const header = Buffer.from(JSON.stringify({ big: { dtype: 'U8', shape: [big], data_offsets: [0, big] }, tail: { dtype: 'F32', shape: [4], data_offsets: [big, big + 16] } }));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  const p = join(dir, 'big.safetensors');
+  writeFileSync(p, Buffer.concat([len, header]));
+  const fd = openSync(p, 'r+');
+  writeSync(fd, Buffer.from(Float32Array.from([1, 2, 3, 4]).buffer), 0, 16, 8 + header.length + big);
+  closeSync(fd);
+  t.teardown(() => rmSync(p, { force: true }));
+  const f = SafetensorsFile.open(p);
+  t.deepEqual([...f.readF32('tail').data], [1, 2, 3, 4]);
+  f.close();
 });
