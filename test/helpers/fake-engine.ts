@@ -10,6 +10,7 @@
  * "engine-crash" ends the worker thread.
  */
 import { deflateSync, crc32 } from 'node:zlib';
+import { resolveRequest } from '../../src/pipeline/request.js';
 import {
   InvalidRequestError,
   type BatchJob,
@@ -59,24 +60,8 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
   return {
     models: () => MODELS,
     resolve(r: PartialRequest): GenerationRequest {
-      const p = MODELS.pipelines[0]!;
       if (r.prompt.includes('engine-reject')) throw new InvalidRequestError('prompt rejected by the fake engine');
-      const encoder = r.encoder || p.defaultEncoder;
-      if (!MODELS.encoders.some((e) => e.name === encoder)) throw new InvalidRequestError(`unknown encoder ${encoder}`);
-      return {
-        pipeline: r.pipeline || p.name,
-        encoder,
-        prompt: r.prompt,
-        negativePrompt: r.negativePrompt ?? '',
-        seed: r.seed ?? 0n,
-        steps: r.steps || p.defaultSteps,
-        guidanceScale: r.guidanceScale ?? p.defaultGuidanceScale,
-        width: r.width || p.defaultWidth,
-        height: r.height || p.defaultHeight,
-        scheduler: r.scheduler || p.defaultScheduler,
-        numImages: r.numImages || 1,
-        clipSkip: r.clipSkip ?? 0,
-      };
+      return resolveRequest(MODELS, r);
     },
     async runBatch(jobs: BatchJob[], hooks: EngineHooks) {
       Atomics.add(counters, BATCHES_RUN, 1);
