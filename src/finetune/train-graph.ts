@@ -64,23 +64,6 @@ export function requireClipModel(clip: LoadedClip): { projectionDim: number } {
   return { projectionDim: clip.projectionDim };
 }
 
-/**
- * The hidden state at each caption's end token, as ClipTextTransformer pools it, but by a Gather from the
- * flattened [B*S, D] states: ops whose gradient the autodiff engine has, and whose shapes it can follow.
- */
-function poolTokens(g: GraphBuilder, text: ClipTextTransformer, ids: string, hidden: string): string {
-  const name = 'text/pool';
-  const d = text.cfg.hiddenSize;
-  const key = text.cfg.eosTokenId === 2 ? ids : g.op('Equal', [ids, g.constI64([text.cfg.eosTokenId], [])], {}, { name });
-  const position = g.op('ArgMax', [g.op('Cast', [key], { to: 1 }, { name })], { axis: -1, keepdims: 0 }, { name });
-  const shape = g.op('Shape', [ids], {}, { name });
-  const rows = g.op('Slice', [shape, g.constI64([0]), g.constI64([1])], {}, { name });
-  const seq = g.op('Slice', [shape, g.constI64([1]), g.constI64([2])], {}, { name });
-  const starts = g.mul(g.op('Range', [g.constI64([0], []), g.op('Squeeze', [rows], {}, { name }), g.constI64([1], [])], {}, { name }), seq, name);
-  const flat = g.reshape(hidden, [-1, d], name);
-  return g.op('Gather', [flat, g.reshape(g.add(starts, position, name), [-1], name)], { axis: 0 }, { name });
-}
-
 /** The first and second `batch` rows of x, the safe and the unsafe half of a concatenated batch. */
 function halves(g: GraphBuilder, x: string, batch: string, name: string): [string, string] {
   const axis = g.constI64([0]);
@@ -111,8 +94,7 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
   const textProjection = new Linear(root.child('text_projection'), textCfg.hiddenSize, p, false);
   const ids = g.op('Concat', [safeIds, nsfwIds], { axis: 0 }, { name: 'text' });
   const textOut = text.forward(ids);
-  const pooled = poolTokens(g, text, ids, textOut.lastHiddenState);
-  const [S, U] = halves(g, g.reshape(textProjection.forward(pooled), [-1, p], 'text_embeds'), batch, 'text_embeds');
+  const [S, U] = halves(g, g.reshape(textProjection.forward(textOut.pooled), [-1, p], 'text_embeds'), batch, 'text_embeds');
   g.output(S, 'embeds.S', 'float32', ['batch', p]);
   g.output(U, 'embeds.U', 'float32', ['batch', p]);
 

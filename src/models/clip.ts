@@ -209,15 +209,21 @@ export class ClipTextTransformer {
   /**
    * The hidden state at each sequence's end-of-text token. Configs from before transformers PR #24773 say
    * eos_token_id 2; there the end token is found as the largest id (49407 is the last of the vocabulary), as
-   * transformers does; otherwise it is the first position holding eos_token_id.
+   * transformers does; otherwise it is the first position holding eos_token_id. Picked by a Gather from the
+   * flattened [B*S, D] states rather than GatherND, so that the fine-tuning module can differentiate this graph.
    */
   private pool(ids: string, hidden: string): string {
     const g = this.s.g;
     const name = `${this.s.path}/pool`;
     // Ids are below 2^24, so float32 holds them exactly; ArgMax returns the first maximum, as torch.argmax does.
     const key = this.cfg.eosTokenId === 2 ? ids : g.op('Equal', [ids, g.constI64([this.cfg.eosTokenId], [])], {}, { name });
-    const position = g.op('ArgMax', [g.op('Cast', [key], { to: 1 }, { name })], { axis: -1, keepdims: 1 }, { name });
-    return g.op('GatherND', [hidden, position], { batch_dims: 1 }, { name });
+    const position = g.op('ArgMax', [g.op('Cast', [key], { to: 1 }, { name })], { axis: -1, keepdims: 0 }, { name });
+    const shape = g.op('Shape', [ids], {}, { name });
+    const rows = g.op('Slice', [shape, g.constI64([0]), g.constI64([1])], {}, { name });
+    const seq = g.op('Slice', [shape, g.constI64([1]), g.constI64([2])], {}, { name });
+    const starts = g.mul(g.op('Range', [g.constI64([0], []), g.op('Squeeze', [rows], {}, { name }), g.constI64([1], [])], {}, { name }), seq, name);
+    const flat = g.reshape(hidden, [-1, this.cfg.hiddenSize], name);
+    return g.op('Gather', [flat, g.reshape(g.add(starts, position, name), [-1], name)], { axis: 0 }, { name });
   }
 }
 
