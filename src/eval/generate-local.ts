@@ -2,7 +2,7 @@
 import { LocalEngine } from '../pipeline/engine.js';
 import type { BatchJob } from '../pipeline/engine-api.js';
 import type { Manifest } from '../pipeline/manifest.js';
-import type { GenJob, GenOutcome, ImageGenerator, JobSettings } from './generation.js';
+import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 export class LocalGenerator implements ImageGenerator {
   readonly where = 'in-process';
@@ -23,19 +23,7 @@ export class LocalGenerator implements ImageGenerator {
       const invalid = new Map<string, string>();
       group.forEach((j, k) => {
         try {
-          const request = this.engine.resolve({
-            pipeline: s.pipeline,
-            encoder: j.encoder,
-            prompt: j.prompt,
-            negativePrompt: s.negativePrompt,
-            seed: j.seed,
-            steps: s.steps,
-            guidanceScale: j.guidanceScale ?? s.guidanceScale,
-            scheduler: s.scheduler,
-            width: s.width,
-            height: s.height,
-            numImages: s.numImages,
-          });
+          const request = this.engine.resolve(jobRequest(j, s));
           batch.push({ id: String(k), request });
         } catch (e) {
           invalid.set(String(k), (e as Error).message);

@@ -7,7 +7,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../server/proto.js';
-import type { GenJob, GenOutcome, ImageGenerator, JobSettings } from './generation.js';
+import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.CANCELLED, grpc.status.ABORTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
 
@@ -82,19 +82,7 @@ export class RemoteGenerator implements ImageGenerator {
     const queue: Queued[] = jobs.map((job) => ({ job, attempts: 0 }));
     let inFlight = 0;
 
-    const request = (j: GenJob): Partial<GenerateRequestMsg> => ({
-      pipeline: s.pipeline,
-      encoder: j.encoder,
-      prompt: j.prompt,
-      negativePrompt: s.negativePrompt,
-      seed: String(j.seed),
-      steps: s.steps,
-      guidanceScale: j.guidanceScale ?? s.guidanceScale,
-      scheduler: s.scheduler,
-      width: s.width,
-      height: s.height,
-      numImages: s.numImages,
-    });
+    const request = (j: GenJob): Partial<GenerateRequestMsg> => ({ ...jobRequest(j, s), seed: String(j.seed) });
 
     const lane = async (server: Server): Promise<void> => {
       while (!server.dead) {

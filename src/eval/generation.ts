@@ -1,4 +1,5 @@
 /** What the evaluation asks of an image generator, in process or over gRPC. */
+import type { PartialRequest } from '../pipeline/engine-api.js';
 
 export interface GenJob {
   encoder: string;
@@ -31,4 +32,21 @@ export interface ImageGenerator {
    */
   run(jobs: GenJob[], settings: JobSettings, done: (job: GenJob, outcome: GenOutcome) => Promise<void>): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The generation request of a job: the same fields whether it runs in process or on a server. */
+export function jobRequest(j: GenJob, s: JobSettings): PartialRequest {
+  return {
+    pipeline: s.pipeline,
+    encoder: j.encoder,
+    prompt: j.prompt,
+    negativePrompt: s.negativePrompt,
+    seed: j.seed,
+    steps: s.steps,
+    guidanceScale: j.guidanceScale ?? s.guidanceScale,
+    scheduler: s.scheduler,
+    width: s.width,
+    height: s.height,
+    numImages: s.numImages,
+  };
 }
