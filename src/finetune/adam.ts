@@ -15,6 +15,8 @@ export interface AdamState {
 }
 
 const FIRST = 'adam.exp_avg.';
+/** Granularity of the skip of never-updated values (one toy-CLIP embedding row is 64 values). */
+const CHUNK = 64;
 const SECOND = 'adam.exp_avg_sq.';
 
 /**
@@ -30,6 +32,7 @@ export class Adam {
   private step = 0;
   private readonly m = new Map<string, Float32Array>();
   private readonly v = new Map<string, Float32Array>();
+  private readonly live = new Map<string, Uint8Array>();
 
   constructor(opts: AdamOptions) {
     this.lr = opts.lr;
@@ -56,18 +59,41 @@ export class Adam {
     this.step++;
     const bc1 = 1 - this.beta1 ** this.step;
     const bc2Sqrt = Math.sqrt(1 - this.beta2 ** this.step);
-    const stepSize = this.lr / bc1;
+    const k: StepConstants = { b1: this.beta1, b2: this.beta2, eps: this.eps, wd: this.weightDecay, stepSize: this.lr / bc1, bc2Sqrt };
     for (const [name, p] of params) {
       const grad = grads.get(name)!;
       const m = this.moment(this.m, name, p.length);
       const v = this.moment(this.v, name, p.length);
-      for (let i = 0; i < p.length; i++) {
-        const gi = this.weightDecay === 0 ? grad[i] : grad[i] + this.weightDecay * p[i];
-        m[i] = this.beta1 * m[i] + (1 - this.beta1) * gi;
-        v[i] = this.beta2 * v[i] + (1 - this.beta2) * gi * gi;
-        p[i] -= (stepSize * m[i]) / (Math.sqrt(v[i]) / bc2Sqrt + this.eps);
+      const live = this.liveChunks(name, m, v);
+      for (let c = 0; c < live.length; c++) {
+        const start = c * CHUNK;
+        const end = Math.min(start + CHUNK, p.length);
+        if (!live[c]) {
+          // Both moments are zero here, so a zero gradient leaves them and the parameter exactly as they are.
+          if (k.wd === 0 && isZero(grad, start, end)) continue;
+          live[c] = 1;
+        }
+        adamRange(p, grad, m, v, start, end, k);
       }
     }
+  }
+
+  /**
+   * Which CHUNK-sized runs of a parameter have ever had a gradient. An embedding table's gradient is zero outside
+   * the batch's tokens, and most of a 49,408-token vocabulary never occurs in a data set; skipping its untouched
+   * rows gives the same result as the dense update at a small fraction of the cost.
+   */
+  private liveChunks(name: string, m: Float32Array, v: Float32Array): Uint8Array {
+    let live = this.live.get(name);
+    if (!live) {
+      live = new Uint8Array(Math.ceil(m.length / CHUNK));
+      for (let c = 0; c < live.length; c++) {
+        const [start, end] = [c * CHUNK, Math.min((c + 1) * CHUNK, m.length)];
+        live[c] = isZero(m, start, end) && isZero(v, start, end) ? 0 : 1;
+      }
+      this.live.set(name, live);
+    }
+    return live;
   }
 
   private moment(store: Map<string, Float32Array>, name: string, n: number): Float32Array {
@@ -90,11 +116,36 @@ export class Adam {
     if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`Adam state: bad step count ${state.step}`);
     this.m.clear();
     this.v.clear();
+    this.live.clear();
     for (const [k, t] of state.tensors) {
       if (k.startsWith(FIRST)) this.m.set(k.slice(FIRST.length), Float32Array.from(t.data));
       else if (k.startsWith(SECOND)) this.v.set(k.slice(SECOND.length), Float32Array.from(t.data));
       else throw new Error(`Adam state: unexpected tensor ${k}`);
     }
     this.step = state.step;
+  }
+}
+
+interface StepConstants {
+  b1: number;
+  b2: number;
+  eps: number;
+  wd: number;
+  stepSize: number;
+  bc2Sqrt: number;
+}
+
+function isZero(a: Float32Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (a[i] !== 0) return false;
+  return true;
+}
+
+function adamRange(p: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, start: number, end: number, k: StepConstants): void {
+  const { b1, b2, eps, wd, stepSize, bc2Sqrt } = k;
+  for (let i = start; i < end; i++) {
+    const gi = wd === 0 ? grad[i] : grad[i] + wd * p[i];
+    m[i] = b1 * m[i] + (1 - b1) * gi;
+    v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+    p[i] -= (stepSize * m[i]) / (Math.sqrt(v[i]) / bc2Sqrt + eps);
   }
 }

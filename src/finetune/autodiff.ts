@@ -139,6 +139,7 @@ function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target
   if (axes) {
     if (axes.length === 0) return grad;
     const lead = from!.length - to!.length;
+    if (axes.length === lead && to!.every((d) => typeof d === 'number')) return sumLeading(g, name, grad, to as number[]);
     if (axes.length === lead) return op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 0 });
     const summed = op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 1 });
     return lead === 0 ? summed : op('Squeeze', [summed, g.constI64(Array.from({ length: lead }, (_, i) => i))]);
@@ -151,6 +152,18 @@ function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target
   const diff = op('NonZero', [op('Not', [op('Equal', [padded, gs])])]);
   const summed = op('ReduceSum', [grad, op('Reshape', [diff, g.constI64([-1])])], { keepdims: 1, noop_with_empty_axes: 1 });
   return op('Reshape', [summed, ts]);
+}
+
+/**
+ * Sum over the leading axes down to a constant trailing shape (a bias or norm-scale gradient) as ones[1, N] times
+ * grad[N, D]: onnxruntime's GEMM does this 1.5-4x faster than ReduceSum over the leading axes of a [B, S, D] tensor.
+ */
+function sumLeading(g: GraphBuilder, name: string, grad: string, to: number[]): string {
+  const op = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs, { name });
+  const flat = op('Reshape', [grad, g.constI64([-1, to.reduce((a, b) => a * b, 1)])]);
+  const rows = op('Shape', [flat], { start: 0, end: 1 });
+  const ones = op('ConstantOfShape', [op('Concat', [g.constI64([1]), rows], { axis: 0 })], { value: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
+  return op('Reshape', [g.matmul(ones, flat, name), g.constI64(to)]);
 }
 
 /** Broadcast axes of `to` inside `from`, or undefined when the shapes leave it open. */
