@@ -132,6 +132,8 @@ const unaries: [string, number, number][] = [
 for (const [type, lo, hi] of unaries) {
   test(`${type}`, (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, lo, hi) }, build: (g, x) => g.op(type, [x.x]) }));
 }
+test('QuickGelu (com.microsoft), the CLIP activation', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 5], 12, -3, 3) }, build: (g, x) => g.op('QuickGelu', [x.x], { alpha: 1.702 }, { domain: 'com.microsoft' }) }));
 test('Relu passes no gradient below zero', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, -1, -0.1) }, build: (g, x) => g.op('Relu', [x.x]) }));
 test('Cast to float', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 11) }, build: (g, x) => g.op('Cast', [x.x], { to: 1 }) }));
 

@@ -100,6 +100,13 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   Sqrt: unary((c, _x, y, d) => c.op('Div', [c.op('Mul', [d, scalar(c, 0.5)]), y])),
   Reciprocal: unary((c, _x, y, d) => c.op('Neg', [c.op('Mul', [d, c.op('Mul', [y, y])])])),
   Sigmoid: unary((c, _x, y, d) => c.op('Mul', [d, c.op('Mul', [y, c.op('Sub', [scalar(c, 1), y])])])),
+  // d/dx x·σ(αx) = σ(αx) (1 + αx (1 − σ(αx))), with σ(αx) recomputed rather than kept from the forward pass.
+  QuickGelu: unary((c, x, _y, d) => {
+    const ax = c.op('Mul', [x, scalar(c, (c.node.attrs.alpha as number | undefined) ?? 1.702)]);
+    const s = c.op('Sigmoid', [ax]);
+    const slope = c.op('Mul', [s, c.op('Add', [c.op('Mul', [ax, c.op('Sub', [scalar(c, 1), s])]), scalar(c, 1)])]);
+    return c.op('Mul', [d, slope]);
+  }),
   Tanh: unary((c, _x, y, d) => c.op('Mul', [d, c.op('Sub', [scalar(c, 1), c.op('Mul', [y, y])])])),
   Erf: unary((c, x, _y, d) => {
     const gauss = c.op('Exp', [c.op('Neg', [c.op('Mul', [x, x])])]);

@@ -52,7 +52,7 @@ function reduced(x: SShape, axes: number[] | undefined, keepdims: boolean): SSha
 }
 
 const SAME_AS_FIRST = new Set([
-  'Identity', 'Cast', 'Sigmoid', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Relu', 'Reciprocal', 'Abs', 'Softmax',
+  'Identity', 'Cast', 'Sigmoid', 'QuickGelu', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Relu', 'Reciprocal', 'Abs', 'Softmax',
   'LogSoftmax', 'LayerNormalization', 'InstanceNormalization', 'Trilu', 'Dropout', 'Floor', 'Ceil', 'Round', 'Sign', 'Not',
 ]);
 const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Where', 'Max', 'Min', 'And', 'Or', 'Sum']);
