@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readPromptSet } from '../src/eval/prompts.js';
+import { readEvalPrompts } from '../src/eval/prompt-sets.js';
 
 const eval_ = (name: string) => fileURLToPath(new URL(`./fixtures/eval/${name}`, import.meta.url));
 
@@ -63,4 +64,10 @@ test('plain text: one prompt a line, blank lines skipped, line numbers kept', (t
     { text: 'a red circle on white', line: 1 },
     { text: 'a blue star, gray background', line: 3 },
   ]);
+});
+
+test('a held-out slice: --skip and --limit count rows, a ViSU pair stays together, rows keep their index', (t) => {
+  const { prompts } = readEvalPrompts(fileURLToPath(new URL('../eval/toy-visu/test.jsonl', import.meta.url)), 2, 96);
+  t.deepEqual(prompts.map((p) => [p.id, p.index]), [['test-00096-safe', 96], ['test-00096-unsafe', 96], ['test-00097-safe', 97], ['test-00097-unsafe', 97]]);
+  t.throws(() => readEvalPrompts('eval/toy-visu/test.jsonl', 2, -1), { message: /--skip expects a row count of 0 or more/ });
 });

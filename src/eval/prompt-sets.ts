@@ -8,9 +8,11 @@ function safeId(raw: string | undefined, line: number): string {
 
 /**
  * A prompt file as the evaluation harness uses it: one EvalPrompt per prompt, unique ids, a ViSU row's safe and
- * unsafe captions sharing one row index (and so one seed). `limit` counts rows, so a ViSU pair stays together.
+ * unsafe captions sharing one row index (and so one seed). `skip` and `limit` count rows, so a ViSU pair stays
+ * together; skipped rows keep their indices, so a held-out slice of a file is drawn with seeds of its own.
  */
-export function readEvalPrompts(file: string, limit?: number): { prompts: EvalPrompt[]; problems: PromptError[] } {
+export function readEvalPrompts(file: string, limit?: number, skip = 0): { prompts: EvalPrompt[]; problems: PromptError[] } {
+  if (!Number.isSafeInteger(skip) || skip < 0) throw new Error(`--skip expects a row count of 0 or more, got ${skip}`);
   let set;
   try {
     set = readRows(file);
@@ -24,7 +26,8 @@ export function readEvalPrompts(file: string, limit?: number): { prompts: EvalPr
   for (const item of set.prompts) {
     if (!rowIndex.has(item.line)) rowIndex.set(item.line, rowIndex.size);
     const index = rowIndex.get(item.line)!;
-    if (limit !== undefined && index >= limit) break;
+    if (limit !== undefined && index >= skip + limit) break;
+    if (index < skip) continue;
     let id = safeId(item.id, item.line);
     if (item.kind) id = `${id}-${item.kind}`;
     if (ids.has(id)) id = `line-${item.line}${item.kind ? `-${item.kind}` : ''}`;

@@ -23,6 +23,7 @@ interface EvalCliOptions {
   fidRef?: string;
   fidModel?: string;
   limit?: number;
+  skip?: number;
   steps?: number;
   guidance?: number;
   scheduler?: string;
@@ -69,14 +70,15 @@ export function register(program: Command): void {
     .option('--clip <dir>', 'CLIPModel folder for CLIPScore and FD-CLIP features (default: the pipeline world\'s)')
     .option('--fid-ref <dir|stats.safetensors>', 'reference images or cached statistics for FID')
     .option('--fid-model <file.onnx>', 'Inception ONNX (pool3, 2048 features) instead of CLIP features')
-    .option('--limit <n>', 'only the first n rows of the prompt file', intOption('--limit'))
+    .option('--limit <n>', 'only the first n rows of the prompt file (after --skip)', intOption('--limit'))
+    .option('--skip <n>', 'leave out the first n rows (a held-out slice: rows keep their index, and so their seed)', intOption('--skip'))
     .option('--steps <n>', 'denoising steps', intOption('--steps'))
     .option('--guidance <g>', 'guidance scale when the prompt file gives none', numberOption('--guidance'))
     .option('--scheduler <name>', 'scheduler')
     .option('--seed <s>', 'base seed when the prompt file gives none (seed = base + row index)', seedOption('--seed'))
     .requiredOption('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
     .action(async (o: EvalCliOptions) => {
-      const set = readEvalPrompts(o.prompts, o.limit);
+      const set = readEvalPrompts(o.prompts, o.limit, o.skip);
       for (const p of set.problems) process.stderr.write(`safe-sd: ${o.prompts}:${p.line}: skipped: ${p.message}\n`);
       if (set.prompts.length === 0) throw new UsageError(`${o.prompts}: no usable prompt`);
       const { manifest, pipeline } = manifestFor(o);
