@@ -19,15 +19,22 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-async function timed(repeats: number, f: () => Promise<unknown>): Promise<number> {
-  await f();
-  const times: number[] = [];
+/**
+ * Median times of `a` and `b`, run alternately after one warm-up call each: on a shared machine the load then
+ * weighs on both alike, where timing all of one before all of the other would let a change of load skew the ratio.
+ */
+async function timedPair(repeats: number, a: () => Promise<unknown>, b: () => Promise<unknown>): Promise<[number, number]> {
+  await a();
+  await b();
+  const [ta, tb]: number[][] = [[], []];
   for (let i = 0; i < repeats; i++) {
-    const t0 = performance.now();
-    await f();
-    times.push(performance.now() - t0);
+    for (const [f, times] of [[a, ta], [b, tb]] as const) {
+      const t0 = performance.now();
+      await f();
+      times.push(performance.now() - t0);
+    }
   }
-  return median(times);
+  return [median(ta), median(tb)];
 }
 
 /**
@@ -47,10 +54,13 @@ export async function stepToForwardRatio(
   const working = new Map([...params].map(([k, v]) => [k, { ...v, data: v.data.slice() }]));
   const adam = new Adam({ lr: 1e-9 });
   const all = { ...feeds, ...Object.fromEntries(params) };
-  const forwardMs = await timed(repeats, () => run(forward, all, [TOTAL]));
-  const stepMs = await timed(repeats, async () => {
-    const res = await trainStep(trainer, feeds, working);
-    adam.update(values(working), values(res.grads));
-  });
+  const [forwardMs, stepMs] = await timedPair(
+    repeats,
+    () => run(forward, all, [TOTAL]),
+    async () => {
+      const res = await trainStep(trainer, feeds, working);
+      adam.update(values(working), values(res.grads));
+    },
+  );
   return { forwardMs, stepMs, ratio: stepMs / forwardMs };
 }
