@@ -1,11 +1,10 @@
-import type * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
-import type { onnx as OnnxTypes } from 'onnx-proto';
 import { GraphBuilder } from '../onnx/graph.js';
-import { modelProto } from '../onnx/serialize.js';
-import { createSession, toOrt } from '../onnx/session.js';
+import { toOrt } from '../onnx/session.js';
 import { SafetensorsFile, writeSafetensors } from '../models/safetensors.js';
-import { pivotedCholesky, symmetricEigenvalues } from './linalg.js';
+import { pivotedCholesky } from './cholesky.js';
+import { f64, f64Session, serializeF64 } from './f64-graph.js';
+import { symmetricEigenvalues } from './linalg.js';
 
 const { onnx } = onnxProto;
 
@@ -15,17 +14,6 @@ export interface FeatureStats {
   mu: Float64Array;
   /** [D, D], row-major, with N−1 in the denominator (np.cov). */
   sigma: Float64Array;
-}
-
-/**
- * The graph IR types values as float32 or narrower; these graphs compute in float64, so their float64 inputs and
- * outputs are declared float32 in the builder and retyped here.
- */
-function serializeF64(g: GraphBuilder, f64Values: string[]): Uint8Array {
-  const proto = modelProto(g);
-  const values = [...(proto.graph!.input ?? []), ...(proto.graph!.output ?? [])] as OnnxTypes.IValueInfoProto[];
-  for (const v of values) if (f64Values.includes(v.name!)) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
-  return onnx.ModelProto.encode(proto).finish();
 }
 
 /** features f32 [N, D] → mean f64 [1, D], Xcᵀ Xc f64 [D, D] (Xc centred): the N·D² part, on ORT's DGEMM. */
@@ -48,17 +36,11 @@ function congruenceGraph(): Uint8Array {
   return serializeF64(g, ['lt', 's', 'c']);
 }
 
-let sessions: Promise<{ gram: ort.InferenceSession; congruence: ort.InferenceSession }> | undefined;
-function getSessions() {
-  sessions ??= Promise.all([createSession(centredGramGraph()), createSession(congruenceGraph())]).then(([gram, congruence]) => ({ gram, congruence }));
-  return sessions;
-}
-
 /** Mean and covariance of N feature vectors of dimension D (row-major [N, D] float32). */
 export async function featureStats(features: Float32Array, n: number, d: number): Promise<FeatureStats> {
   if (!Number.isSafeInteger(n) || !Number.isSafeInteger(d) || n < 2 || d < 1) throw new Error(`feature stats need N ≥ 2 vectors of D ≥ 1 values, got N=${n}, D=${d}`);
   if (features.length !== n * d) throw new Error(`feature stats: ${features.length} values do not fill [${n}, ${d}]`);
-  const { gram } = await getSessions();
+  const gram = await f64Session(centredGramGraph);
   const res = await gram.run({ features: toOrt({ dtype: 'F32', shape: [n, d], data: features }) });
   const sigma = res.gram.data as Float64Array;
   for (let i = 0; i < sigma.length; i++) sigma[i] /= n - 1;
@@ -77,13 +59,10 @@ export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise
   if (a.sigma.length !== d * d || b.sigma.length !== d * d) throw new Error(`Fréchet distance: covariances are not ${d}×${d}`);
   let dist = 0;
   for (let i = 0; i < d; i++) dist += (a.mu[i] - b.mu[i]) ** 2 + a.sigma[i * d + i] + b.sigma[i * d + i];
-  const { factors, rank } = pivotedCholesky(a.sigma.slice(), d);
+  const { factors, rank } = await pivotedCholesky(a.sigma, d);
   if (rank === 0) return dist;
-  const { congruence } = await getSessions();
-  const res = await congruence.run({
-    lt: toOrt({ dtype: 'F64', shape: [rank, d], data: factors }),
-    s: toOrt({ dtype: 'F64', shape: [d, d], data: b.sigma }),
-  });
+  const congruence = await f64Session(congruenceGraph);
+  const res = await congruence.run({ lt: f64(factors, [rank, d]), s: f64(b.sigma, [d, d]) });
   let trSqrt = 0;
   for (const l of symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
   return dist - 2 * trSqrt;
