@@ -64,7 +64,7 @@ export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise
   const congruence = await f64Session(congruenceGraph);
   const res = await congruence.run({ lt: f64(factors, [rank, d]), s: f64(b.sigma, [d, d]) });
   let trSqrt = 0;
-  for (const l of symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
+  for (const l of await symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
   return dist - 2 * trSqrt;
 }
 
