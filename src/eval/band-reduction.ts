@@ -162,7 +162,7 @@ function panelGraph(): Uint8Array {
 }
 
 async function applyPanel(a: Float64Array, m: number, vt: Float64Array, yt: Float64Array, w: number, p: Float64Array, q: Float64Array, k: number, c: number, width: number) {
-  const session = await f64Session(panelGraph);
+  const session = await f64Session('band panel', panelGraph);
   const res = await session.run({
     a: f64(a, [m, m]),
     vt: f64(vt, [w, m]),

@@ -24,12 +24,12 @@ export function serializeF64(g: GraphBuilder, f64Values: string[]): Uint8Array {
   return onnx.ModelProto.encode(proto).finish();
 }
 
-const sessions = new Map<() => Uint8Array, Promise<ort.InferenceSession>>();
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
-/** The session of a graph with symbolic shapes, opened on first use and shared by every later call of any size. */
-export function f64Session(build: () => Uint8Array): Promise<ort.InferenceSession> {
-  let s = sessions.get(build);
-  if (!s) sessions.set(build, (s = createSession(build())));
+/** The session of the graph named `key`, built and opened on first use and shared by every later call. */
+export function f64Session(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
+  let s = sessions.get(key);
+  if (!s) sessions.set(key, (s = createSession(build())));
   return s;
 }
 
@@ -67,7 +67,7 @@ function trailingUpdateGraph(): Uint8Array {
  * k rows of p and q hold the panel's vectors over all m indices. `a` is m×m, row-major; the result is (m−s)².
  */
 export async function trailingUpdate(a: Float64Array, m: number, p: Float64Array, q: Float64Array, k: number, s: number): Promise<Float64Array> {
-  const session = await f64Session(trailingUpdateGraph);
+  const session = await f64Session('trailing update', trailingUpdateGraph);
   const res = await session.run({ a: f64(a, [m, m]), p: f64(p, [k, m]), q: f64(q, [k, m]), range: i64([s, m]) });
   return res.out.data as Float64Array;
 }
