@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { featureStats, frechetDistance, loadStats, saveStats } from '../src/eval/fid.js';
 import { SafetensorsFile } from '../src/models/safetensors.js';
+import { Rng } from '../src/finetune/rng.js';
 import { fixture } from './fixtures.js';
 
 const GOLDEN = fixture('fid_golden.safetensors');
@@ -37,6 +38,25 @@ test('stats round-trip through safetensors in float64', async (t) => {
   t.deepEqual(back.mu, a.mu);
   t.deepEqual(back.sigma, a.sigma);
   t.is(await frechetDistance(back, b), await frechetDistance(a, b));
+});
+
+test('featureStats across several Gram blocks: mean and covariance with N−1, exactly symmetric', async (t) => {
+  const rng = Rng.fromSeed(5);
+  const [n, d] = [40, 300];
+  const x = Float32Array.from({ length: n * d }, () => rng.next() * 4 - 1);
+  const { mu, sigma } = await featureStats(x, n, d);
+  const mean = Array.from({ length: d }, (_, j) => Array.from({ length: n }, (_, i) => x[i * d + j]).reduce((a, b) => a + b) / n);
+  let err = 0;
+  for (let j = 0; j < d; j++) err = Math.max(err, Math.abs(mu[j] - mean[j]));
+  for (let p = 0; p < d; p++) {
+    for (let q = 0; q < d; q++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += (x[i * d + p] - mean[p]) * (x[i * d + q] - mean[q]);
+      err = Math.max(err, Math.abs(sigma[p * d + q] - s / (n - 1)));
+      if (sigma[p * d + q] !== sigma[q * d + p]) t.fail(`sigma[${p}][${q}] !== sigma[${q}][${p}]`);
+    }
+  }
+  t.true(err < 1e-13, `max error ${err}`);
 });
 
 test('featureStats refuses a buffer that does not fill [N, D]', async (t) => {

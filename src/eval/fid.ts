@@ -1,11 +1,10 @@
-import type * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
-import type { onnx as OnnxTypes } from 'onnx-proto';
 import { GraphBuilder } from '../onnx/graph.js';
-import { modelProto } from '../onnx/serialize.js';
-import { createSession, toOrt } from '../onnx/session.js';
+import { toOrt } from '../onnx/session.js';
 import { SafetensorsFile, writeSafetensors } from '../models/safetensors.js';
-import { pivotedCholesky, symmetricEigenvalues } from './linalg.js';
+import { pivotedCholesky } from './cholesky.js';
+import { f64, f64Session, serializeF64 } from './f64-graph.js';
+import { symmetricEigenvalues } from './linalg.js';
 
 const { onnx } = onnxProto;
 
@@ -17,26 +16,33 @@ export interface FeatureStats {
   sigma: Float64Array;
 }
 
-/**
- * The graph IR types values as float32 or narrower; these graphs compute in float64, so their float64 inputs and
- * outputs are declared float32 in the builder and retyped here.
- */
-function serializeF64(g: GraphBuilder, f64Values: string[]): Uint8Array {
-  const proto = modelProto(g);
-  const values = [...(proto.graph!.input ?? []), ...(proto.graph!.output ?? [])] as OnnxTypes.IValueInfoProto[];
-  for (const v of values) if (f64Values.includes(v.name!)) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
-  return onnx.ModelProto.encode(proto).finish();
+/** Width of the column blocks of the Gram matrix: enough for an efficient GEMM, small enough to skip most of the lower half. */
+const GRAM_BLOCK = 256;
+
+function blockStarts(d: number): number[] {
+  return Array.from({ length: Math.ceil(d / GRAM_BLOCK) + 1 }, (_, i) => Math.min(d, i * GRAM_BLOCK));
 }
 
-/** features f32 [N, D] → mean f64 [1, D], Xcᵀ Xc f64 [D, D] (Xc centred): the N·D² part, on ORT's DGEMM. */
-function centredGramGraph(): Uint8Array {
+/**
+ * features f32 [N, D] → mean f64 [1, D] and the blocks on and above the diagonal of Xcᵀ Xc (Xc centred), g{i}_{j}
+ * f64 for column blocks i ≤ j: the N·D² part, on ORT's DGEMM, of which the symmetric half below is not computed.
+ */
+function centredGramGraph(d: number): Uint8Array {
   const g = new GraphBuilder();
-  const x = g.op('Cast', [g.input('features', 'float32', ['n', 'd'])], { to: onnx.TensorProto.DataType.DOUBLE });
+  const x = g.op('Cast', [g.input('features', 'float32', ['n', d])], { to: onnx.TensorProto.DataType.DOUBLE });
   const mean = g.op('ReduceMean', [x], { axes: [0], keepdims: 1 });
   const xc = g.op('Sub', [x, mean]);
-  g.output(mean, 'mean', 'float32', [1, 'd']);
-  g.output(g.matmul(g.transpose(xc, [1, 0]), xc), 'gram', 'float32', ['d', 'd']);
-  return serializeF64(g, ['mean', 'gram']);
+  g.output(mean, 'mean', 'float32', [1, d]);
+  const starts = blockStarts(d);
+  const cols = starts.slice(1).map((end, i) => g.op('Slice', [xc, g.constI64([starts[i]]), g.constI64([end]), g.constI64([1])]));
+  const f64Values = ['mean'];
+  for (let i = 0; i < cols.length; i++) {
+    for (let j = i; j < cols.length; j++) {
+      const name = g.output(g.op('Gemm', [cols[i], cols[j]], { transA: 1 }), `g${i}_${j}`, 'float32', [starts[i + 1] - starts[i], starts[j + 1] - starts[j]]);
+      f64Values.push(name);
+    }
+  }
+  return serializeF64(g, f64Values);
 }
 
 /** lt f64 [R, D], s f64 [D, D] → lt · s · ltᵀ f64 [R, R]. */
@@ -48,20 +54,26 @@ function congruenceGraph(): Uint8Array {
   return serializeF64(g, ['lt', 's', 'c']);
 }
 
-let sessions: Promise<{ gram: ort.InferenceSession; congruence: ort.InferenceSession }> | undefined;
-function getSessions() {
-  sessions ??= Promise.all([createSession(centredGramGraph()), createSession(congruenceGraph())]).then(([gram, congruence]) => ({ gram, congruence }));
-  return sessions;
-}
-
 /** Mean and covariance of N feature vectors of dimension D (row-major [N, D] float32). */
 export async function featureStats(features: Float32Array, n: number, d: number): Promise<FeatureStats> {
   if (!Number.isSafeInteger(n) || !Number.isSafeInteger(d) || n < 2 || d < 1) throw new Error(`feature stats need N ≥ 2 vectors of D ≥ 1 values, got N=${n}, D=${d}`);
   if (features.length !== n * d) throw new Error(`feature stats: ${features.length} values do not fill [${n}, ${d}]`);
-  const { gram } = await getSessions();
+  const gram = await f64Session(`centred gram ${d}`, () => centredGramGraph(d));
   const res = await gram.run({ features: toOrt({ dtype: 'F32', shape: [n, d], data: features }) });
-  const sigma = res.gram.data as Float64Array;
-  for (let i = 0; i < sigma.length; i++) sigma[i] /= n - 1;
+  // Each block and its mirror image: Σ is exactly symmetric, as np.cov's is.
+  const sigma = new Float64Array(d * d);
+  const starts = blockStarts(d);
+  for (let i = 0; i + 1 < starts.length; i++) {
+    for (let j = i; j + 1 < starts.length; j++) {
+      const block = res[`g${i}_${j}`].data as Float64Array;
+      const width = starts[j + 1] - starts[j];
+      for (let r = starts[i]; r < starts[i + 1]; r++) {
+        for (let c = i === j ? r : starts[j]; c < starts[j + 1]; c++) {
+          sigma[r * d + c] = sigma[c * d + r] = block[(r - starts[i]) * width + c - starts[j]] / (n - 1);
+        }
+      }
+    }
+  }
   return { mu: res.mean.data as Float64Array, sigma };
 }
 
@@ -77,15 +89,12 @@ export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise
   if (a.sigma.length !== d * d || b.sigma.length !== d * d) throw new Error(`Fréchet distance: covariances are not ${d}×${d}`);
   let dist = 0;
   for (let i = 0; i < d; i++) dist += (a.mu[i] - b.mu[i]) ** 2 + a.sigma[i * d + i] + b.sigma[i * d + i];
-  const { factors, rank } = pivotedCholesky(a.sigma.slice(), d);
+  const { factors, rank } = await pivotedCholesky(a.sigma, d);
   if (rank === 0) return dist;
-  const { congruence } = await getSessions();
-  const res = await congruence.run({
-    lt: toOrt({ dtype: 'F64', shape: [rank, d], data: factors }),
-    s: toOrt({ dtype: 'F64', shape: [d, d], data: b.sigma }),
-  });
+  const congruence = await f64Session('congruence', congruenceGraph);
+  const res = await congruence.run({ lt: f64(factors, [rank, d]), s: f64(b.sigma, [d, d]) });
   let trSqrt = 0;
-  for (const l of symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
+  for (const l of await symmetricEigenvalues(res.c.data as Float64Array, rank)) if (l > 0) trSqrt += Math.sqrt(l);
   return dist - 2 * trSqrt;
 }
 
