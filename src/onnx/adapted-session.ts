@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { f16ToF32, f32ToF16, type F32Tensor } from '../models/tensor.js';
-import { createSession, type SessionSettings } from './session.js';
+import { createSession, observedRun, type SessionSettings } from './session.js';
 
 /**
  * A session whose callers need not know how the model was exported: ONNX files from optimum or diffusers' script
@@ -85,7 +85,7 @@ export class AdaptedSession {
       }
       ortFeeds[input.name] = castTo(input.type, values, dims, `${this.file}: input '${input.name}'`);
     });
-    const out = await this.session.run(ortFeeds);
+    const out = await observedRun(this.session, ortFeeds);
     return this.session.outputNames.map((name) => {
       const t = out[name];
       const dims = [...t.dims];
