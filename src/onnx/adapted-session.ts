@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { f16ToF32, f32ToF16, type F32Tensor } from '../models/tensor.js';
-import { createSession, type SessionSettings } from './session.js';
+import { createSession, observedRun, type SessionSettings } from './session.js';
 
 /**
  * A session whose callers need not know how the model was exported: ONNX files from optimum or diffusers' script
@@ -28,18 +28,19 @@ function declaredInputs(session: ort.InferenceSession): Declared[] {
   });
 }
 
+/** Feeds already of the declared type are handed to ORT as they are: a copy per UNet step shows on small models. */
 function castTo(type: string, values: ArrayLike<number | bigint>, shape: number[], what: string): ort.Tensor {
-  const n = values.length;
-  const num = (i: number) => Number(values[i]);
+  const floats = () => (values instanceof Float32Array ? values : Float32Array.from(values, Number));
+  const round = (v: number | bigint) => Math.round(Number(v));
   switch (type) {
     case 'float32':
-      return new ort.Tensor('float32', Float32Array.from({ length: n }, (_, i) => num(i)), shape);
+      return new ort.Tensor('float32', floats(), shape);
     case 'float16':
-      return new ort.Tensor('float16', f32ToF16(Float32Array.from({ length: n }, (_, i) => num(i))), shape);
+      return new ort.Tensor('float16', f32ToF16(floats()), shape);
     case 'int64':
-      return new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(Math.round(num(i)))), shape);
+      return new ort.Tensor('int64', values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(round(v))), shape);
     case 'int32':
-      return new ort.Tensor('int32', Int32Array.from({ length: n }, (_, i) => Math.round(num(i))), shape);
+      return new ort.Tensor('int32', Int32Array.from(values, round), shape);
     default:
       throw new Error(`${what}: input type ${type} is not supported`);
   }
@@ -85,7 +86,7 @@ export class AdaptedSession {
       }
       ortFeeds[input.name] = castTo(input.type, values, dims, `${this.file}: input '${input.name}'`);
     });
-    const out = await this.session.run(ortFeeds);
+    const out = await observedRun(this.session, ortFeeds);
     return this.session.outputNames.map((name) => {
       const t = out[name];
       const dims = [...t.dims];

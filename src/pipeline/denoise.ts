@@ -46,6 +46,19 @@ function concat(parts: Float32Array[]): Float32Array {
   return out;
 }
 
+/** The text states of a batch, in the order of its UNet inputs; built once per set of active jobs, not per step. */
+function batchStates(active: DenoiseJob[]): F32Tensor {
+  const parts: Float32Array[] = [];
+  let batch = 0;
+  for (const j of active) {
+    if (j.uncond) parts.push(j.uncond.data);
+    parts.push(j.cond.data);
+    batch += j.uncond ? 2 * j.n : j.n;
+  }
+  const [S, D] = active.length ? active[0].cond.shape.slice(1) : [0, 0];
+  return { dtype: 'F32', shape: [batch, S, D], data: concat(parts) };
+}
+
 /**
  * The diffusers denoising loop for several jobs at once: every step concatenates the model inputs of all active jobs
  * (uncond then cond for guided ones, as StableDiffusionPipeline orders them) into one UNet call, then applies each
@@ -64,32 +77,25 @@ export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, 
   const latents = new Map<string, Float32Array>();
   for (const j of jobs) latents.set(j.id, j.noise.map((v) => v * j.scheduler.initNoiseSigma));
   let active = [...jobs];
+  let states = batchStates(active);
   const total = timesteps.length;
   for (let i = 0; i < total; i++) {
     if (hooks.yieldBetweenSteps) await hooks.yieldBetweenSteps();
-    if (hooks.isCancelled) active = active.filter((j) => !hooks.isCancelled!(j.id));
+    if (hooks.isCancelled) {
+      const kept = active.filter((j) => !hooks.isCancelled!(j.id));
+      if (kept.length !== active.length) states = batchStates(kept);
+      active = kept;
+    }
     if (active.length === 0) break;
     const t = timesteps[i];
     const inputs: Float32Array[] = [];
-    const states: Float32Array[] = [];
-    let batch = 0;
     for (const j of active) {
       const scaled = j.scheduler.scaleModelInput(latents.get(j.id)!, t);
-      if (j.uncond) {
-        inputs.push(scaled);
-        states.push(j.uncond.data);
-        batch += j.n;
-      }
+      if (j.uncond) inputs.push(scaled);
       inputs.push(scaled);
-      states.push(j.cond.data);
-      batch += j.n;
     }
-    const [S, D] = active[0].cond.shape.slice(1);
-    const out = await unet(
-      { dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) },
-      new Float32Array(batch).fill(t),
-      { dtype: 'F32', shape: [batch, S, D], data: concat(states) },
-    );
+    const batch = states.shape[0];
+    const out = await unet({ dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) }, new Float32Array(batch).fill(t), states);
     let off = 0;
     for (const j of active) {
       const size = j.n * per;

@@ -145,7 +145,7 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, cancelled: true, message: 'cancelled' });
         continue;
       }
-      const pngs = await toPngs(await sd.decode(lat, r.numImages, height, width), r);
+      const pngs = toPngs(await sd.decode(lat, r.numImages, height, width), r);
       const out: GeneratedImage[] = pngs.map((png) => ({ png, seed: r.seed, width, height, encoder: r.encoder, scheduler, steps, guidanceScale: r.guidanceScale, pipeline: pname }));
       outcomes.set(id, { ok: true, images: out });
     }
@@ -161,7 +161,7 @@ export class LocalEngine implements Engine {
     const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
     const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
     const images = await sd.decode(latents.get('cli')!, r.numImages, r.height, r.width);
-    return { images, pngs: await toPngs(images, r) };
+    return { images, pngs: toPngs(images, r) };
   }
 
   /** Conditioning, initial noise and a fresh scheduler for one request. */
@@ -200,9 +200,9 @@ export class LocalEngine implements Engine {
 }
 
 /** PNGs whose `parameters` text chunk records, as JSON, how each was made. */
-function toPngs(images: F32Tensor, r: GenerationRequest): Promise<Uint8Array[]> {
+function toPngs(images: F32Tensor, r: GenerationRequest): Uint8Array[] {
   const [, h, w] = images.shape;
-  return Promise.all(imagesToBytes(images).map((rgb, i) => encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) })));
+  return imagesToBytes(images).map((rgb, i) => encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) }));
 }
 
 function pngParameters(r: GenerationRequest, index: number): Record<string, string | number> {
