@@ -51,8 +51,8 @@ function textChunk(keyword: string, text: string): Buffer {
 /**
  * Encode RGB bytes as PNG: IHDR, the text chunks (e.g. `parameters`, where A1111 and its readers look), one IDAT, IEND.
  * Written here rather than through sharp, whose fixed cost per call (1.5-9 ms) was several UNet steps of the toy
- * model. Every row uses filter None, and zlib's settings are fixed, so equal pixels and text give equal files. Level 1, which
- * deflates several times faster than the default level for slightly larger files.
+ * model. Every row uses filter None, and zlib's settings are fixed, so equal pixels and text give equal files; level 1
+ * deflates several times faster than the default level, for slightly larger files.
  */
 export function encodePng(rgb: Uint8Array, width: number, height: number, text: Record<string, string> = {}): Uint8Array {
   if (rgb.length !== width * height * 3) throw new Error(`encodePng: ${rgb.length} bytes for ${width}x${height} RGB`);
