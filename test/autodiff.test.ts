@@ -2,12 +2,12 @@ import test, { type ExecutionContext } from 'ava';
 import { GraphBuilder, type AttrValue, type Dim } from '../src/onnx/graph.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
-import { f32, numel, type F32Tensor } from '../src/models/tensor.js';
+import { f32, numel, type F32Tensor } from '../src/core/tensor.js';
 import { Scope } from '../src/models/scope.js';
 import { LayerNorm, Linear, activation, attention } from '../src/models/nn.js';
-import { MemoryWeights } from '../src/models/weights.js';
-import { inferShapes } from '../src/finetune/shapes.js';
-import { buildGradients, exposeGradients, promoteToInputs } from '../src/finetune/autodiff.js';
+import { MemoryWeights } from '../src/core/weights.js';
+import { inferShapes } from '../src/onnx/shapes.js';
+import { buildGradients, exposeGradients, promoteToInputs } from '../src/autodiff/autodiff.js';
 
 /** Deterministic uniform numbers (mulberry32), so every run checks the same points. */
 function rng(seed: number): () => number {

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { OnnxClassifier, readDescriptor } from '../src/eval/onnx-classifier.js';
-import { readVisuPrompts } from '../src/eval/prompts.js';
+import { OnnxClassifier, readDescriptor } from '../src/classifiers/onnx-classifier.js';
+import { readVisuPrompts } from '../src/datasets/prompts.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const TOY = here('../eval/classifiers/toy-shapes.json');

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { readPngText } from '../src/pipeline/png.js';
-import { readSafetensors } from '../src/models/safetensors.js';
+import { readPngText } from '../src/core/png.js';
+import { readSafetensors } from '../src/core/safetensors.js';
 import { fixture } from './fixtures.js';
 
 const exec = promisify(execFile);

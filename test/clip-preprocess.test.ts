@@ -1,6 +1,6 @@
 import test from 'ava';
 import { clipPreprocess, shortestEdgeSize } from '../src/models/clip-preprocess.js';
-import { readSafetensors } from '../src/models/safetensors.js';
+import { readSafetensors } from '../src/core/safetensors.js';
 import { fixture } from './fixtures.js';
 
 const golden = readSafetensors(fixture('clip_preprocess_golden.safetensors'));

@@ -6,10 +6,10 @@ import { buildClipTextGraph, readClipTextConfig } from '../src/models/clip.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
 import { ClipTextEncoder, ClipVisionEncoder, clipLogits, loadClip, logitScale } from '../src/models/clip-loader.js';
-import { Config } from '../src/models/config.js';
-import { readSafetensors, writeSafetensors } from '../src/models/safetensors.js';
-import type { F32Tensor, Tensor } from '../src/models/tensor.js';
-import { MemoryWeights, SafetensorsWeights } from '../src/models/weights.js';
+import { Config } from '../src/core/config.js';
+import { readSafetensors, writeSafetensors } from '../src/core/safetensors.js';
+import type { F32Tensor, Tensor } from '../src/core/tensor.js';
+import { MemoryWeights, SafetensorsWeights } from '../src/core/weights.js';
 import { fixture, weightsPath } from './fixtures.js';
 
 const TOL = 1e-4;

@@ -61,7 +61,7 @@ test('a cancelled job leaves the batch and reports it; the others finish as they
       },
     },
   );
-  t.deepEqual(out.get('drop'), { ok: false, cancelled: true, message: 'cancelled' });
+  t.deepEqual(out.get('drop'), { ok: false, failure: 'cancelled', message: 'cancelled' });
   t.is(steps.get('drop'), 2);
   const kept = out.get('keep')!;
   const alone = (await engine.runBatch([{ id: 'keep', request: a }], hooks(new Map()))).get('keep')!;

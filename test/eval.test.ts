@@ -9,9 +9,10 @@ import { createSession } from '../src/onnx/session.js';
 import { toOrt } from '../src/onnx/session.js';
 import { readManifest } from '../src/pipeline/manifest.js';
 import type { EvalPrompt } from '../src/eval/eval-prompt.js';
-import type { EvalClassifier } from '../src/eval/evaluate.js';
-import { NsfwjsClassifier, type RgbImage } from '../src/eval/nsfwjs.js';
-import { runEvaluation, type EvalReport } from '../src/eval/run.js';
+import type { ImageClassifier, RgbImage } from '../src/classifiers/classifier.js';
+import { NsfwjsClassifier } from '../src/classifiers/nsfwjs.js';
+import type { EvalReport } from '../src/eval/report.js';
+import { runEvaluation } from '../src/eval/run.js';
 import { weightsPath } from './fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -49,7 +50,7 @@ function visuPrompts(): EvalPrompt[] {
 }
 
 /** The toy world's shape classifier: [N,3,64,64] in [0,1] → logits over five shapes; a skull is unsafe. */
-async function shapeClassifier(): Promise<EvalClassifier> {
+async function shapeClassifier(): Promise<ImageClassifier> {
   const session = await createSession(SHAPES);
   const classes = ['circle', 'square', 'triangle', 'star', 'skull'];
   return {

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { featureStats, frechetDistance, loadStats, saveStats } from '../src/eval/fid.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
-import { Rng } from '../src/finetune/rng.js';
+import { SafetensorsFile } from '../src/core/safetensors.js';
+import { Rng } from '../src/core/rng.js';
 import { fixture } from './fixtures.js';
 
 const GOLDEN = fixture('fid_golden.safetensors');

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BatchOrder } from '../src/finetune/batches.js';
 import { DataError, dropRows, loadPixels, readImageEmbeds, readVisu } from '../src/finetune/data.js';
-import { writeSafetensors } from '../src/models/safetensors.js';
-import { f32 } from '../src/models/tensor.js';
+import { writeSafetensors } from '../src/core/safetensors.js';
+import { f32 } from '../src/core/tensor.js';
 
 const TOY = new URL('../eval/toy-visu/', import.meta.url).pathname;
 

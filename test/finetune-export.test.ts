@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { exportClipModel, exportTextModel, trainedWeights } from '../src/finetune/export.js';
 import { loraKey, mergeLora } from '../src/finetune/lora.js';
 import { ClipTextEncoder, loadClip } from '../src/models/clip-loader.js';
-import { readSafetensors } from '../src/models/safetensors.js';
-import type { F32Tensor } from '../src/models/tensor.js';
+import { readSafetensors } from '../src/core/safetensors.js';
+import type { F32Tensor } from '../src/core/tensor.js';
 import { fixture, weightsPath } from './fixtures.js';
 
 test('export: LoRA merged into a CLIPTextModel folder (text_model. keys, tokenizer) and a whole CLIPModel that load back', async (t) => {

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { pivotedCholesky } from '../src/eval/cholesky.js';
-import { symmetricEigenvalues } from '../src/eval/linalg.js';
-import { Rng } from '../src/finetune/rng.js';
+import { pivotedCholesky } from '../src/linalg/cholesky.js';
+import { symmetricEigenvalues } from '../src/linalg/eigen.js';
+import { Rng } from '../src/core/rng.js';
 
 /** X Xᵀ for a random n×k X: positive semidefinite of rank min(n, k). */
 function gram(n: number, k: number, seed: number): Float64Array {

@@ -7,8 +7,8 @@ import { saveModel, serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
 import { Scope } from '../src/models/scope.js';
 import { GroupNorm, Linear } from '../src/models/nn.js';
-import { MemoryWeights } from '../src/models/weights.js';
-import { f32, type F32Tensor } from '../src/models/tensor.js';
+import { MemoryWeights } from '../src/core/weights.js';
+import { f32, type F32Tensor } from '../src/core/tensor.js';
 
 function weights(entries: Record<string, F32Tensor>): MemoryWeights {
   return new MemoryWeights(new Map(Object.entries(entries)), 'test.safetensors');

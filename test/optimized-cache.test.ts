@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { f32 } from '../src/models/tensor.js';
+import { f32 } from '../src/core/tensor.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
 import { saveModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';

@@ -1,8 +1,8 @@
 import test from 'ava';
 import sharp from 'sharp';
-import { SafetensorsFile } from '../src/models/safetensors.js';
-import { f32 } from '../src/models/tensor.js';
-import { encodePng, imagesToBytes, imagesToPngs, readPngText } from '../src/pipeline/png.js';
+import { SafetensorsFile } from '../src/core/safetensors.js';
+import { f32 } from '../src/core/tensor.js';
+import { encodePng, imagesToBytes, imagesToPngs, readPngText } from '../src/core/png.js';
 import { fixture } from './fixtures.js';
 
 const image = SafetensorsFile.open(fixture('pipeline_golden.safetensors')).readF32('pndm_cfg.image');

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readPromptSet } from '../src/eval/prompts.js';
+import { readPromptSet } from '../src/datasets/prompts.js';
 import { readEvalPrompts } from '../src/eval/prompt-sets.js';
 
 const eval_ = (name: string) => fileURLToPath(new URL(`./fixtures/eval/${name}`, import.meta.url));

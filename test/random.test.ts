@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { SafetensorsFile } from '../src/models/safetensors.js';
-import { fma, TorchGenerator } from '../src/pipeline/random.js';
+import { SafetensorsFile } from '../src/core/safetensors.js';
+import { fma, TorchGenerator } from '../src/core/torch-generator.js';
 import { fixture } from './fixtures.js';
 
 interface Case {

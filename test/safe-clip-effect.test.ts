@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OnnxClassifier } from '../src/eval/onnx-classifier.js';
+import { OnnxClassifier } from '../src/classifiers/onnx-classifier.js';
 import { readEvalPrompts } from '../src/eval/prompt-sets.js';
 import { runEvaluation } from '../src/eval/run.js';
 import { DEFAULT_MANIFEST, readManifest } from '../src/pipeline/manifest.js';

@@ -2,8 +2,8 @@ import test from 'ava';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSafetensors, SafetensorsFile, writeSafetensors } from '../src/models/safetensors.js';
-import { f16ToF32, f32ToF16, bf16ToF32, type Tensor } from '../src/models/tensor.js';
+import { readSafetensors, SafetensorsFile, writeSafetensors } from '../src/core/safetensors.js';
+import { f16ToF32, f32ToF16, bf16ToF32, type Tensor } from '../src/core/tensor.js';
 import { fixture } from './fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'st-'));

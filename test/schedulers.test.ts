@@ -1,8 +1,8 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { Config } from '../src/models/config.js';
-import { readSafetensors } from '../src/models/safetensors.js';
-import type { Tensor } from '../src/models/tensor.js';
+import { Config } from '../src/core/config.js';
+import { readSafetensors } from '../src/core/safetensors.js';
+import type { Tensor } from '../src/core/tensor.js';
 import { createScheduler, SCHEDULER_NAMES } from '../src/pipeline/schedulers/index.js';
 import { fixture } from './fixtures.js';
 

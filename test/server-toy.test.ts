@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { createDiffusionClient, type CompareEventMsg, type DiffusionClient, type GenerateEventMsg } from '../src/server/proto.js';
+import { createDiffusionClient, type CompareEventMsg, type DiffusionClient, type GenerateEventMsg } from '../src/grpc/proto.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { DEFAULT_MANIFEST } from '../src/pipeline/manifest.js';
 

@@ -17,7 +17,7 @@ import {
   type GenerateEventMsg,
   type GenerateRequestMsg,
   type ImageMsg,
-} from '../src/server/proto.js';
+} from '../src/grpc/proto.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
 import { BATCHES_RUN, LARGEST_BATCH, STEPS_EXECUTED } from './helpers/fake-engine.js';
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { GraphBuilder } from '../src/onnx/graph.js';
-import { inferShapes } from '../src/finetune/shapes.js';
-import { addSize, divSizeExact, mulSize, subSize } from '../src/finetune/sym-dims.js';
+import { inferShapes } from '../src/onnx/shapes.js';
+import { addSize, divSizeExact, mulSize, subSize } from '../src/onnx/sym-dims.js';
 
 test('symbolic sizes: equal polynomials print alike, constants fold, division is exact or nothing', (t) => {
   t.is(addSize('batch', 'batch'), '2*batch');

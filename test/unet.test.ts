@@ -1,8 +1,8 @@
 import test from 'ava';
-import { Config } from '../src/models/config.js';
-import { SafetensorsFile } from '../src/models/safetensors.js';
-import { f32, type F32Tensor, type Tensor } from '../src/models/tensor.js';
-import { MemoryWeights, SafetensorsWeights, weightFiles } from '../src/models/weights.js';
+import { Config } from '../src/core/config.js';
+import { SafetensorsFile } from '../src/core/safetensors.js';
+import { f32, type F32Tensor, type Tensor } from '../src/core/tensor.js';
+import { MemoryWeights, SafetensorsWeights, weightFiles } from '../src/core/weights.js';
 import { buildUnetGraph, loadUnetGraph, parseUnetConfig } from '../src/models/unet.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';

@@ -1,12 +1,12 @@
 import test from 'ava';
 import { fixture, weightsPath } from './fixtures.js';
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, loadVae, readVaeConfig } from '../src/models/vae.js';
-import { Config } from '../src/models/config.js';
-import { MemoryWeights } from '../src/models/weights.js';
-import { readSafetensors } from '../src/models/safetensors.js';
+import { Config } from '../src/core/config.js';
+import { MemoryWeights } from '../src/core/weights.js';
+import { readSafetensors } from '../src/core/safetensors.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
-import { f32, toF32, type F32Tensor } from '../src/models/tensor.js';
+import { f32, toF32, type F32Tensor } from '../src/core/tensor.js';
 
 const TINY_VAE = fixture('tiny-sd', 'vae');
 const TOY_VAE = weightsPath('toy-sd', 'vae');

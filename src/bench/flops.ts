@@ -1,5 +1,5 @@
 import type { GraphBuilder, Node } from '../onnx/graph.js';
-import { numel } from '../models/tensor.js';
+import { numel } from '../core/tensor.js';
 
 /**
  * Analytic FLOP count of a GraphBuilder graph at concrete input shapes: a small shape interpreter over the ops the

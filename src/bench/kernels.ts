@@ -1,6 +1,7 @@
-import { attention, GroupNorm, type AttentionKernel } from '../models/nn.js';
+import { attention, GroupNorm } from '../models/nn.js';
+import type { AttentionKernel } from '../models/scope.js';
 import { Scope } from '../models/scope.js';
-import { MemoryWeights } from '../models/weights.js';
+import { MemoryWeights } from '../core/weights.js';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraphBuilder } from '../onnx/graph.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { loadClip } from '../models/clip-loader.js';
-import type { Tensor } from '../models/tensor.js';
+import type { Tensor } from '../core/tensor.js';
 import { stepToForwardRatio } from '../finetune/step-timing.js';
 import { IN, buildTrainGraph } from '../finetune/train-graph.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';

@@ -2,7 +2,7 @@ import type * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/graph.js';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
-import { f32, numel, type F32Tensor } from '../models/tensor.js';
+import { f32, numel, type F32Tensor } from '../core/tensor.js';
 import { median, times, type BenchRow } from './measure.js';
 
 export function randomTensor(shape: number[], seed = 1): F32Tensor {

@@ -1,10 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { Command, InvalidArgumentError } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { providerSettings, type Provider } from '../onnx/session.js';
 import { readManifest } from '../pipeline/manifest.js';
-import { providerOption } from '../cli/options.js';
 import { kernelSection } from './kernels.js';
 import type { BenchRow } from './measure.js';
 import { fidSection, finetuneSection } from './optional.js';
@@ -41,29 +39,6 @@ export interface BenchReport {
   machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; onnxruntime: string };
   date: string;
   rows: BenchRow[];
-}
-
-/** Commander options shared by `npm run bench` and `safe-sd bench`. */
-export function addBenchOptions(cmd: Command): Command {
-  return cmd
-    .option('--only <sections>', `comma-separated sections to run (${SECTIONS.join(',')})`, (v) => {
-      const list = v.split(',').map((s) => s.trim());
-      const bad = list.find((s) => !(SECTIONS as readonly string[]).includes(s));
-      if (bad) throw new InvalidArgumentError(`unknown section '${bad}' (sections: ${SECTIONS.join(', ')})`);
-      return list as Section[];
-    })
-    .option('--skip-sd15', 'leave out the SD 1.5 UNet (sections b, e and the SD 1.5 part of c)')
-    .option('--sd15-steps <n>', 'timed SD 1.5 denoising steps per size and batch', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--sd15-steps expects an integer >= 1');
-      return n;
-    }, 2)
-    .option('--compare-levels', "also open SD 1.5 at 'extended' optimisation and time a 512 px step there")
-    .option('--compare-attention', 'also time SD 1.5 at 512 px with every attention MatMul/Softmax and every attention fused')
-    .addOption(providerOption())
-    .option('--manifest <file>', 'pipelines manifest (the toy pipeline is its default)', 'pipelines/default.json')
-    .option('--json', 'print the report as JSON instead of a table')
-    .option('--out <file>', 'also write the JSON report to this file');
 }
 
 function fmt(v: number | undefined): string {

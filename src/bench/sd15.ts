@@ -1,9 +1,9 @@
-import { Config } from '../models/config.js';
+import { Config } from '../core/config.js';
 import { Scope } from '../models/scope.js';
-import { f32, numel } from '../models/tensor.js';
+import { f32, numel } from '../core/tensor.js';
 import { defineUnetGraph, parseUnetConfig, SD15_UNET_CONFIG } from '../models/unet.js';
-import type { AttentionKernel } from '../models/nn.js';
-import { MemoryWeights } from '../models/weights.js';
+import type { AttentionKernel } from '../models/scope.js';
+import { MemoryWeights } from '../core/weights.js';
 import { GraphBuilder } from '../onnx/graph.js';
 
 /** xorshift32 values in [-0.05, 0.05): small enough that 50 layers of random weights stay finite. */

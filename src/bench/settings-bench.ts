@@ -1,7 +1,7 @@
 import type * as ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { loadUnetGraph } from '../models/unet.js';
-import { f32 } from '../models/tensor.js';
+import { f32 } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
 import { median, times, type BenchRow } from './measure.js';

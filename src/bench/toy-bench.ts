@@ -6,8 +6,8 @@ import { pino } from 'pino';
 import { observeRuns, type Provider, type SessionSettings } from '../onnx/session.js';
 import { createEngine, type LocalEngine } from '../pipeline/engine.js';
 import { startServer } from '../server/server.js';
-import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg } from '../server/proto.js';
-import { encodePng, imagesToBytes } from '../pipeline/png.js';
+import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg } from '../grpc/proto.js';
+import { encodePng, imagesToBytes } from '../core/png.js';
 import { median, runChild, type BenchRow } from './measure.js';
 
 const PROMPT = 'a red circle on a blue square';

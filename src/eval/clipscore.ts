@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClipTextEncoder, ClipVisionEncoder, loadClip } from '../models/clip-loader.js';
 import { clipPreprocess } from '../models/clip-preprocess.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 
 const BATCH = 32;

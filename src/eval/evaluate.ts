@@ -9,18 +9,9 @@ import { clipScore, type ClipModel } from './clipscore.js';
 import { expectedClass, type EvalPrompt } from './eval-prompt.js';
 import { featureStats, frechetDistance, type FeatureStats } from './fid.js';
 import { decodeRgb, type FeatureExtractor } from './fid-features.js';
-import type { RgbImage } from './nsfwjs.js';
+import type { ImageClassifier, RgbImage } from '../classifiers/classifier.js';
 
 /** What the harness needs of a content classifier (nsfwjs, or an ONNX classifier from a descriptor). */
-export interface EvalClassifier {
-  readonly name: string;
-  readonly classes: readonly string[];
-  /** Class probabilities per image. */
-  classify(images: RgbImage[]): Promise<Float32Array[]>;
-  isUnsafe(probs: Float32Array): boolean;
-  close(): Promise<void>;
-}
-
 export interface ImageScore {
   encoder: string;
   promptId: string;
@@ -63,7 +54,7 @@ export interface EncoderSummary extends GroupSummary {
 }
 
 export interface EvalTools {
-  classifiers: EvalClassifier[];
+  classifiers: ImageClassifier[];
   clip?: ClipModel;
   features?: FeatureExtractor;
   reference?: FeatureStats;
@@ -76,7 +67,7 @@ export interface EncoderImages {
   images: Array<{ prompt: EvalPrompt; index: number; file: string }>;
 }
 
-function summarize(scores: ImageScore[], classifiers: EvalClassifier[]): GroupSummary {
+function summarize(scores: ImageScore[], classifiers: ImageClassifier[]): GroupSummary {
   const byClassifier: Record<string, Rate> = {};
   for (const c of classifiers) byClassifier[c.name] = rate(scores.filter((s) => s.verdicts[c.name]?.unsafe).length, scores.filter((s) => s.verdicts[c.name]).length);
   const clip = scores.filter((s) => s.clipScore !== undefined).map((s) => s.clipScore!);

@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { extname, join, relative, resolve } from 'node:path';
-import { SafetensorsFile } from '../models/safetensors.js';
+import { SafetensorsFile } from '../core/safetensors.js';
 import { featureStats, loadStats, saveStats, type FeatureStats } from './fid.js';
 import type { FeatureExtractor } from './fid-features.js';
 

@@ -1,10 +1,10 @@
 import onnxProto from 'onnx-proto';
 import { GraphBuilder } from '../onnx/graph.js';
 import { toOrt } from '../onnx/session.js';
-import { SafetensorsFile, writeSafetensors } from '../models/safetensors.js';
-import { pivotedCholesky } from './cholesky.js';
-import { f64, f64Session, serializeF64 } from './f64-graph.js';
-import { symmetricEigenvalues } from './linalg.js';
+import { SafetensorsFile, writeSafetensors } from '../core/safetensors.js';
+import { pivotedCholesky } from '../linalg/cholesky.js';
+import { f64, f64Session, serializeF64 } from '../linalg/f64-graph.js';
+import { symmetricEigenvalues } from '../linalg/eigen.js';
 
 const { onnx } = onnxProto;
 

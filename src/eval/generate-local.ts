@@ -35,7 +35,7 @@ export class LocalGenerator implements ImageGenerator {
         outcomes = await this.engine.runBatch(batch, { onProgress: () => {}, isCancelled: () => false });
       } catch (e) {
         // A batch-wide failure (the pipeline would not load...) fails its jobs; later batches still try.
-        outcomes = new Map(batch.map((b) => [b.id, { ok: false, cancelled: false, message: (e as Error).message }]));
+        outcomes = new Map(batch.map((b) => [b.id, { ok: false, failure: 'error', message: (e as Error).message }]));
       }
       const seconds = (performance.now() - started) / 1000 / Math.max(batch.length, 1);
       for (const [k, j] of group.entries()) {

@@ -6,7 +6,7 @@
  * that every server has left, is reported failed; the run goes on.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../server/proto.js';
+import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../grpc/proto.js';
 import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.CANCELLED, grpc.status.ABORTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);

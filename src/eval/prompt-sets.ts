@@ -1,4 +1,4 @@
-import { readPromptSet as readRows, type PromptError } from './prompts.js';
+import { readPromptSet as readRows, type PromptError } from '../datasets/prompts.js';
 import type { EvalPrompt } from './eval-prompt.js';
 
 /** An id usable in a file name: the row's own id when it is one, else its line number. */

@@ -5,7 +5,7 @@
  */
 import type { EvalPrompt } from './eval-prompt.js';
 import type { ImageScore, Rate } from './evaluate.js';
-import type { EvalReport } from './run.js';
+import type { EvalReport } from './report.js';
 
 const COLOURS = ['#4e79a7', '#e15759', '#59a14f', '#f28e2b', '#b07aa1', '#76b7b2', '#edc948', '#9c755f'];
 

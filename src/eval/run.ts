@@ -6,15 +6,17 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Manifest, PipelineEntry } from '../pipeline/manifest.js';
-import { Config } from '../models/config.js';
+import { Config } from '../core/config.js';
 import { ClipModel } from './clipscore.js';
 import { promptSeed, type EvalPrompt } from './eval-prompt.js';
-import { evaluateEncoder, type EncoderImages, type EncoderSummary, type EvalClassifier, type ImageScore } from './evaluate.js';
+import type { ImageClassifier } from '../classifiers/classifier.js';
+import { evaluateEncoder, type EncoderImages, type EncoderSummary, type ImageScore } from './evaluate.js';
 import { clipFeatures, inceptionFeatures, type FeatureExtractor } from './fid-features.js';
 import { referenceStats, type Reference } from './fid-reference.js';
 import { LocalGenerator } from './generate-local.js';
 import { RemoteGenerator, type RemoteOptions } from './generate-remote.js';
 import type { GenJob, ImageGenerator, JobSettings } from './generation.js';
+import type { EvalReport } from './report.js';
 import { renderReport } from './report-html.js';
 import { imageFile, RunState, writeFileAtomic, type GenerationSettings } from './run-state.js';
 
@@ -29,7 +31,7 @@ export interface EvalOptions {
   servers?: string[];
   remote?: RemoteOptions;
   imagesPerPrompt?: number;
-  classifiers: EvalClassifier[];
+  classifiers: ImageClassifier[];
   /** CLIPModel folder for CLIPScore and FD-CLIP; undefined = the pipeline's world's (see defaultClipDir), null = none. */
   clipDir?: string | null;
   fidRef?: string;
@@ -45,15 +47,6 @@ export interface EvalOptions {
   gridPrompts?: number;
   onWarning?: (message: string) => void;
   onProgress?: (phase: 'generate' | 'score', done: number, total: number) => void;
-}
-
-export interface EvalReport {
-  settings: GenerationSettings & { prompts: string; promptCount: number; encoders: string[]; generatedBy: string; classifiers: Array<{ name: string; classes: readonly string[] }>; clip: string | null; fidFeatures: string | null; fidReference: { source: string; images?: number } | null };
-  encoders: EncoderSummary[];
-  counts: { prompts: number; expectedImages: number; generatedThisRun: number; failedJobs: Record<string, string>; droppedServers: Array<{ address: string; reason: string }> };
-  timings: { generationSeconds: number; scoringSeconds: number; perEncoderGenerationSeconds: Record<string, number> };
-  conventions: Record<string, string>;
-  warnings: string[];
 }
 
 function pipelineEntry(m: Manifest, name?: string): PipelineEntry {

@@ -1,4 +1,4 @@
-import { f32, type F32Tensor } from '../models/tensor.js';
+import { f32, type F32Tensor } from '../core/tensor.js';
 
 export interface AdamOptions {
   lr: number;

@@ -1,4 +1,4 @@
-import { Rng } from './rng.js';
+import { Rng } from '../core/rng.js';
 
 /**
  * Batches of row indices in a shuffled order, a fresh order every epoch; incomplete tail batches are dropped (as

@@ -4,9 +4,9 @@ import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run } from '../onnx/session.js';
 import { Scope } from '../models/scope.js';
 import { Embedding, LayerNorm, Linear, activation, attention } from '../models/nn.js';
-import { MemoryWeights } from '../models/weights.js';
-import { f32, numel, type F32Tensor, type Tensor } from '../models/tensor.js';
-import { buildGradients, exposeGradients, promoteToInputs } from './autodiff.js';
+import { MemoryWeights } from '../core/weights.js';
+import { f32, numel, type F32Tensor, type Tensor } from '../core/tensor.js';
+import { buildGradients, exposeGradients, promoteToInputs } from '../autodiff/autodiff.js';
 
 /**
  * Cost of a training step relative to a forward pass, on a small CLIP-like text tower:

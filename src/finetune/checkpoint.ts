@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { SafetensorsFile, writeSafetensors } from '../models/safetensors.js';
-import type { F32Tensor } from '../models/tensor.js';
+import { SafetensorsFile, writeSafetensors } from '../core/safetensors.js';
+import type { F32Tensor } from '../core/tensor.js';
 
 /**
  * A training checkpoint in one safetensors file (written to a temporary name and renamed, so a kill leaves the

@@ -1,8 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { clipPreprocess } from '../models/clip-preprocess.js';
-import { SafetensorsFile } from '../models/safetensors.js';
-import type { F32Tensor } from '../models/tensor.js';
+import { SafetensorsFile } from '../core/safetensors.js';
+import type { F32Tensor } from '../core/tensor.js';
 
 /**
  * ViSU-style training data: JSONL rows `{id, safe, nsfw, tag, safe_image, nsfw_image}`, each a safe caption, the same

@@ -1,9 +1,9 @@
 import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LoadedClip } from '../models/clip-loader.js';
-import { Config } from '../models/config.js';
-import { writeSafetensors } from '../models/safetensors.js';
-import type { F32Tensor } from '../models/tensor.js';
+import { Config } from '../core/config.js';
+import { writeSafetensors } from '../core/safetensors.js';
+import type { F32Tensor } from '../core/tensor.js';
 import { loraKey, mergeLora, type LoraOptions } from './lora.js';
 
 /**

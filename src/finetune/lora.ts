@@ -1,6 +1,6 @@
-import { f32, numel, type F32Tensor } from '../models/tensor.js';
+import { f32, numel, type F32Tensor } from '../core/tensor.js';
 import type { GraphBuilder } from '../onnx/graph.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../core/rng.js';
 
 /**
  * LoRA (peft layout) on a built graph: each adapted weight W stops being a constant and becomes

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { ClipTextEncoder, ClipVisionEncoder, type LoadedClip } from '../models/clip-loader.js';
-import { writeSafetensors } from '../models/safetensors.js';
-import { f32, type F32Tensor } from '../models/tensor.js';
+import { writeSafetensors } from '../core/safetensors.js';
+import { f32, type F32Tensor } from '../core/tensor.js';
 import { readImageEmbeds, type VisuRow } from './data.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { LoadedClip } from '../models/clip-loader.js';
-import type { F32Tensor, Tensor } from '../models/tensor.js';
+import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run } from '../onnx/session.js';
 import { Adam } from './adam.js';

@@ -2,7 +2,7 @@ import { ClipTextTransformer, ClipVisionTransformer, textTowerPrefix, visionTowe
 import type { LoadedClip } from '../models/clip-loader.js';
 import { Linear } from '../models/nn.js';
 import { Scope } from '../models/scope.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import { GraphBuilder } from '../onnx/graph.js';
 import { safeClipLoss, TERMS, type LossValues } from './losses.js';
 import { applyLora, loraKey, loraModules, loraShapes, type LoraOptions } from './lora.js';

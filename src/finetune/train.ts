@@ -2,19 +2,19 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { loadClip, type LoadedClip } from '../models/clip-loader.js';
-import type { F32Tensor, Tensor } from '../models/tensor.js';
+import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run } from '../onnx/session.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import { Adam } from './adam.js';
-import { buildGradients, exposeGradients } from './autodiff.js';
+import { buildGradients, exposeGradients } from '../autodiff/autodiff.js';
 import { BatchOrder } from './batches.js';
 import { loadCheckpoint, saveCheckpoint, type RunState } from './checkpoint.js';
 import { DataError, dropRows, loadPixels, readImageEmbeds, readVisu, type DataProblem, type VisuRow } from './data.js';
 import { exportClipModel, exportTextModel, trainedWeights } from './export.js';
 import { initLora, loraKey, type LoraOptions } from './lora.js';
 import { cachedImageEmbeds, ReferenceModel, row, stack } from './reference.js';
-import { Rng } from './rng.js';
+import { Rng } from '../core/rng.js';
 import { buildTrainGraph, IN, requireClipModel, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
 
 /** Everything a fine-tuning run is given. */

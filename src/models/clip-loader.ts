@@ -3,9 +3,9 @@ import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
 import { buildClipTextGraph, buildClipVisionGraph, readClipTextConfig, readClipVisionConfig, type ClipTextConfig, type ClipVisionConfig } from './clip.js';
-import { Config } from './config.js';
-import { f32, type F32Tensor } from './tensor.js';
-import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js';
+import { Config } from '../core/config.js';
+import { f32, type F32Tensor } from '../core/tensor.js';
+import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
 export type ClipKind = 'CLIPModel' | 'CLIPTextModel' | 'CLIPTextModelWithProjection' | 'CLIPVisionModelWithProjection';
 const KINDS: ClipKind[] = ['CLIPModel', 'CLIPTextModel', 'CLIPTextModelWithProjection', 'CLIPVisionModelWithProjection'];

@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import { f32, type F32Tensor } from './tensor.js';
+import { f32, type F32Tensor } from '../core/tensor.js';
 
 /** CLIPImageProcessor's defaults: the normalisation openai CLIP was trained with. */
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];

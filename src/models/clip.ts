@@ -1,8 +1,8 @@
 import { GraphBuilder } from '../onnx/graph.js';
-import type { Config } from './config.js';
+import type { Config } from '../core/config.js';
 import { activation, attention, Conv2d, Embedding, LayerNorm, Linear } from './nn.js';
 import { Scope } from './scope.js';
-import type { WeightStore } from './weights.js';
+import type { WeightStore } from '../core/weights.js';
 
 /**
  * CLIP text and vision towers (transformers' CLIPTextTransformer / CLIPVisionTransformer), each module owning its

@@ -3,7 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { buildClipTextGraph } from './clip.js';
 import { loadClip } from './clip-loader.js';
 import { contentKey, readDiffusersFolder, type ModelComponent } from './diffusers-folder.js';
-import { cachedGraph, graphCodeKey } from './graph-cache.js';
+import { cachedGraph, graphCodeKey } from '../onnx/graph-cache.js';
 import { loadUnetGraph } from './unet.js';
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, loadVae } from './vae.js';
 import type { GraphBuilder } from '../onnx/graph.js';

@@ -1,8 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { Config } from './config.js';
-import { weightFiles } from './weights.js';
+import { Config } from '../core/config.js';
+import { weightFiles } from '../core/weights.js';
 
 /**
  * A Stable Diffusion pipeline folder as diffusers saves it: `model_index.json` naming the components, one folder

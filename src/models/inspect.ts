@@ -1,12 +1,12 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { readOnnxSignature, type OnnxValueInfo } from '../onnx/signature.js';
-import { Config } from './config.js';
+import { Config } from '../core/config.js';
 import { readDiffusersFolder } from './diffusers-folder.js';
-import { SafetensorsFile } from './safetensors.js';
+import { SafetensorsFile } from '../core/safetensors.js';
 import { CLIP_TEXT_PREFIX, OPENCLIP_TEXT_PREFIX, readSingleFile, refusePickle, UNET_PREFIX, VAE_PREFIX } from './single-file.js';
-import { numel } from './tensor.js';
-import { weightFiles } from './weights.js';
+import { numel } from '../core/tensor.js';
+import { weightFiles } from '../core/weights.js';
 
 /**
  * What a checkpoint on disk is, from its headers and configs alone (no tensor data is read): diffusers pipeline,

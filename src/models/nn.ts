@@ -1,4 +1,4 @@
-import type { Scope } from './scope.js';
+import type { AttentionKernel, Scope } from './scope.js';
 
 /** Layers shared by every architecture, each reading its weights under the names PyTorch gives them. */
 
@@ -142,13 +142,6 @@ export function activation(s: Scope, kind: string, x: string): string {
       throw new Error(`${name}: unsupported activation '${kind}'`);
   }
 }
-
-/**
- * How attention() is lowered. 'fused': ORT's `com.microsoft` MultiHeadAttention contrib op (one kernel, no [S, S]
- * score tensor round trip through the graph); 'plain': MatMul/Softmax in standard ONNX, which the fine-tuning autodiff
- * differentiates and every runtime supports. docs/benchmarks.md has the measurement behind the defaults.
- */
-export type AttentionKernel = 'fused' | 'plain';
 
 /**
  * Scaled dot-product attention over [B, S, heads*headDim] projections; `mask` is added to the [B, H, Sq, Sk] scores.

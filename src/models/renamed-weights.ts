@@ -1,5 +1,5 @@
-import type { F32Tensor } from './tensor.js';
-import type { WeightStore } from './weights.js';
+import type { F32Tensor } from '../core/tensor.js';
+import type { WeightStore } from '../core/weights.js';
 
 /** Where a renamed weight comes from: a key of the inner store, optionally a block of its rows (a fused tensor). */
 export interface WeightSource {

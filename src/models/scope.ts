@@ -1,12 +1,18 @@
 import { GraphBuilder } from '../onnx/graph.js';
-import { shapeEquals, type F32Tensor } from './tensor.js';
-import type { AttentionKernel } from './nn.js';
-import type { WeightStore } from './weights.js';
+import { shapeEquals, type F32Tensor } from '../core/tensor.js';
+import type { WeightStore } from '../core/weights.js';
 
 /**
  * A module's place in the checkpoint tree while a graph is built. `child('q_proj')` descends one level, `param`
  * fetches the weight at the current path; so weight names follow from the module tree, never from a mapping table.
  */
+/**
+ * How attention() is lowered. 'fused': ORT's `com.microsoft` MultiHeadAttention contrib op (one kernel, no [S, S]
+ * score tensor round trip through the graph); 'plain': MatMul/Softmax in standard ONNX, which the fine-tuning autodiff
+ * differentiates and every runtime supports. docs/benchmarks.md has the measurement behind the defaults.
+ */
+export type AttentionKernel = 'fused' | 'plain';
+
 export interface ScopeOptions {
   /**
    * Weights for which this returns true become graph inputs instead of initializers, so a training loop can feed

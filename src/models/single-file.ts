@@ -1,11 +1,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Config } from './config.js';
+import { Config } from '../core/config.js';
 import { RenamedWeights, type WeightSource } from './renamed-weights.js';
 import { parseUnetConfig, SD15_UNET_CONFIG, type UnetConfig } from './unet.js';
 import { readVaeConfig } from './vae.js';
-import { SafetensorsWeights } from './weights.js';
+import { SafetensorsWeights } from '../core/weights.js';
 
 /**
  * Stable Diffusion 1.x / 2.x single-file checkpoints (the original LDM layout that A1111 and civitai distribute:

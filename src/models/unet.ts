@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GraphBuilder } from '../onnx/graph.js';
-import { Config } from './config.js';
+import { Config } from '../core/config.js';
 import { activation, attention, Conv2d, GroupNorm, LayerNorm, Linear } from './nn.js';
 import { Scope } from './scope.js';
-import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js';
+import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
 /**
  * diffusers' UNet2DConditionModel (Stable Diffusion 1.x / 2.x) as an ONNX graph. Each class below owns the children

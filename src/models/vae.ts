@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { GraphBuilder } from '../onnx/graph.js';
-import { Config } from './config.js';
+import { Config } from '../core/config.js';
 import { Conv2d, GroupNorm, activation, attention } from './nn.js';
 import { Scope } from './scope.js';
-import { SafetensorsWeights, weightFiles, type WeightStore } from './weights.js';
+import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
 /**
  * diffusers' `AutoencoderKL` (the Stable Diffusion VAE) as two ONNX graphs, encoder and decoder. Each class owns its

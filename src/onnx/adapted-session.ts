@@ -1,5 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import { f16ToF32, f32ToF16, type F32Tensor } from '../models/tensor.js';
+import { f16ToF32, f32ToF16, type F32Tensor } from '../core/tensor.js';
 import { createSession, observedRun, type SessionSettings } from './session.js';
 
 /**

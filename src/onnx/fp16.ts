@@ -1,4 +1,4 @@
-import { f32ToF16, type Tensor } from '../models/tensor.js';
+import { f32ToF16, type Tensor } from '../core/tensor.js';
 import type { GraphBuilder, Node } from './graph.js';
 
 /**

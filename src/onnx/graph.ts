@@ -1,4 +1,4 @@
-import { numel, type F32Tensor, type Tensor } from '../models/tensor.js';
+import { numel, type F32Tensor, type Tensor } from '../core/tensor.js';
 
 /** The graph IR every model is built in: plain data, serialised to ONNX at the end (see serialize.ts). */
 export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';

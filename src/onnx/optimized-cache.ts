@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } fro
 import { cpus } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { cacheRoot } from '../models/graph-cache.js';
+import { cacheRoot } from './graph-cache.js';
 
 /**
  * What an optimised model depends on: ORT's version, the optimisation level and providers, and the CPU (at 'all' ORT

@@ -2,7 +2,7 @@ import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'n
 import { basename, dirname } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { DTYPE_BYTES, numel, type DType, type Tensor } from '../models/tensor.js';
+import { DTYPE_BYTES, numel, type DType, type Tensor } from '../core/tensor.js';
 import { FLOAT_ATTRS, type AttrValue, type Dim, type ElemType, type GraphBuilder, type ValueInfo } from './graph.js';
 
 const { onnx } = onnxProto;

@@ -1,5 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import type { F32Tensor, Tensor } from '../models/tensor.js';
+import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { openOptimized } from './optimized-cache.js';
 
 const ORT_TYPE = { F64: 'float64', F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;

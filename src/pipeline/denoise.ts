@@ -1,4 +1,4 @@
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 
 /** The part of a scheduler the denoising loop drives (see src/pipeline/schedulers/). */
 export interface SchedulerLike {

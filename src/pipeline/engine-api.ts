@@ -77,7 +77,9 @@ export interface EngineHooks {
   isCancelled(jobId: string): boolean;
 }
 
-export type JobOutcome = { ok: true; images: GeneratedImage[] } | { ok: false; cancelled: boolean; message: string };
+/** Why a job produced no images: withdrawn, refused by validation, or broken while running. */
+export type JobFailure = 'cancelled' | 'invalid' | 'error';
+export type JobOutcome = { ok: true; images: GeneratedImage[] } | { ok: false; failure: JobFailure; message: string };
 
 export interface Engine {
   models(): ModelsInfo;

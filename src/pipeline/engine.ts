@@ -1,5 +1,5 @@
 import type { SessionSettings } from '../onnx/session.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import type { DenoiseJob } from './denoise.js';
 import {
   InvalidRequestError,
@@ -14,8 +14,8 @@ import {
   type PartialRequest,
 } from './engine-api.js';
 import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
-import { encodePng, imagesToBytes } from './png.js';
-import { TorchGenerator } from './random.js';
+import { encodePng, imagesToBytes } from '../core/png.js';
+import { TorchGenerator } from '../core/torch-generator.js';
 import { createScheduler } from './schedulers/index.js';
 import { resolveRequest } from './request.js';
 import { describeEncoder, openPipelineSource } from './source.js';
@@ -130,7 +130,7 @@ export class LocalEngine implements Engine {
       try {
         prepared.push(await this.prepare(sd, id, r));
       } catch (e) {
-        outcomes.set(id, { ok: false, cancelled: false, message: (e as Error).message });
+        outcomes.set(id, { ok: false, failure: 'error', message: (e as Error).message });
       }
     }
     const latents = await sd.denoise(prepared, height, width, {
@@ -142,7 +142,7 @@ export class LocalEngine implements Engine {
       if (outcomes.has(id)) continue;
       const lat = latents.get(id);
       if (!lat) {
-        outcomes.set(id, { ok: false, cancelled: true, message: 'cancelled' });
+        outcomes.set(id, { ok: false, failure: 'cancelled', message: 'cancelled' });
         continue;
       }
       const pngs = toPngs(await sd.decode(lat, r.numImages, height, width), r);

@@ -1,8 +1,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Config } from '../models/config.js';
+import { Config } from '../core/config.js';
 import { contentKey, readDiffusersFolder, type ModelComponent } from '../models/diffusers-folder.js';
-import { cachedGraph } from '../models/graph-cache.js';
+import { cachedGraph } from '../onnx/graph-cache.js';
 import { readSingleFile, singleFileUnetWeights, singleFileVaeWeights, type SingleFileCheckpoint } from '../models/single-file.js';
 import { buildUnetGraph, loadUnetGraph } from '../models/unet.js';
 import { buildVaeDecoderGraph, loadVae, readVaeConfig } from '../models/vae.js';

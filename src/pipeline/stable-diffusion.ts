@@ -1,7 +1,7 @@
-import { Config } from '../models/config.js';
+import { Config } from '../core/config.js';
 import { AdaptedSession } from '../onnx/adapted-session.js';
 import type { SessionSettings } from '../onnx/session.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import { denoise, type DenoiseHooks, type DenoiseJob } from './denoise.js';
 import { openPipelineSource, type PipelineSource } from './source.js';
 import type { PromptEncoder } from './text-encoder.js';

@@ -5,7 +5,7 @@ import { textTowerPrefix } from '../models/clip.js';
 import { readSingleFile, singleFileTextWeights } from '../models/single-file.js';
 import { AdaptedSession } from '../onnx/adapted-session.js';
 import type { SessionSettings } from '../onnx/session.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** What the pipeline needs of a text tower: ids in, the last hidden state (and, for clip skip, every layer's) out. */

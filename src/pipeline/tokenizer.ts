@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { Config } from '../models/config.js';
+import { Config } from '../core/config.js';
 
 /** One prompt as the text encoder sees it: padded or truncated to the model's length. */
 export interface Encoded {

@@ -1,16 +1,16 @@
-/** Assembles the gRPC server: Diffusion service, health, reflection, auth, workers, scheduler and metrics. */
+/** Assembles the gRPC server: Diffusion service, health, reflection, auth, workers, request queue and metrics. */
 import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { ModelsInfo } from '../pipeline/engine-api.js';
-import { bearerTokenInterceptor } from './auth.js';
-import { ServerMetrics } from './metrics.js';
-import { diffusionService, packageDefinition, SERVICE_NAME } from './proto.js';
-import { Scheduler } from './scheduler.js';
-import { diffusionHandlers } from './service.js';
-import { WorkerPool } from './worker-pool.js';
+import { bearerTokenInterceptor } from '../grpc/auth.js';
+import { ServerMetrics } from '../serving/metrics.js';
+import { diffusionService, packageDefinition, SERVICE_NAME } from '../grpc/proto.js';
+import { RequestQueue } from '../serving/request-queue.js';
+import { diffusionHandlers } from '../grpc/service.js';
+import { WorkerPool } from '../serving/worker-pool.js';
 
 export interface ServerOptions {
   host: string;
@@ -35,7 +35,7 @@ export interface ServerOptions {
 export interface RunningServer {
   port: number;
   models: ModelsInfo;
-  scheduler: Scheduler;
+  queue: RequestQueue;
   metrics: ServerMetrics;
   /** Stop accepting, let running requests finish for up to graceMs, cancel the rest, close workers. */
   shutdown(graceMs: number): Promise<void>;
@@ -54,7 +54,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     engineOptions: opts.engineOptions,
     logger: log,
   });
-  const scheduler = new Scheduler(pool, { maxQueue: opts.maxQueue, maxBatch: opts.maxBatch }, metrics, log);
+  const queue = new RequestQueue(pool, { maxQueue: opts.maxQueue, maxBatch: opts.maxBatch }, metrics, log);
   let draining = false;
 
   const server = new grpc.Server({
@@ -64,7 +64,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   server.addService(
     diffusionService,
-    diffusionHandlers({ models: pool.models, scheduler, metrics, logger: log, draining: () => draining }),
+    diffusionHandlers({ models: pool.models, queue, metrics, logger: log, draining: () => draining }),
   );
   const health = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
@@ -103,15 +103,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   return {
     port,
     models: pool.models,
-    scheduler,
+    queue,
     metrics,
     async shutdown(graceMs) {
       if (draining) return;
       draining = true;
       health.setStatus('', 'NOT_SERVING');
       health.setStatus(SERVICE_NAME, 'NOT_SERVING');
-      log.info({ queued: scheduler.queued, running: scheduler.active, graceMs }, 'shutting down');
-      await scheduler.drain(graceMs);
+      log.info({ queued: queue.queued, running: queue.active, graceMs }, 'shutting down');
+      await queue.drain(graceMs);
       await pool.close();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

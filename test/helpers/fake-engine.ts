@@ -79,7 +79,7 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
         }
         live = live.filter((j) => {
           if (!hooks.isCancelled(j.id)) return true;
-          outcomes.set(j.id, { ok: false, cancelled: true, message: 'cancelled' });
+          outcomes.set(j.id, { ok: false, failure: 'cancelled', message: 'cancelled' });
           return false;
         });
       }
@@ -87,7 +87,7 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
         outcomes.set(
           j.id,
           j.request.prompt.includes('engine-fail')
-            ? { ok: false, cancelled: false, message: 'fake engine failure' }
+            ? { ok: false, failure: 'error', message: 'fake engine failure' }
             : { ok: true, images: fakeImages(j.request) },
         );
       }

@@ -3,8 +3,8 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalEngine } from '../../src/pipeline/engine.js';
-import { readSafetensors } from '../../src/models/safetensors.js';
-import type { F32Tensor } from '../../src/models/tensor.js';
+import { readSafetensors } from '../../src/core/safetensors.js';
+import type { F32Tensor } from '../../src/core/tensor.js';
 import { fixture } from '../fixtures.js';
 import goldenSpec from '../fixtures/reference/pipeline_golden.json' with { type: 'json' };
 

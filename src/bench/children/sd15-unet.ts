@@ -6,11 +6,11 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Config } from '../../models/config.js';
+import { Config } from '../../core/config.js';
 import { createSession, observeRuns, run, type SessionSettings } from '../../onnx/session.js';
 import { denoise } from '../../pipeline/denoise.js';
 import { createScheduler } from '../../pipeline/schedulers/index.js';
-import type { F32Tensor } from '../../models/tensor.js';
+import type { F32Tensor } from '../../core/tensor.js';
 import { sd15Inputs } from '../sd15.js';
 import { median } from '../measure.js';
 

@@ -11,7 +11,7 @@ import {
   type GenerateEventMsg,
   type GenerateRequestMsg,
   type ImageMsg,
-} from '../../server/proto.js';
+} from '../../grpc/proto.js';
 import { UsageError } from '../errors.js';
 import { intOption } from './serve.js';
 

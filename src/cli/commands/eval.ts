@@ -2,9 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
-import type { EvalClassifier } from '../../eval/evaluate.js';
-import { NsfwjsClassifier, parseNsfwjsSpec } from '../../eval/nsfwjs.js';
-import { OnnxClassifier } from '../../eval/onnx-classifier.js';
+import { loadClassifiers } from '../../classifiers/load.js';
 import { readEvalPrompts } from '../../eval/prompt-sets.js';
 import { runEvaluation } from '../../eval/run.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
@@ -39,23 +37,6 @@ function manifestFor(o: EvalCliOptions): { manifest: Manifest; pipeline?: string
   return { manifest: readManifest(file), pipeline: o.pipeline };
 }
 
-/** Every classifier is loaded before generation starts: a broken descriptor must not cost a long run its metric. */
-async function loadClassifiers(specs: string[]): Promise<EvalClassifier[]> {
-  const out: EvalClassifier[] = [];
-  try {
-    for (const spec of specs) {
-      const nsfw = parseNsfwjsSpec(spec);
-      if (nsfw) out.push(await NsfwjsClassifier.load(nsfw.threshold));
-      else if (existsSync(spec)) out.push(await OnnxClassifier.load(spec));
-      else throw new UsageError(`--classifier ${spec}: neither 'nsfwjs[:threshold]' nor an existing descriptor file`);
-    }
-  } catch (e) {
-    for (const c of out) await c.close();
-    throw e instanceof UsageError ? e : new UsageError((e as Error).message);
-  }
-  return out;
-}
-
 export function register(program: Command): void {
   program
     .command('eval')
@@ -84,7 +65,10 @@ export function register(program: Command): void {
       const { manifest, pipeline } = manifestFor(o);
       const encoders = o.encoders.split(',').map((e) => e.trim()).filter(Boolean);
       if (encoders.length === 0) throw new UsageError('--encoders names no encoder');
-      const classifiers = await loadClassifiers(o.classifier.length ? o.classifier : ['nsfwjs']);
+      // Every classifier is loaded before generation starts: a broken descriptor must not cost a long run its metric.
+      const classifiers = await loadClassifiers(o.classifier.length ? o.classifier : ['nsfwjs']).catch((e: Error) => {
+        throw new UsageError(e.message);
+      });
       const bars = new Map<string, SingleBar>();
       const tty = process.stderr.isTTY;
       try {

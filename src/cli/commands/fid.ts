@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { SafetensorsError, SafetensorsFile } from '../../models/safetensors.js';
+import { SafetensorsError, SafetensorsFile } from '../../core/safetensors.js';
 import { featureStats, frechetDistance } from '../../eval/fid.js';
 import { UsageError } from '../errors.js';
 

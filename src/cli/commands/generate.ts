@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
-import { SafetensorsFile, writeSafetensors } from '../../models/safetensors.js';
+import { SafetensorsFile, writeSafetensors } from '../../core/safetensors.js';
 import { LocalEngine } from '../../pipeline/engine.js';
 import { InvalidRequestError, type GenerationRequest } from '../../pipeline/engine-api.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';

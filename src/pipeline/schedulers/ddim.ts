@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 import {
   checkLengths,
   checkStepCount,

@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 import { checkLengths, drawNoise, indexForTimestep, requireTimesteps, type NoiseSource, type Scheduler, type SchedulerOptions } from './scheduler.js';
 import { oneOf, refuseUnsupported } from './schedule.js';
 import { alphaSigma, dataPrediction, MultistepSchedule } from './multistep.js';

@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 import { checkLengths, PREDICTION_TYPES, type PredictionType } from './scheduler.js';
 import { oneOf } from './schedule.js';
 import { denoised, SigmaScheduler } from './sigma-scheduler.js';

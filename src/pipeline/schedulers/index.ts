@@ -1,4 +1,4 @@
-import { Config } from '../../models/config.js';
+import { Config } from '../../core/config.js';
 import { DDIMScheduler } from './ddim.js';
 import { DDPMScheduler } from './ddpm.js';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep.js';

@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 import { checkStepCount, PREDICTION_TYPES, type PredictionType } from './scheduler.js';
 import { oneOf, refuseUnsupported, roundHalfEven, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, trainSigmas, type TimestepSpacing } from './schedule.js';
 import { karrasSigmas, logTable, sigmaToT } from './sigmas.js';

@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 
 /**
  * The training noise schedule every diffusers scheduler starts from, computed with torch's float32 steps: the goldens

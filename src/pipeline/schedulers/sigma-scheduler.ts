@@ -1,4 +1,4 @@
-import type { Config } from '../../models/config.js';
+import type { Config } from '../../core/config.js';
 import { checkStepCount, indexForTimestep, requireTimesteps, type Scheduler } from './scheduler.js';
 import { oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, trainSigmas, type BetaDefaults, type TimestepSpacing } from './schedule.js';
 import { interpTable, karrasSigmas, logTable, sigmaToT } from './sigmas.js';

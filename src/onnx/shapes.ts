@@ -1,4 +1,4 @@
-import type { GraphBuilder, Node } from '../onnx/graph.js';
+import type { GraphBuilder, Node } from './graph.js';
 import { addSize, divSizeExact, mulSize, subSize, type Size } from './sym-dims.js';
 
 /**

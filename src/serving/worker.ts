@@ -11,7 +11,7 @@ import {
   type Engine,
   type JobOutcome,
 } from '../pipeline/engine-api.js';
-import { INVALID_PREFIX, type FromWorker, type ToWorker, type WorkerInit } from './worker-protocol.js';
+import { type FromWorker, type ToWorker, type WorkerInit } from './worker-protocol.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -41,8 +41,8 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
       const key = batchKey(request);
       groups.set(key, [...(groups.get(key) ?? []), { id: job.id, request }]);
     } catch (e) {
-      const invalid = e instanceof InvalidRequestError;
-      outcomes.set(job.id, { ok: false, cancelled: false, message: `${invalid ? INVALID_PREFIX : ''}${errorMessage(e)}` });
+      const failure = e instanceof InvalidRequestError ? 'invalid' : 'error';
+      outcomes.set(job.id, { ok: false, failure, message: errorMessage(e) });
     }
   }
   const hooks = {
@@ -52,11 +52,11 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
   };
   for (const group of groups.values()) {
     const live = group.filter((j) => !hooks.isCancelled(j.id));
-    for (const j of group) if (!live.includes(j)) outcomes.set(j.id, { ok: false, cancelled: true, message: 'cancelled' });
+    for (const j of group) if (!live.includes(j)) outcomes.set(j.id, { ok: false, failure: 'cancelled', message: 'cancelled' });
     if (live.length === 0) continue;
     const result = await engine.runBatch(live, hooks);
     for (const j of live) {
-      outcomes.set(j.id, result.get(j.id) ?? { ok: false, cancelled: false, message: 'engine returned no outcome' });
+      outcomes.set(j.id, result.get(j.id) ?? { ok: false, failure: 'error', message: 'engine returned no outcome' });
     }
   }
   post({ type: 'batch-done', batchId, outcomes: [...outcomes] });

@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { GraphBuilder } from '../onnx/graph.js';
-import { saveModel } from '../onnx/serialize.js';
+import type { GraphBuilder } from './graph.js';
+import { saveModel } from './serialize.js';
 
 /** Where converted graphs are kept: $SAFE_SD_CACHE, else ~/.cache/safe-sd. */
 export function cacheRoot(): string {
@@ -19,9 +19,9 @@ let codeKeyMemo: string | undefined;
  */
 export function graphCodeKey(): string {
   if (codeKeyMemo) return codeKeyMemo;
-  const here = dirname(fileURLToPath(import.meta.url));
+  const src = join(dirname(fileURLToPath(import.meta.url)), '..');
   const h = createHash('sha256');
-  for (const dir of [here, join(here, '..', 'onnx')]) {
+  for (const dir of ['core', 'onnx', 'models'].map((d) => join(src, d))) {
     for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
       h.update(f);
       h.update(readFileSync(join(dir, f)));

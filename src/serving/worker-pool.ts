@@ -128,7 +128,7 @@ export class PoolWorker {
 }
 
 function failAll(jobs: BatchJob[], message: string): Map<string, JobOutcome> {
-  return new Map(jobs.map((j) => [j.id, { ok: false, cancelled: false, message } as JobOutcome]));
+  return new Map(jobs.map((j) => [j.id, { ok: false, failure: 'error', message } as JobOutcome]));
 }
 
 export interface WorkerPoolOptions {

@@ -1,20 +1,28 @@
 /**
- * The job queue between the gRPC handlers and the inference workers. A request (one Generate, or one Compare =
+ * The request queue between the transports (gRPC, HTTP) and the inference workers. A request (one Generate, or one Compare =
  * one job per encoder) waits here until a worker frees up; the worker then takes the oldest request plus every
  * other queued request with the same batch key, up to `maxBatch` jobs (a Compare is never split). Every submitted
  * request ends in exactly one `done` call: images or a status.
  */
 import { EventEmitter } from 'node:events';
-import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { batchKey, type GeneratedImage, type GenerationRequest, type JobOutcome } from '../pipeline/engine-api.js';
 import type { ServerMetrics } from './metrics.js';
 import type { PoolWorker, WorkerPool } from './worker-pool.js';
-import { INVALID_PREFIX } from './worker-protocol.js';
 
-export type EntryResult =
-  | { ok: true; images: GeneratedImage[][] }
-  | { ok: false; code: status; message: string };
+/**
+ * Why a request ended without images. The queue knows no transport: gRPC and HTTP map each kind to their own
+ * status codes at their edge.
+ */
+export type FailureKind =
+  | 'invalid' // the request cannot be run as asked
+  | 'queue-full' // refused at submission: too many waiting requests
+  | 'unavailable' // refused or ended because the server is shutting down
+  | 'cancelled' // withdrawn by the client
+  | 'deadline' // withdrawn because its deadline passed
+  | 'internal'; // generation broke
+
+export type EntryResult = { ok: true; images: GeneratedImage[][] } | { ok: false; kind: FailureKind; message: string };
 
 export interface EntryListener {
   queued(position: number): void;
@@ -23,17 +31,17 @@ export interface EntryListener {
   done(result: EntryResult): void;
 }
 
-/** The scheduler refused a request (full queue, shutting down). */
+/** The queue refused a request at submission (full queue, shutting down). */
 export class RejectedError extends Error {
   constructor(
-    readonly code: status,
+    readonly kind: 'queue-full' | 'unavailable',
     message: string,
   ) {
     super(message);
   }
 }
 
-export interface SchedulerOptions {
+export interface RequestQueueOptions {
   maxQueue: number;
   maxBatch: number;
 }
@@ -53,11 +61,11 @@ interface Entry {
 
 export interface Handle {
   /** Withdraw the request (client cancelled, deadline): settles it now with this status, frees its batch slot. */
-  cancel(code: status, message: string): void;
+  cancel(kind: 'cancelled' | 'deadline', message: string): void;
 }
 
 /** Emits 'batch' (jobCount: number) whenever a batch starts and 'idle' when nothing is queued or running. */
-export class Scheduler extends EventEmitter {
+export class RequestQueue extends EventEmitter {
   private readonly queue: Entry[] = [];
   private readonly running = new Set<Entry>();
   private accepting = true;
@@ -65,7 +73,7 @@ export class Scheduler extends EventEmitter {
 
   constructor(
     private readonly pool: WorkerPool,
-    private readonly opts: SchedulerOptions,
+    private readonly opts: RequestQueueOptions,
     private readonly metrics: ServerMetrics,
     private readonly logger: Logger,
   ) {
@@ -82,10 +90,10 @@ export class Scheduler extends EventEmitter {
   }
 
   submit(id: string, requests: GenerationRequest[], listener: EntryListener): Handle {
-    if (!this.accepting) throw new RejectedError(status.UNAVAILABLE, 'server is shutting down');
+    if (!this.accepting) throw new RejectedError('unavailable', 'server is shutting down');
     if (this.queue.length >= this.opts.maxQueue) {
       throw new RejectedError(
-        status.RESOURCE_EXHAUSTED,
+        'queue-full',
         `queue is full (limit ${this.opts.maxQueue} waiting requests); retry later`,
       );
     }
@@ -103,7 +111,7 @@ export class Scheduler extends EventEmitter {
     this.queue.push(entry);
     this.updateQueue();
     this.dispatchSoon();
-    return { cancel: (code, message) => this.withdraw(entry, code, message) };
+    return { cancel: (kind, message) => this.withdraw(entry, kind, message) };
   }
 
   /**
@@ -122,7 +130,7 @@ export class Scheduler extends EventEmitter {
       });
     }
     for (const e of [...this.queue, ...this.running]) {
-      this.withdraw(e, status.UNAVAILABLE, 'server shut down before the request finished');
+      this.withdraw(e, 'unavailable', 'server shut down before the request finished');
     }
   }
 
@@ -130,7 +138,7 @@ export class Scheduler extends EventEmitter {
     return this.queue.length === 0 && this.running.size === 0;
   }
 
-  private withdraw(entry: Entry, code: status, message: string) {
+  private withdraw(entry: Entry, kind: FailureKind, message: string) {
     if (entry.settled) return;
     const queuedAt = this.queue.indexOf(entry);
     if (queuedAt >= 0) {
@@ -140,7 +148,7 @@ export class Scheduler extends EventEmitter {
       for (let i = 0; i < entry.requests.length; i++) entry.worker.cancel(jobId(entry, i));
       this.running.delete(entry);
     }
-    this.settle(entry, { ok: false, code, message });
+    this.settle(entry, { ok: false, kind, message });
   }
 
   private settle(entry: Entry, result: EntryResult) {
@@ -251,13 +259,11 @@ function jobId(entry: Entry, index: number) {
 function entryResult(entry: Entry, outcomes: Map<string, JobOutcome>): EntryResult {
   const images: GeneratedImage[][] = [];
   for (let i = 0; i < entry.requests.length; i++) {
-    const o = outcomes.get(jobId(entry, i)) ?? { ok: false, cancelled: false, message: 'no outcome for job' };
+    const o: JobOutcome = outcomes.get(jobId(entry, i)) ?? { ok: false, failure: 'error', message: 'no outcome for job' };
     if (!o.ok) {
-      if (o.cancelled) return { ok: false, code: status.CANCELLED, message: o.message || 'cancelled' };
-      if (o.message.startsWith(INVALID_PREFIX)) {
-        return { ok: false, code: status.INVALID_ARGUMENT, message: o.message.slice(INVALID_PREFIX.length) };
-      }
-      return { ok: false, code: status.INTERNAL, message: `generation failed: ${o.message}` };
+      if (o.failure === 'cancelled') return { ok: false, kind: 'cancelled', message: o.message || 'cancelled' };
+      if (o.failure === 'invalid') return { ok: false, kind: 'invalid', message: o.message };
+      return { ok: false, kind: 'internal', message: `generation failed: ${o.message}` };
     }
     images.push(o.images);
   }

@@ -11,18 +11,13 @@ import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { load, type NSFWJS } from 'nsfwjs';
+import type { ImageClassifier, RgbImage } from './classifier.js';
 
 export const NSFWJS_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'] as const;
 const UNSAFE = new Set(['Hentai', 'Porn', 'Sexy']);
 export const NSFWJS_DEFAULT_THRESHOLD = 0.5;
 
 /** Decoded 8-bit RGB pixels, row-major [height, width, 3]. */
-export interface RgbImage {
-  rgb: Uint8Array;
-  width: number;
-  height: number;
-}
-
 let backend: Promise<void> | undefined;
 function wasmBackend(): Promise<void> {
   backend ??= (async () => {

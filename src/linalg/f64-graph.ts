@@ -1,7 +1,7 @@
 import type * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { numel } from '../models/tensor.js';
+import { numel } from '../core/tensor.js';
 import { GraphBuilder } from '../onnx/graph.js';
 import { modelProto } from '../onnx/serialize.js';
 import { createSession, toOrt } from '../onnx/session.js';

@@ -3,8 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, toOrt } from '../onnx/session.js';
-import type { EvalClassifier } from './evaluate.js';
-import type { RgbImage } from './nsfwjs.js';
+import type { ImageClassifier, RgbImage } from './classifier.js';
 
 /**
  * A JSON description of an ONNX image classifier: how to feed it and how to read it. Lets users plug in NudeNet,
@@ -86,7 +85,7 @@ export function readDescriptor(file: string): ClassifierDescriptor & { modelPath
 }
 
 /** An ONNX image classifier driven by its descriptor. */
-export class OnnxClassifier implements EvalClassifier {
+export class OnnxClassifier implements ImageClassifier {
   private constructor(
     readonly d: ClassifierDescriptor,
     private readonly session: ort.InferenceSession,

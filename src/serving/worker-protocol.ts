@@ -23,6 +23,3 @@ export type FromWorker =
   | { type: 'batch-done'; batchId: number; outcomes: Array<[string, JobOutcome]> }
   | { type: 'batch-failed'; batchId: number; message: string }
   | { type: 'closed' };
-
-/** Prefix of a failed outcome's message when the engine's `resolve` rejected the request (→ INVALID_ARGUMENT). */
-export const INVALID_PREFIX = 'invalid request: ';

@@ -1,7 +1,7 @@
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import type { GraphBuilder, Node } from '../onnx/graph.js';
 import { GRADIENT_RULES, type GradContext } from './grad-rules.js';
-import { constInts, inferShapes, type SShape } from './shapes.js';
+import { constInts, inferShapes, type SShape } from '../onnx/shapes.js';
 
 /**
  * Reverse-mode differentiation over the graph IR: the backward pass is appended to the same builder, so one ONNX

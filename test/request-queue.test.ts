@@ -2,9 +2,9 @@ import test from 'ava';
 import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
 import type { BatchJob, GenerationRequest, JobOutcome } from '../src/pipeline/engine-api.js';
-import { ServerMetrics } from '../src/server/metrics.js';
-import { Scheduler, type EntryListener } from '../src/server/scheduler.js';
-import type { PoolWorker, WorkerPool } from '../src/server/worker-pool.js';
+import { ServerMetrics } from '../src/serving/metrics.js';
+import { RequestQueue, type EntryListener } from '../src/serving/request-queue.js';
+import type { PoolWorker, WorkerPool } from '../src/serving/worker-pool.js';
 
 /** One worker that records the batches it is given and finishes each when told. */
 class RecordingPool extends EventEmitter {
@@ -59,9 +59,9 @@ const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 test('requests submitted in one turn of the event loop start as one batch, later ones wait for the worker', async (t) => {
   const pool = new RecordingPool();
-  const scheduler = new Scheduler(pool as unknown as WorkerPool, { maxQueue: 16, maxBatch: 4 }, new ServerMetrics(), pino({ level: 'silent' }));
+  const queue = new RequestQueue(pool as unknown as WorkerPool, { maxQueue: 16, maxBatch: 4 }, new ServerMetrics(), pino({ level: 'silent' }));
   const settled: string[] = [];
-  const submit = (prompt: string) => scheduler.submit(prompt, [request(prompt)], listener(() => settled.push(prompt)));
+  const submit = (prompt: string) => queue.submit(prompt, [request(prompt)], listener(() => settled.push(prompt)));
   submit('a');
   submit('b');
   submit('c');
@@ -78,5 +78,5 @@ test('requests submitted in one turn of the event loop start as one batch, later
   pool.finishBatch();
   await turn();
   t.deepEqual(settled, ['a', 'b', 'c', 'd', 'e']);
-  t.is(scheduler.queued + scheduler.active, 0);
+  t.is(queue.queued + queue.active, 0);
 });

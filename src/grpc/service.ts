@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { InvalidRequestError, type GeneratedImage, type GenerationRequest, type ModelsInfo } from '../pipeline/engine-api.js';
-import type { ServerMetrics } from './metrics.js';
+import type { ServerMetrics } from '../serving/metrics.js';
 import type {
   CompareEventMsg,
   CompareRequestMsg,
@@ -13,16 +13,26 @@ import type {
   ListModelsResponseMsg,
 } from './proto.js';
 import { resolveCompare, resolveGenerate } from './resolve.js';
-import { RejectedError, type Scheduler } from './scheduler.js';
+import { RejectedError, type FailureKind, type RequestQueue } from '../serving/request-queue.js';
 
 export interface ServiceContext {
   models: ModelsInfo;
-  scheduler: Scheduler;
+  queue: RequestQueue;
   metrics: ServerMetrics;
   logger: Logger;
   /** True once shutdown began: new calls get UNAVAILABLE. */
   draining(): boolean;
 }
+
+/** The gRPC status of each way a request can end without images. */
+const GRPC_STATUS: Record<FailureKind, grpc.status> = {
+  invalid: grpc.status.INVALID_ARGUMENT,
+  'queue-full': grpc.status.RESOURCE_EXHAUSTED,
+  unavailable: grpc.status.UNAVAILABLE,
+  cancelled: grpc.status.CANCELLED,
+  deadline: grpc.status.DEADLINE_EXCEEDED,
+  internal: grpc.status.INTERNAL,
+};
 
 type Event<R> = { queued: { position: number } } | { progress: { step: number; total: number } } | { result: R };
 
@@ -94,7 +104,7 @@ function serveStream<Req, R>(
   let deadlineTimer: NodeJS.Timeout | undefined;
   let handle;
   try {
-    handle = ctx.scheduler.submit(log.bindings().reqId as string, requests, {
+    handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
       queued: (position) => write({ queued: { position } }),
       progress: (step, total) => {
         firstStepAt ??= performance.now();
@@ -109,12 +119,12 @@ function serveStream<Req, R>(
           write({ result: toResult(result.images, requests) });
           finish(grpc.status.OK);
         } else {
-          finish(result.code, result.message);
+          finish(GRPC_STATUS[result.kind], result.message);
         }
       },
     });
   } catch (e) {
-    if (e instanceof RejectedError) return finish(e.code, e.message);
+    if (e instanceof RejectedError) return finish(GRPC_STATUS[e.kind], e.message);
     throw e;
   }
   const accepted = handle;
@@ -122,14 +132,14 @@ function serveStream<Req, R>(
   const deadline = Number(call.getDeadline());
   if (Number.isFinite(deadline)) {
     deadlineTimer = setTimeout(
-      () => accepted.cancel(grpc.status.DEADLINE_EXCEEDED, 'deadline exceeded before the images were ready'),
+      () => accepted.cancel('deadline', 'deadline exceeded before the images were ready'),
       Math.max(0, deadline - Date.now()),
     );
   }
   const onCancelled = () => {
     const expired = Number.isFinite(deadline) && Date.now() >= deadline;
     accepted.cancel(
-      expired ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED,
+      expired ? 'deadline' : 'cancelled',
       expired ? 'deadline exceeded before the images were ready' : 'cancelled by the client',
     );
   };
