@@ -49,10 +49,10 @@ test.serial('ListModels lists the toy pipeline with its original and Safe-CLIP e
 
 test.serial('Generate streams progress and returns a PNG made by the toy model', async (t) => {
   const ev = await events<GenerateEventMsg>(client.generate({ prompt: 'a red star on a white background', seed: '5', steps: 6 }));
-  t.true(ev.some((e) => e.event === 'progress' && e.progress.step === 7 && e.progress.total === 7), 'PNDM: 6 steps are 7 UNet calls');
+  t.true(ev.some((e) => e.event === 'progress' && e.progress?.step === 7 && e.progress.total === 7), 'PNDM: 6 steps are 7 UNet calls');
   const last = ev[ev.length - 1];
   if (last.event !== 'result') return t.fail('no result');
-  const images = last.result.images;
+  const images = last.result!.images;
   t.is(images.length, 1);
   t.is(images[0].encoder, 'original');
   t.deepEqual([...images[0].png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
@@ -62,7 +62,7 @@ test.serial('Compare: the same encoder twice gives identical images, original an
   const ev = await events<CompareEventMsg>(client.compare({ prompt: 'a blue skull on a white background', encoders: ['safe', 'original', 'safe'], seed: '11', steps: 8 }));
   const last = ev[ev.length - 1];
   if (last.event !== 'result') return t.fail('no result');
-  const cols = last.result.columns;
+  const cols = last.result!.columns;
   t.deepEqual(cols.map((c) => c.encoder), ['safe', 'original', 'safe']);
   t.deepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[2].images[0].png));
   t.notDeepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[1].images[0].png));

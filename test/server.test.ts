@@ -83,13 +83,13 @@ function generate(client: DiffusionClient, req: Partial<GenerateRequestMsg>, opt
 
 function images(o: Outcome<GenerateEventMsg>): ImageMsg[] {
   const r = o.events.find((e) => 'result' in e && e.result);
-  if (!r || !('result' in r)) throw new Error(`no result (${o.error?.details ?? 'stream ended'})`);
+  if (!r?.result) throw new Error(`no result (${o.error?.details ?? 'stream ended'})`);
   return r.result.images;
 }
 
 function compareResult(o: Outcome<CompareEventMsg>): CompareResultMsg {
   const r = o.events.find((e) => 'result' in e && e.result);
-  if (!r || !('result' in r)) throw new Error(`no result (${o.error?.details ?? 'stream ended'})`);
+  if (!r?.result) throw new Error(`no result (${o.error?.details ?? 'stream ended'})`);
   return r.result;
 }
 

@@ -1,11 +1,18 @@
 /**
- * The gRPC interface of safesd.v1, loaded at runtime from proto/safesd/v1/diffusion.proto, with the message shapes
- * proto-loader produces for the options below (camelCase fields, 64-bit integers as decimal strings).
+ * The gRPC interface of safesd.v1, loaded at runtime from proto/safesd/v1/diffusion.proto with the options below
+ * (camelCase fields, 64-bit integers as decimal strings); the same options generate the message types.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import type { ModelsInfo } from '../pipeline/engine-api.js';
+import type { CompareEvent__Output } from './generated/safesd/v1/CompareEvent.js';
+import type { CompareRequest, CompareRequest__Output } from './generated/safesd/v1/CompareRequest.js';
+import type { CompareResult__Output } from './generated/safesd/v1/CompareResult.js';
+import type { DiffusionClient, DiffusionHandlers } from './generated/safesd/v1/Diffusion.js';
+import type { GenerateEvent__Output } from './generated/safesd/v1/GenerateEvent.js';
+import type { GenerateRequest, GenerateRequest__Output } from './generated/safesd/v1/GenerateRequest.js';
+import type { Image__Output } from './generated/safesd/v1/Image.js';
+import type { ListModelsResponse__Output } from './generated/safesd/v1/ListModelsResponse.js';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/safesd/v1/diffusion.proto', import.meta.url));
 export const SERVICE_NAME = 'safesd.v1.Diffusion';
@@ -23,83 +30,19 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 export const packageDefinition = protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
 export const diffusionService = packageDefinition[SERVICE_NAME] as grpc.ServiceDefinition;
 
-/** Fields shared by GenerateRequest and CompareRequest, as decoded. */
-interface RequestCommon {
-  pipeline: string;
-  prompt: string;
-  negativePrompt: string;
-  /** Present (with `_seed === 'seed'`) only when the client set it. */
-  seed?: string;
-  _seed?: 'seed';
-  steps: number;
-  guidanceScale?: number;
-  _guidanceScale?: 'guidanceScale';
-  width: number;
-  height: number;
-  scheduler: string;
-  numImages: number;
-  clipSkip: number;
-}
-
-export interface GenerateRequestMsg extends RequestCommon {
-  encoder: string;
-}
-
-export interface CompareRequestMsg extends RequestCommon {
-  encoders: string[];
-}
-
-export interface ImageMsg {
-  png: Uint8Array;
-  seed: string;
-  width: number;
-  height: number;
-  encoder: string;
-  scheduler: string;
-  steps: number;
-  guidanceScale: number;
-  pipeline: string;
-}
-
-export interface QueuedMsg {
-  position: number;
-}
-export interface ProgressMsg {
-  step: number;
-  total: number;
-}
-
-export type GenerateEventMsg =
-  | { queued: QueuedMsg; event?: 'queued' }
-  | { progress: ProgressMsg; event?: 'progress' }
-  | { result: { images: ImageMsg[] }; event?: 'result' };
-
-export interface CompareResultMsg {
-  columns: Array<{ encoder: string; images: ImageMsg[] }>;
-  seed: string;
-}
-
-export type CompareEventMsg =
-  | { queued: QueuedMsg; event?: 'queued' }
-  | { progress: ProgressMsg; event?: 'progress' }
-  | { result: CompareResultMsg; event?: 'result' };
-
-/** Field for field the engine's ModelsInfo, less the default pipeline (the proto has no field for it). */
-export type ListModelsResponseMsg = Pick<ModelsInfo, 'pipelines' | 'encoders'>;
-
-/** A typed client for the Diffusion service (used by `safe-sd client` and the tests). */
-export interface DiffusionClient extends grpc.Client {
-  generate(request: Partial<GenerateRequestMsg>, metadata?: grpc.Metadata, options?: grpc.CallOptions):
-    grpc.ClientReadableStream<GenerateEventMsg>;
-  compare(request: Partial<CompareRequestMsg>, metadata?: grpc.Metadata, options?: grpc.CallOptions):
-    grpc.ClientReadableStream<CompareEventMsg>;
-  listModels(
-    request: object,
-    metadata: grpc.Metadata,
-    options: grpc.CallOptions,
-    callback: (err: grpc.ServiceError | null, res?: ListModelsResponseMsg) => void,
-  ): grpc.ClientUnaryCall;
-}
+// Message types are generated from the .proto by `npm run proto:types` (test/proto-types.test.ts keeps them current).
+// `*Msg` names the shape as decoded (every field present, 64-bit integers as strings), as handlers receive requests
+// and clients receive events; `*Init` the looser shape a sender may write.
+export type GenerateRequestMsg = GenerateRequest__Output;
+export type CompareRequestMsg = CompareRequest__Output;
+export type GenerateRequestInit = GenerateRequest;
+export type CompareRequestInit = CompareRequest;
+export type ImageMsg = Image__Output;
+export type GenerateEventMsg = GenerateEvent__Output;
+export type CompareEventMsg = CompareEvent__Output;
+export type CompareResultMsg = CompareResult__Output;
+export type ListModelsResponseMsg = ListModelsResponse__Output;
+export type { DiffusionClient, DiffusionHandlers };
 
 const DiffusionClientCtor = grpc.makeGenericClientConstructor(diffusionService, 'Diffusion');
 

@@ -11,6 +11,7 @@ import {
   type GenerateEventMsg,
   type GenerateRequestMsg,
   type ImageMsg,
+  type ListModelsResponseMsg,
 } from '../../grpc/proto.js';
 import { UsageError } from '../errors.js';
 import { intOption } from './serve.js';
@@ -165,7 +166,7 @@ export function register(program: Command): void {
     .action(async (o) => {
       const { client: c, metadata, options } = connect(o);
       try {
-        const models = await new Promise<NonNullable<Parameters<Parameters<DiffusionClient['listModels']>[3]>[1]>>(
+        const models = await new Promise<ListModelsResponseMsg>(
           (resolve, reject) =>
             c.listModels({}, metadata, options, (err, res) =>
               err ? reject(new Error(`${grpc.status[err.code]}: ${err.details}`)) : resolve(res!),

@@ -1,0 +1,13 @@
+// Original file: proto/safesd/v1/diffusion.proto
+
+import type { Image as _safesd_v1_Image, Image__Output as _safesd_v1_Image__Output } from '../../safesd/v1/Image.js';
+
+export interface EncoderImages {
+  'encoder'?: (string);
+  'images'?: (_safesd_v1_Image)[];
+}
+
+export interface EncoderImages__Output {
+  'encoder': (string);
+  'images': (_safesd_v1_Image__Output)[];
+}
