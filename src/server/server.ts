@@ -1,15 +1,13 @@
-/** Assembles the gRPC server: Diffusion service, health, reflection, auth, workers, request queue and metrics. */
+/**
+ * The server process: inference workers, the request queue, the transports in front of it (gRPC) and Prometheus
+ * metrics, started together and shut down in order (stop taking calls, drain the queue, close workers and ports).
+ */
 import type http from 'node:http';
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
-import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
+import { startGrpcTransport } from '../grpc/transport.js';
 import type { ModelsInfo } from '../pipeline/engine-api.js';
-import { bearerTokenInterceptor } from '../grpc/auth.js';
 import { ServerMetrics } from '../serving/metrics.js';
-import { diffusionService, packageDefinition, SERVICE_NAME } from '../grpc/proto.js';
 import { RequestQueue } from '../serving/request-queue.js';
-import { diffusionHandlers } from '../grpc/service.js';
 import { WorkerPool } from '../serving/worker-pool.js';
 
 export interface ServerOptions {
@@ -41,8 +39,6 @@ export interface RunningServer {
   shutdown(graceMs: number): Promise<void>;
 }
 
-const MAX_REQUEST_BYTES = 1 << 20;
-
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new Error(`max-batch must be at least 1`);
   if (!Number.isInteger(opts.maxQueue) || opts.maxQueue < 0) throw new Error(`max-queue must be at least 0`);
@@ -57,34 +53,30 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const queue = new RequestQueue(pool, { maxQueue: opts.maxQueue, maxBatch: opts.maxBatch }, metrics, log);
   let draining = false;
 
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
-    'grpc.max_send_message_length': opts.maxResponseBytes,
-    interceptors: opts.token ? [bearerTokenInterceptor(opts.token)] : [],
+  const grpcServer = await startGrpcTransport({
+    host: opts.host,
+    port: opts.port,
+    tls: opts.tls,
+    token: opts.token,
+    maxResponseBytes: opts.maxResponseBytes,
+    models: pool.models,
+    queue,
+    metrics,
+    logger: log,
+    draining: () => draining,
+  }).catch(async (e: unknown) => {
+    await pool.close();
+    throw e;
   });
-  server.addService(
-    diffusionService,
-    diffusionHandlers({ models: pool.models, queue, metrics, logger: log, draining: () => draining }),
-  );
-  const health = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
-  health.addToServer(server);
-  new ReflectionService(packageDefinition).addToServer(server);
-
-  const credentials = opts.tls
-    ? grpc.ServerCredentials.createSsl(null, [{ private_key: opts.tls.key, cert_chain: opts.tls.cert }], false)
-    : grpc.ServerCredentials.createInsecure();
-  let port: number;
   let metricsServer: http.Server | undefined;
   try {
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${opts.host}:${opts.port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))),
-    );
     if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort);
   } catch (e) {
-    server.forceShutdown();
+    await grpcServer.close();
     await pool.close();
     throw e;
   }
+  const port = grpcServer.port;
   log.info(
     {
       address: `${opts.host}:${port}`,
@@ -108,21 +100,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     async shutdown(graceMs) {
       if (draining) return;
       draining = true;
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      grpcServer.stopServing();
       log.info({ queued: queue.queued, running: queue.active, graceMs }, 'shutting down');
       await queue.drain(graceMs);
       await pool.close();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      await grpcServer.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       log.info('server stopped');
     },
