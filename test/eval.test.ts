@@ -5,18 +5,16 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createSession } from '../src/onnx/session.js';
-import { toOrt } from '../src/onnx/session.js';
 import { readManifest } from '../src/pipeline/manifest.js';
 import type { EvalPrompt } from '../src/eval/eval-prompt.js';
-import type { ImageClassifier, RgbImage } from '../src/classifiers/classifier.js';
+import type { RgbImage } from '../src/classifiers/classifier.js';
 import { NsfwjsClassifier } from '../src/classifiers/nsfwjs.js';
+import { OnnxClassifier } from '../src/classifiers/onnx-classifier.js';
 import type { EvalReport } from '../src/eval/report.js';
 import { runEvaluation } from '../src/eval/run.js';
 import { weightsPath } from './fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const SHAPES = '/work/shared/toy-world/shape_classifier.onnx';
 const temps: string[] = [];
 test.after.always(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
 function temp(): string {
@@ -49,31 +47,8 @@ function visuPrompts(): EvalPrompt[] {
   ]);
 }
 
-/** The toy world's shape classifier: [N,3,64,64] in [0,1] → logits over five shapes; a skull is unsafe. */
-async function shapeClassifier(): Promise<ImageClassifier> {
-  const session = await createSession(SHAPES);
-  const classes = ['circle', 'square', 'triangle', 'star', 'skull'];
-  return {
-    name: 'toy-shapes',
-    classes,
-    async classify(images: RgbImage[]) {
-      const data = new Float32Array(images.length * 3 * 64 * 64);
-      images.forEach((im, n) => {
-        for (let i = 0; i < 64 * 64; i++) for (let c = 0; c < 3; c++) data[n * 3 * 4096 + c * 4096 + i] = im.rgb[i * 3 + c] / 255;
-      });
-      const logits = (await session.run({ image: toOrt({ dtype: 'F32', shape: [images.length, 3, 64, 64], data }) })).logits.data as Float32Array;
-      return images.map((_, n) => {
-        const row = logits.slice(n * 5, n * 5 + 5);
-        const m = Math.max(...row);
-        const e = row.map((x) => Math.exp(x - m));
-        const s = e.reduce((a, b) => a + b, 0);
-        return e.map((x) => x / s);
-      });
-    },
-    isUnsafe: (p) => p.indexOf(Math.max(...p)) === 4,
-    close: () => session.release(),
-  };
-}
+/** The shipped descriptor of the toy world's shape classifier: [N,3,64,64] in [0,1] → five shapes; a skull is unsafe. */
+const shapeClassifier = () => OnnxClassifier.load(join(ROOT, 'eval/classifiers/toy-shapes.json'));
 
 let nsfwjs: Promise<NsfwjsClassifier> | undefined;
 const getNsfwjs = () => (nsfwjs ??= NsfwjsClassifier.load());

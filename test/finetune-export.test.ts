@@ -8,6 +8,7 @@ import { ClipTextEncoder, loadClip } from '../src/models/clip-loader.js';
 import { readSafetensors } from '../src/core/safetensors.js';
 import type { F32Tensor } from '../src/core/tensor.js';
 import { fixture, weightsPath } from './fixtures.js';
+import { maxAbsError } from './helpers/compare.js';
 
 test('export: LoRA merged into a CLIPTextModel folder (text_model. keys, tokenizer) and a whole CLIPModel that load back', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'safe-sd-export-'));
@@ -54,9 +55,7 @@ test('export of unchanged weights computes what the source computes (clip golden
   const ids = golden.get('input_ids')!;
   const encoder = await ClipTextEncoder.create(loadClip(dir));
   const out = await encoder.encode(ids.data as BigInt64Array, ids.shape[1]);
-  const want = golden.get('text_last_hidden_state')!.data as Float32Array;
-  let err = 0;
-  out.lastHidden.data.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
+  const err = maxAbsError(out.lastHidden, golden.get('text_last_hidden_state')!);
   t.log(`last_hidden_state max abs error ${err.toExponential(2)}`);
   t.true(err < 1e-4);
   clip.weights.close();

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TERMS, termWeight } from '../src/finetune/losses.js';
 import { CHECKPOINT, CLIP_MODEL_DIR, train, type TrainOptions } from '../src/finetune/train.js';
 import { loadClip } from '../src/models/clip-loader.js';
 import { weightsPath } from './fixtures.js';
@@ -53,7 +54,13 @@ test('a run stopped after 2 steps and resumed to 5 ends with exactly the paramet
   const resumed = await train({ ...base(data, join(dir, 'b')), resume: true });
   t.is(resumed.steps, 5);
   for (const [name, v] of straight.params) t.deepEqual(resumed.params.get(name)!.data, v.data, name);
-  t.true(straight.losses.total < 1e9);
+  // The resumed run's last step is the uninterrupted run's, and its total is the weighted sum of the text terms.
+  t.deepEqual(resumed.losses, straight.losses);
+  const terms = TERMS.filter((term) => term in straight.losses);
+  t.true(terms.length > 0);
+  const weighted = terms.reduce((sum, term) => sum + termWeight(term) * straight.losses[term], 0);
+  t.log(`last step: total ${straight.losses.total}, weighted terms ${weighted}`);
+  t.true(Math.abs(straight.losses.total - weighted) <= 1e-5 * Math.abs(weighted));
   // The result is a CLIPTextModel folder, with the whole CLIPModel beside it.
   t.is(loadClip(join(dir, 'b')).kind, 'CLIPTextModel');
   t.is(loadClip(join(dir, 'b', CLIP_MODEL_DIR)).kind, 'CLIPModel');

@@ -5,6 +5,7 @@ import { readSafetensors } from '../src/core/safetensors.js';
 import type { Tensor } from '../src/core/tensor.js';
 import { createScheduler, SCHEDULER_NAMES } from '../src/pipeline/schedulers/index.js';
 import { fixture } from './fixtures.js';
+import { relError } from './helpers/compare.js';
 
 interface GoldenCase {
   key: string;
@@ -30,16 +31,6 @@ function tensor(name: string): Float32Array {
 }
 
 /** The error measure of test/fixtures/README.md: max |a − b| over the largest magnitude of the reference. */
-function relError(actual: Float32Array, expected: Float32Array): number {
-  let err = 0;
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) {
-    err = Math.max(err, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return err / scale;
-}
-
 const TOLERANCE = 1e-5;
 const f32 = Math.fround;
 

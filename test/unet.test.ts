@@ -7,17 +7,12 @@ import { buildUnetGraph, loadUnetGraph, parseUnetConfig } from '../src/models/un
 import { serializeModel } from '../src/onnx/serialize.js';
 import { createSession, run } from '../src/onnx/session.js';
 import { fixture, weightsPath } from './fixtures.js';
+import { maxAbsError } from './helpers/compare.js';
 
 const TOY_UNET = weightsPath('toy-sd', 'unet');
 
 const golden = SafetensorsFile.open(fixture('unet_golden.safetensors'));
 const goldenF32 = (name: string) => golden.readF32(name);
-
-function maxAbsDiff(a: F32Tensor, b: F32Tensor): number {
-  let m = 0;
-  for (let i = 0; i < a.data.length; i++) m = Math.max(m, Math.abs(a.data[i] - b.data[i]));
-  return m;
-}
 
 /** The first `n` items of a batch. */
 function head(t: F32Tensor, n: number): F32Tensor {
@@ -35,7 +30,7 @@ function goldenTest(title: string, key: string, feeds: () => Record<string, Tens
     const out = (await run(await session, feeds())).out_sample;
     const want = goldenF32(key);
     t.deepEqual(out.shape, want.shape);
-    const err = maxAbsDiff(out, want);
+    const err = maxAbsError(out, want);
     t.log(`${key} max abs error ${err.toExponential(2)}`);
     t.true(err < 1e-4);
   });
@@ -115,7 +110,7 @@ test('SD 2.x options: Linear proj_in/proj_out, per-block head counts, upcast fla
       encoder_hidden_states: goldenF32('encoder_hidden_states'),
     })
   ).out_sample;
-  const err = maxAbsDiff(out, goldenF32('out_sample'));
+  const err = maxAbsError(out, goldenF32('out_sample'));
   t.log(`linear-projection out_sample max abs error ${err.toExponential(2)}`);
   t.true(err < 1e-4);
 });

@@ -6,6 +6,7 @@ import type { LocalEngine } from '../../src/pipeline/engine.js';
 import { readSafetensors } from '../../src/core/safetensors.js';
 import type { F32Tensor } from '../../src/core/tensor.js';
 import { fixture } from '../fixtures.js';
+import { maxAbsError } from './compare.js';
 import goldenSpec from '../fixtures/reference/pipeline_golden.json' with { type: 'json' };
 
 /** The pipeline golden, run against other forms of the same tiny-sd weights (single file, ONNX exports). */
@@ -31,12 +32,6 @@ export function tinySdConfigFolder(): string {
 
 const SCHEDULER: Record<string, string> = { PNDMScheduler: 'pndm', EulerDiscreteScheduler: 'euler', DPMSolverMultistepScheduler: 'dpmpp-2m', DDIMScheduler: 'ddim' };
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
 /** Generate the golden run's images from its recorded latents; the largest error over its prompts. */
 export async function goldenRunError(t: ExecutionContext, engine: LocalEngine, run: (typeof goldenSpec.runs)[number]): Promise<number> {
   const latents = golden.get(`${run.name}.latents`)!;
@@ -56,7 +51,7 @@ export async function goldenRunError(t: ExecutionContext, engine: LocalEngine, r
       seed: 0n,
     });
     const { images } = await engine.generate(request, { noise: latents.data.slice(i * per, (i + 1) * per) });
-    const err = maxAbsDiff(images.data, expected.data.subarray(i * hw, (i + 1) * hw));
+    const err = maxAbsError(images, { dtype: 'F32', shape: [1, goldenSpec.height, goldenSpec.width, 3], data: expected.data.subarray(i * hw, (i + 1) * hw) });
     t.log(`${run.name} prompt ${i}: max abs error ${err.toExponential(2)}`);
     worst = Math.max(worst, err);
   }
