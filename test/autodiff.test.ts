@@ -6,7 +6,7 @@ import { f32, numel, type F32Tensor } from '../src/core/tensor.js';
 import { Scope } from '../src/models/scope.js';
 import { LayerNorm, Linear, activation, attention } from '../src/models/nn.js';
 import { MemoryWeights } from '../src/core/weights.js';
-import { inferShapes } from '../src/onnx/shapes.js';
+import { interpret } from '../src/onnx/interpret.js';
 import { buildGradients, exposeGradients, promoteToInputs } from '../src/autodiff/autodiff.js';
 
 /** Deterministic uniform numbers (mulberry32), so every run checks the same points. */
@@ -58,7 +58,7 @@ async function gradcheck(t: ExecutionContext, c: Check): Promise<void> {
     const params = promoteToInputs(g, c.promote ?? []);
     for (const [n, v] of params) feeds[n] = v;
     if (!weightShape) {
-      g.output(y, 'y', 'float32', (inferShapes(g).get(y) ?? []).map((_, i) => `d${i}`));
+      g.output(y, 'y', 'float32', (interpret(g).shapes.get(y) ?? []).map((_, i) => `d${i}`));
       return g;
     }
     const loss = c.scalarLoss ? y : g.op('ReduceSum', [g.mul(y, g.constant(rand(weightShape, 99), 'R'))], { keepdims: 0 });

@@ -1,7 +1,7 @@
 import type { F32Tensor } from '../core/tensor.js';
 import type { GraphBuilder, Node } from '../onnx/graph.js';
 import { GRADIENT_RULES, type GradContext } from './grad-rules.js';
-import { constInts, inferShapes, type SShape } from '../onnx/shapes.js';
+import { constInts, interpret, type SShape } from '../onnx/interpret.js';
 
 /**
  * Reverse-mode differentiation over the graph IR: the backward pass is appended to the same builder, so one ONNX
@@ -57,7 +57,7 @@ export function exposeGradients(g: GraphBuilder, grads: Map<string, string>, sha
  */
 export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Map<string, string> {
   const nodes = [...g.nodes];
-  const shapes = inferShapes(g);
+  const shapes = interpret(g).shapes;
 
   const depends = new Set(wrt);
   for (const n of nodes) {

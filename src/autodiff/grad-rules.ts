@@ -1,5 +1,5 @@
 import type { AttrValue, GraphBuilder, Node } from '../onnx/graph.js';
-import type { SShape } from '../onnx/shapes.js';
+import type { SShape } from '../onnx/interpret.js';
 
 /** What a gradient rule sees of the node it differentiates and of the graph around it. */
 export interface GradContext {

@@ -1,5 +1,6 @@
 import { f32ToF16, type Tensor } from '../core/tensor.js';
-import type { GraphBuilder, Node } from './graph.js';
+import type { ElemType, GraphBuilder, Node } from './graph.js';
+import { interpret } from './interpret.js';
 
 /**
  * Ops kept in float32 in a float16 graph: softmax and the normalisations accumulate sums whose float16 rounding
@@ -7,12 +8,11 @@ import type { GraphBuilder, Node } from './graph.js';
  */
 export const FLOAT32_OPS = new Set(['Softmax', 'LayerNormalization', 'InstanceNormalization', 'GroupNormalization']);
 
-/** Ops whose outputs are never float whatever their inputs. */
-const NON_FLOAT_OUTPUT = new Set(['Shape', 'ArgMax', 'ArgMin', 'Equal', 'Less', 'Greater', 'NonZero']);
-
 const CAST_TO = { f32: 1, f16: 10 } as const;
 
 type Kind = 'f32' | 'f16' | 'other';
+
+const kindOf = (t: ElemType | undefined): Kind => (t === 'float32' ? 'f32' : t === 'float16' ? 'f16' : 'other');
 
 export interface Float16Options {
   /** Nodes kept in float32 besides FLOAT32_OPS (e.g. by name prefix). */
@@ -25,9 +25,11 @@ export interface Float16Options {
  * and outputs keep their float32 types, so callers feed and read the same tensors as before.
  */
 export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): GraphBuilder {
+  // Element types in the float32 graph: a float output computed from float inputs follows the node's precision.
+  const types = interpret(g).types;
   const kind = new Map<string, Kind>();
-  for (const v of g.inputs) kind.set(v.name, v.type === 'float32' ? 'f32' : v.type === 'float16' ? 'f16' : 'other');
-  for (const [name, t] of g.initializers) kind.set(name, t.dtype === 'F32' ? 'f32' : t.dtype === 'F16' ? 'f16' : 'other');
+  for (const v of g.inputs) kind.set(v.name, kindOf(v.type));
+  for (const name of g.initializers.keys()) kind.set(name, kindOf(types.get(name)));
   const graphOutputs = new Set(g.outputs.map((o) => o.name));
   const oldNodes = g.nodes.splice(0);
   const casts = new Map<string, string>();
@@ -66,10 +68,10 @@ export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): Gr
       anyFloat = true;
       return k === mode ? x : convert(x, mode);
     });
-    let out: Kind = anyFloat ? mode : 'other';
-    if (NON_FLOAT_OUTPUT.has(n.op)) out = 'other';
-    if (n.op === 'Cast') out = n.attrs.to === CAST_TO.f32 ? 'f32' : n.attrs.to === CAST_TO.f16 ? 'f16' : 'other';
-    for (const o of n.outputs) kind.set(o, out);
+    for (const o of n.outputs) {
+      const k = kindOf(types.get(o));
+      kind.set(o, k !== 'other' && anyFloat && n.op !== 'Cast' ? mode : k);
+    }
     g.nodes.push({ ...n, inputs });
   }
   // Weights read only through their float16 copies are dropped.

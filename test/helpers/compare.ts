@@ -1,4 +1,4 @@
-import type { Tensor } from '../../src/models/tensor.js';
+import type { Tensor } from '../../src/core/tensor.js';
 
 /** A tensor, or a flat run of values whose shape the caller gives as the array's length alone. */
 type Values = Tensor | ArrayLike<number>;
