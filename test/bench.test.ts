@@ -97,7 +97,7 @@ test("the Scope's attentionKernel overrides each module's lowering, with the sam
   for (const g of [mixed, fused]) {
     const err = maxAbsError(await out(g), ref);
     t.log(`${fusedNodes(g)} fused attention nodes: max abs difference ${err.toExponential(2)}`);
-    t.true(err < 1e-5);
+    t.true(err < 8e-6); // near 10x the 7.2e-7 measured
   }
 });
 

@@ -13,7 +13,8 @@ import { MemoryWeights, SafetensorsWeights } from '../src/core/weights.js';
 import { fixture, weightsPath } from './fixtures.js';
 import { maxAbsError } from './helpers/compare.js';
 
-const TOL = 1e-4;
+/** Near 10x the largest error measured against transformers (2.4e-6, the vision tower's last hidden state). */
+const TOL = 3e-5;
 
 function close(t: { true: (v: boolean, msg?: string) => void; log: (...v: unknown[]) => void }, name: string, got: F32Tensor, want: Tensor, tol = TOL): void {
   const err = maxAbsError(got, want);
@@ -68,7 +69,7 @@ test('a shorter sequence runs (positions and causal mask follow its length)', as
   // Causal attention: the first 10 positions cannot see what follows, so truncating changes nothing there.
   const short = await enc.encode(ids.slice(0, 10), 10);
   t.deepEqual(short.lastHidden.shape, [1, 10, 32]);
-  close(t, 'first 10 positions', short.lastHidden, { dtype: 'F32', shape: [1, 10, 32], data: full.lastHidden.data.slice(0, 10 * 32) }, 1e-5);
+  close(t, 'first 10 positions', short.lastHidden, { dtype: 'F32', shape: [1, 10, 32], data: full.lastHidden.data.slice(0, 10 * 32) }, 1e-6);
   await t.throwsAsync(enc.encode(new BigInt64Array(78), 78), { message: /at most 77/ });
   clip.weights.close();
 });

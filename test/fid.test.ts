@@ -24,7 +24,8 @@ for (const c of cases) {
     // `identical` is zero up to rounding (the golden is -7.6e-12): compare it absolutely.
     const err = c.name === 'identical' ? Math.abs(fid - c.fid) : Math.abs(fid - c.fid) / Math.abs(c.fid);
     t.log(`fid ${fid}, golden ${c.fid}: ${c.name === 'identical' ? 'abs' : 'relative'} error ${err.toExponential(2)}`);
-    t.true(err < (c.name === 'identical' ? 1e-8 : 1e-6), `fid ${fid}, golden ${c.fid}`);
+    // Near 10x the largest errors measured: 6.2e-11 absolute, 1.7e-8 relative (the rank-deficient case).
+    t.true(err < (c.name === 'identical' ? 7e-10 : 2e-7), `fid ${fid}, golden ${c.fid}`);
   });
 }
 
@@ -67,7 +68,7 @@ test('featureStats refuses a buffer that does not fill [N, D]', async (t) => {
 test('CLI prints the distance as JSON and rejects bad input in one line', (t) => {
   const out = execFileSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:small.b`], { encoding: 'utf8' });
   const small = cases.find((c) => c.name === 'small')!;
-  t.true(Math.abs(JSON.parse(out).fid - small.fid) <= 1e-6 * small.fid);
+  t.true(Math.abs(JSON.parse(out).fid - small.fid) <= 2e-7 * small.fid);
   const bad = spawnSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:wide.b`], { encoding: 'utf8' });
   t.is(bad.status, 2);
   t.is(bad.stderr.trim().split('\n').length, 1);

@@ -57,6 +57,6 @@ test('export of unchanged weights computes what the source computes (clip golden
   const out = await encoder.encode(ids.data as BigInt64Array, ids.shape[1]);
   const err = maxAbsError(out.lastHidden, golden.get('text_last_hidden_state')!);
   t.log(`last_hidden_state max abs error ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
+  t.true(err < 2e-5); // near 10x the 1.8e-6 measured
   clip.weights.close();
 });

@@ -16,7 +16,11 @@ import { maxAbsError, relError } from './helpers/compare.js';
 
 const golden = readSafetensors(fixture('safeclip_golden.safetensors'));
 const spec = JSON.parse(readFileSync(fixture('safeclip_golden.json'), 'utf8'));
-const LOSS_TOL = 1e-4;
+// Tolerances near 10x the largest error measured against the golden (each test logs its own).
+/** Losses and embeddings, absolute: measured 1.9e-6. */
+const LOSS_TOL = 2e-5;
+/** Parameters after one Adam step (lr 1e-3), absolute: measured 1.5e-8. */
+const PARAM_TOL = 2e-7;
 
 function want(key: string): F32Tensor {
   const t = golden.get(key);
@@ -96,12 +100,13 @@ test('training graph forward with the golden LoRA parameters gives the LoRA embe
     const merged = mergeLora(clip.weights.get(key), params.get(loraKey(module, 'A'))!, params.get(loraKey(module, 'B'))!, lora);
     const mErr = maxAbsError(merged, want(`lora.merged.${key}`));
     t.log(`merged ${key}: max abs error ${mErr.toExponential(2)}`);
-    t.true(mErr < 1e-5);
+    t.true(mErr < 3e-7);
   }
   clip.weights.close();
 });
 
-const GRAD_REL_TOL = 1e-3;
+/** Gradients, relative to the tensor's largest magnitude: measured 7.8e-6 (LoRA). */
+const GRAD_REL_TOL = 8e-5;
 
 const isText = (key: string) => key.startsWith('text_model.') || key.startsWith('text_projection.');
 
@@ -141,7 +146,7 @@ async function checkStep(t: ExecutionContext, mode: 'text' | 'full'): Promise<vo
     if (!key.startsWith('after_step.') || !trained(name)) continue;
     const err = maxAbsError(params.get(name)!, ref);
     worstParam = Math.max(worstParam, err);
-    t.true(err < LOSS_TOL, `${key}: ${err}`);
+    t.true(err < PARAM_TOL, `${key}: ${err}`);
   }
   t.log(`${mode} mode: gradients max relative error ${Math.max(worstGrad, rowsErr).toExponential(2)}, parameters after one Adam step max abs error ${worstParam.toExponential(2)}`);
   clip.weights.close();
@@ -208,7 +213,7 @@ test('the optional hidden-state term: weight times the mean squared distance of 
   const paperTotal = paper.reduce((s, term) => s + termWeight(term) * spec.loss_values[term], 0);
   const totalErr = Math.abs(out[TOTAL].data[0] - paperTotal - weight * (mse + out[lossOutput('S_Sref_hidden')].data[0]));
   t.log(`hidden term relative error ${hiddenErr.toExponential(2)}, S term ${out[lossOutput('S_Sref_hidden')].data[0].toExponential(2)}, total ${totalErr.toExponential(2)}`);
-  t.true(hiddenErr < 1e-5);
+  t.true(hiddenErr < 5e-8);
   t.true(out[lossOutput('S_Sref_hidden')].data[0] < 1e-9);
   t.true(totalErr < LOSS_TOL);
   clip.weights.close();

@@ -10,7 +10,7 @@ import { LocalEngine } from '../src/pipeline/engine.js';
 import { manifestForModel } from '../src/pipeline/manifest.js';
 import { describeEncoder, openPipelineSource } from '../src/pipeline/source.js';
 import { fixture } from './fixtures.js';
-import { goldenRunError, runs, writeGoldenScheduler } from './helpers/pipeline-golden.js';
+import { goldenRunError, PIPELINE_TOL, runs, writeGoldenScheduler } from './helpers/pipeline-golden.js';
 
 const { onnx } = onnxProto;
 const T = onnx.TensorProto.DataType;
@@ -131,14 +131,15 @@ test('the signature of an exported model is read from its header: names, types, 
 });
 
 for (const run of runs) {
-  test(`${run.name}: an optimum-layout export gives the pipeline golden's images within 2e-3`, async (t) => {
+  test(`${run.name}: an optimum-layout export gives the pipeline golden's images`, async (t) => {
     const err = await goldenRunError(t, engines[0], run);
-    t.true(err < 2e-3, `max abs error ${err}`);
+    t.true(err < PIPELINE_TOL, `max abs error ${err}`);
   });
 }
 
 // An int64 timestep would round a fractional one, so only schedules of integer timesteps apply. Float16 I/O rounds
-// latents and states at every step; on these runs that stayed under 7e-4.
+// latents and states at every step: 6.1e-4 measured. The bound stays 2e-3, 3x that: the error is float16's own
+// rounding, not float32 summation order, and a broken export is off by far more.
 for (const run of runs.filter((r) => ['PNDMScheduler', 'DDIMScheduler'].includes(r.scheduler))) {
   test(`${run.name}: an export with int32 ids, a scalar int64 timestep and float16 I/O gives the golden's images within 2e-3`, async (t) => {
     const err = await goldenRunError(t, engines[1], run);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { LocalEngine } from '../src/pipeline/engine.js';
 import { manifestForModel } from '../src/pipeline/manifest.js';
 import { fixture } from './fixtures.js';
-import { goldenRunError, runs, writeGoldenScheduler } from './helpers/pipeline-golden.js';
+import { goldenRunError, PIPELINE_TOL, runs, writeGoldenScheduler } from './helpers/pipeline-golden.js';
 
 process.env.SAFE_SD_CACHE ??= mkdtempSync(join(tmpdir(), 'graph-cache-'));
 
@@ -18,8 +18,8 @@ const engine = new LocalEngine(manifestForModel(model));
 test.after.always(() => engine.close());
 
 for (const run of runs) {
-  test(`${run.name}: images equal diffusers' within 2e-3 from the recorded latents`, async (t) => {
+  test(`${run.name}: images equal diffusers' from the recorded latents`, async (t) => {
     const err = await goldenRunError(t, engine, run);
-    t.true(err < 2e-3, `max abs error ${err}`);
+    t.true(err < PIPELINE_TOL, `max abs error ${err}`);
   });
 }

@@ -24,7 +24,10 @@ const timesteps = (...ts: number[]) => f32(Float32Array.from(ts), [ts.length]);
 
 const session = createSession(serializeModel(loadUnetGraph(fixture('tiny-sd', 'unet'))));
 
-/** Run the tiny-sd graph on `feeds` and compare `out_sample` with the golden tensor `key` within 1e-4. */
+/** Near 10x the largest error measured against diffusers (1.3e-6, the scalar timestep). */
+const TOL = 2e-5;
+
+/** Run the tiny-sd graph on `feeds` and compare `out_sample` with the golden tensor `key`. */
 function goldenTest(title: string, key: string, feeds: () => Record<string, Tensor>) {
   test(title, async (t) => {
     const out = (await run(await session, feeds())).out_sample;
@@ -32,7 +35,7 @@ function goldenTest(title: string, key: string, feeds: () => Record<string, Tens
     t.deepEqual(out.shape, want.shape);
     const err = maxAbsError(out, want);
     t.log(`${key} max abs error ${err.toExponential(2)}`);
-    t.true(err < 1e-4);
+    t.true(err < TOL);
   });
 }
 
@@ -112,7 +115,7 @@ test('SD 2.x options: Linear proj_in/proj_out, per-block head counts, upcast fla
   ).out_sample;
   const err = maxAbsError(out, goldenF32('out_sample'));
   t.log(`linear-projection out_sample max abs error ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
+  t.true(err < TOL);
 });
 
 test('num_attention_heads, when given, is the head count and attention_head_dim is ignored', (t) => {

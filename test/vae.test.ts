@@ -13,6 +13,9 @@ const TINY_VAE = fixture('tiny-sd', 'vae');
 const TOY_VAE = weightsPath('toy-sd', 'vae');
 const golden = readSafetensors(fixture('vae_golden.safetensors'));
 const gold = (k: string) => toF32(golden.get(k)!, k);
+// Near 10x the largest errors measured against diffusers: 1.2e-6 (latent_mean), 6.3e-6 (decoded).
+const ENCODER_TOL = 2e-5;
+const DECODER_TOL = 7e-5;
 
 test('encoder matches diffusers: image -> latent_mean, latent_std', async (t) => {
   const { config, weights } = loadVae(TINY_VAE);
@@ -22,8 +25,8 @@ test('encoder matches diffusers: image -> latent_mean, latent_std', async (t) =>
   const errMean = maxAbsError(out.latent_mean, gold('latent_mean'));
   const errStd = maxAbsError(out.latent_std, gold('latent_std'));
   t.log(`max abs error: latent_mean ${errMean.toExponential(2)}, latent_std ${errStd.toExponential(2)}`);
-  t.true(errMean < 1e-4);
-  t.true(errStd < 1e-4);
+  t.true(errMean < ENCODER_TOL);
+  t.true(errStd < ENCODER_TOL);
 });
 
 test('decoder matches diffusers: UNet-space latents -> decode(latents / scaling_factor)', async (t) => {
@@ -33,7 +36,7 @@ test('decoder matches diffusers: UNet-space latents -> decode(latents / scaling_
   const { image } = await run(session, { latents: gold('latents') });
   const err = maxAbsError(image, gold('decoded'));
   t.log(`max abs error: decoded ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
+  t.true(err < DECODER_TOL);
 });
 
 test('decoder output size for a latent that is not square', async (t) => {
@@ -63,7 +66,7 @@ test('old mid-block attention layouts (query/key/value/proj_attn, 1x1 convs) giv
   const { image } = await run(session, { latents: gold('latents') });
   const err = maxAbsError(image, gold('decoded'));
   t.log(`max abs error: decoded ${err.toExponential(2)}`);
-  t.true(err < 1e-4);
+  t.true(err < DECODER_TOL);
 });
 
 test('a checkpoint with a weight the model does not read is refused, naming it', (t) => {
