@@ -30,7 +30,12 @@ test('shapes computed at run time from Shape are followed through Concat, Slice,
   const flat = g.op('Reshape', [both, g.constI64([-1, 64])]);
   const positions = g.op('Range', [g.constI64([0], []), g.op('Squeeze', [batch]), g.constI64([1], [])]);
   const seq = g.op('Gather', [shape, g.constI64([1], [])]);
-  const rows = g.op('Reshape', [both, g.op('Concat', [g.op('Unsqueeze', [g.op('Mul', [seq, g.constI64([2], [])]), g.constI64([0])]), g.constI64([-1])], { axis: 0 })]);
+  const rows = g.op('Reshape', [
+    both,
+    g.op('Concat', [g.op('Unsqueeze', [g.op('Mul', [seq, g.constI64([2], [])]), g.constI64([0])]), g.constI64([-1])], {
+      axis: 0,
+    }),
+  ]);
   const flattened = g.op('Flatten', [a], { axis: 2 });
   const s = interpret(g).shapes;
   t.deepEqual(s.get(both), ['2*batch', 'seq', 64]);
@@ -62,15 +67,20 @@ function facts(x: Dim[], build: (g: GraphBuilder, x: string) => string) {
   return { shape: f.shapes.get(y), type: f.types.get(y), value: f.values.get(y), flops: f.flops[g.nodes.length - 1] };
 }
 
-const weight = (g: GraphBuilder, shape: number[]) => g.initializer(`w${shape.join('x')}`, f32(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape));
+const weight = (g: GraphBuilder, shape: number[]) =>
+  g.initializer(`w${shape.join('x')}`, f32(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape));
 
 test('op table: shapes and FLOPs of Conv, MatMul, Gemm and attention against hand counts', (t) => {
   // 3x3 conv, stride 2, pad 1 over 9x10: floor((9 + 2 - 3) / 2) + 1 = 5, floor((10 + 2 - 3) / 2) + 1 = 5.
-  const conv = facts([2, 3, 9, 10], (g, x) => g.op('Conv', [x, weight(g, [4, 3, 3, 3])], { pads: [1, 1, 1, 1], strides: [2, 2] }));
+  const conv = facts([2, 3, 9, 10], (g, x) =>
+    g.op('Conv', [x, weight(g, [4, 3, 3, 3])], { pads: [1, 1, 1, 1], strides: [2, 2] }),
+  );
   t.deepEqual(conv.shape, [2, 4, 5, 5]);
   t.is(conv.flops, 2 * (2 * 4 * 5 * 5) * (3 * 3 * 3));
   // Grouped, stride 1 over a symbolic height: the height stays symbolic, and so does the count.
-  const grouped = facts(['n', 4, 'h', 6], (g, x) => g.op('Conv', [x, weight(g, [8, 2, 3, 3])], { group: 2, pads: [1, 1, 1, 1] }));
+  const grouped = facts(['n', 4, 'h', 6], (g, x) =>
+    g.op('Conv', [x, weight(g, [8, 2, 3, 3])], { group: 2, pads: [1, 1, 1, 1] }),
+  );
   t.deepEqual(grouped.shape, ['n', 8, 'h', 6]);
   t.is(grouped.flops, '1728*h*n'); // 2 * 8 * 6 * (2 * 3 * 3) per row
   const mm = facts(['b', 1, 5, 7], (g, x) => g.matmul(x, weight(g, [3, 7, 2])));
@@ -79,7 +89,14 @@ test('op table: shapes and FLOPs of Conv, MatMul, Gemm and attention against han
   const gemm = facts([7, 5], (g, x) => g.op('Gemm', [x, weight(g, [3, 7])], { transA: 1, transB: 1 }));
   t.deepEqual(gemm.shape, [5, 3]);
   t.is(gemm.flops, 2 * 5 * 3 * 7);
-  const mha = facts([2, 10, 16], (g, x) => g.op('MultiHeadAttention', [x, weight(g, [2, 6, 16]), weight(g, [2, 6, 8])], { num_heads: 4 }, { domain: 'com.microsoft' }));
+  const mha = facts([2, 10, 16], (g, x) =>
+    g.op(
+      'MultiHeadAttention',
+      [x, weight(g, [2, 6, 16]), weight(g, [2, 6, 8])],
+      { num_heads: 4 },
+      { domain: 'com.microsoft' },
+    ),
+  );
   t.deepEqual(mha.shape, [2, 10, 8]);
   t.is(mha.flops, 2 * 2 * 2 * 10 * 6 * 16);
   // Element-wise ops are not counted.
@@ -87,17 +104,38 @@ test('op table: shapes and FLOPs of Conv, MatMul, Gemm and attention against han
 });
 
 test('op table: element types, broadcast, Split, Pad, Resize and the contents of shape arithmetic', (t) => {
-  t.deepEqual(facts(['n', 1, 4], (g, x) => g.op('Where', [g.op('Greater', [x, g.scalarF32(0)]), x, weight(g, [3, 1])])), { shape: ['n', 3, 4], type: 'float32', value: undefined, flops: 0 });
+  t.deepEqual(
+    facts(['n', 1, 4], (g, x) => g.op('Where', [g.op('Greater', [x, g.scalarF32(0)]), x, weight(g, [3, 1])])),
+    { shape: ['n', 3, 4], type: 'float32', value: undefined, flops: 0 },
+  );
   t.is(facts([2, 3], (g, x) => g.op('Equal', [x, x])).type, 'bool');
   t.is(facts([2, 3], (g, x) => g.op('Cast', [x], { to: 10 })).type, 'float16');
-  t.deepEqual(facts([2, 3], (g, x) => g.op('ArgMax', [x], { axis: 1, keepdims: 0 })), { shape: [2], type: 'int64', value: undefined, flops: 0 });
+  t.deepEqual(
+    facts([2, 3], (g, x) => g.op('ArgMax', [x], { axis: 1, keepdims: 0 })),
+    { shape: [2], type: 'int64', value: undefined, flops: 0 },
+  );
   t.throws(() => facts([2, 3], (g, x) => g.add(x, weight(g, [4]))), { message: /cannot broadcast \[2,3\] with \[4\]/ });
-  t.deepEqual(facts(['n', 10], (g, x) => g.opN('Split', [x, g.constI64([4, 6])], { axis: 1 }, { outputs: 2 })[1]).shape, ['n', 6]);
-  t.deepEqual(facts(['n', 3, 5, 5], (g, x) => g.op('Pad', [x, g.constI64([0, 0, 0, 0, 0, 0, 1, 1])])).shape, ['n', 3, 6, 6]);
-  t.deepEqual(facts(['n', 3, 'h', 5], (g, x) => g.op('Resize', [x, '', g.constF32([1, 1, 2, 2])], { mode: 'nearest' })).shape, ['n', 3, '2*h', 10]);
+  t.deepEqual(
+    facts(['n', 10], (g, x) => g.opN('Split', [x, g.constI64([4, 6])], { axis: 1 }, { outputs: 2 })[1]).shape,
+    ['n', 6],
+  );
+  t.deepEqual(facts(['n', 3, 5, 5], (g, x) => g.op('Pad', [x, g.constI64([0, 0, 0, 0, 0, 0, 1, 1])])).shape, [
+    'n',
+    3,
+    6,
+    6,
+  ]);
+  t.deepEqual(
+    facts(['n', 3, 'h', 5], (g, x) => g.op('Resize', [x, '', g.constF32([1, 1, 2, 2])], { mode: 'nearest' })).shape,
+    ['n', 3, '2*h', 10],
+  );
   // [n, 3, h, w] -> Shape -> the last two dims times 2 -> Resize by sizes.
   const resized = facts(['n', 3, 'h', 'w'], (g, x) => {
-    const sizes = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 2 }), g.op('Mul', [g.op('Shape', [x], { start: 2 }), g.constI64([2])])], { axis: 0 });
+    const sizes = g.op(
+      'Concat',
+      [g.op('Shape', [x], { start: 0, end: 2 }), g.op('Mul', [g.op('Shape', [x], { start: 2 }), g.constI64([2])])],
+      { axis: 0 },
+    );
     return g.op('Resize', [x, '', '', sizes], { mode: 'nearest' });
   });
   t.deepEqual(resized.shape, ['n', 3, '2*h', '2*w']);

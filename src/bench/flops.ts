@@ -13,10 +13,12 @@ export interface FlopCount {
 
 export function countFlops(g: GraphBuilder, inputShapes: Record<string, number[]>): FlopCount {
   for (const v of g.inputs) {
-    if (!inputShapes[v.name] && v.shape.some((d) => typeof d !== 'number')) throw new Error(`input ${v.name}: give a concrete shape`);
+    if (!inputShapes[v.name] && v.shape.some((d) => typeof d !== 'number'))
+      throw new Error(`input ${v.name}: give a concrete shape`);
   }
   const facts = interpret(g, inputShapes);
-  if (facts.unknown.length > 0) throw new Error(`countFlops: no shape rule for ${facts.unknown[0].op} (node ${facts.unknown[0].name})`);
+  if (facts.unknown.length > 0)
+    throw new Error(`countFlops: no shape rule for ${facts.unknown[0].op} (node ${facts.unknown[0].name})`);
   const byOp: Record<string, number> = {};
   let total = 0;
   g.nodes.forEach((n, i) => {

@@ -135,28 +135,86 @@ function windowed(d: SDim, kernel: number, padSum: number, stride: number, dilat
   return q === undefined ? null : addSize(q, 1);
 }
 
-const CAST_TYPES: Record<number, ElemType> = { 1: 'float32', 10: 'float16', 7: 'int64', 6: 'int32', 9: 'bool', 2: 'uint8' };
-const TENSOR_TYPES: Record<string, ElemType> = { F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', BOOL: 'bool', U8: 'uint8' };
+const CAST_TYPES: Record<number, ElemType> = {
+  1: 'float32',
+  10: 'float16',
+  7: 'int64',
+  6: 'int32',
+  9: 'bool',
+  2: 'uint8',
+};
+const TENSOR_TYPES: Record<string, ElemType> = {
+  F32: 'float32',
+  F16: 'float16',
+  I64: 'int64',
+  I32: 'int32',
+  BOOL: 'bool',
+  U8: 'uint8',
+};
 
 const sameShape: OpRule = {};
-const broadcasting: OpRule = { shapes: (c) => [broadcast(c.node.inputs.map((_, i) => c.shape(i)), c.node.name)] };
+const broadcasting: OpRule = {
+  shapes: (c) => [
+    broadcast(
+      c.node.inputs.map((_, i) => c.shape(i)),
+      c.node.name,
+    ),
+  ],
+};
 const passValue: OpRule = { value: (c) => c.value(0) };
 const toBool: OpRule = { ...broadcasting, types: () => ['bool'] };
 const arithmeticOp: OpRule = { ...broadcasting, value: arithmetic };
 
 /** Reductions whose axes are an attribute (opset 17 except ReduceSum). */
-const reduceByAttr: OpRule = { shapes: (c) => [reduced(c.shape(0), c.attr<number[]>('axes'), c.int('keepdims', 1) !== 0)] };
-const argReduce: OpRule = { shapes: (c) => [reduced(c.shape(0), [c.int('axis', 0)], c.int('keepdims', 1) !== 0)], types: () => ['int64'] };
+const reduceByAttr: OpRule = {
+  shapes: (c) => [reduced(c.shape(0), c.attr<number[]>('axes'), c.int('keepdims', 1) !== 0)],
+};
+const argReduce: OpRule = {
+  shapes: (c) => [reduced(c.shape(0), [c.int('axis', 0)], c.int('keepdims', 1) !== 0)],
+  types: () => ['int64'],
+};
 
 export const OPS: Record<string, OpRule> = {
   ...Object.fromEntries(
-    ['Sigmoid', 'QuickGelu', 'Tanh', 'Erf', 'Exp', 'Log', 'Sqrt', 'Neg', 'Relu', 'Reciprocal', 'Abs', 'Sin', 'Cos', 'Softmax', 'LogSoftmax', 'Clip',
-      'LayerNormalization', 'InstanceNormalization', 'GroupNormalization', 'Trilu', 'Dropout', 'Floor', 'Ceil', 'Round', 'Sign'].map((op) => [op, sameShape]),
+    [
+      'Sigmoid',
+      'QuickGelu',
+      'Tanh',
+      'Erf',
+      'Exp',
+      'Log',
+      'Sqrt',
+      'Neg',
+      'Relu',
+      'Reciprocal',
+      'Abs',
+      'Sin',
+      'Cos',
+      'Softmax',
+      'LogSoftmax',
+      'Clip',
+      'LayerNormalization',
+      'InstanceNormalization',
+      'GroupNormalization',
+      'Trilu',
+      'Dropout',
+      'Floor',
+      'Ceil',
+      'Round',
+      'Sign',
+    ].map((op) => [op, sameShape]),
   ),
   ...Object.fromEntries(['Pow', 'Max', 'Min', 'Sum'].map((op) => [op, broadcasting])),
   ...Object.fromEntries(['Add', 'Sub', 'Mul', 'Div'].map((op) => [op, arithmeticOp])),
-  ...Object.fromEntries(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor'].map((op) => [op, toBool])),
-  ...Object.fromEntries(['ReduceMean', 'ReduceL2', 'ReduceSumSquare', 'ReduceMax', 'ReduceMin', 'ReduceProd'].map((op) => [op, reduceByAttr])),
+  ...Object.fromEntries(
+    ['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor'].map((op) => [op, toBool]),
+  ),
+  ...Object.fromEntries(
+    ['ReduceMean', 'ReduceL2', 'ReduceSumSquare', 'ReduceMax', 'ReduceMin', 'ReduceProd'].map((op) => [
+      op,
+      reduceByAttr,
+    ]),
+  ),
   Not: { types: () => ['bool'] },
   IsNaN: { types: () => ['bool'] },
   IsInf: { types: () => ['bool'] },
@@ -200,10 +258,16 @@ export const OPS: Record<string, OpRule> = {
       const strides = c.attr<number[]>('strides') ?? Array(spatial).fill(1);
       const dilations = c.attr<number[]>('dilations') ?? Array(spatial).fill(1);
       if ((c.attr<string>('auto_pad') ?? 'NOTSET') !== 'NOTSET') return [[x[0], w[0], ...x.slice(2).map(() => null)]];
-      return [[x[0], w[0], ...x.slice(2).map((d, i) => {
-        const k = kernel[i];
-        return typeof k === 'number' ? windowed(d, k, pads[i] + pads[i + spatial], strides[i], dilations[i]) : null;
-      })]];
+      return [
+        [
+          x[0],
+          w[0],
+          ...x.slice(2).map((d, i) => {
+            const k = kernel[i];
+            return typeof k === 'number' ? windowed(d, k, pads[i] + pads[i + spatial], strides[i], dilations[i]) : null;
+          }),
+        ],
+      ];
     },
     // Each output element is a dot product over one group's input channels and the kernel window: w[1] * prod(k).
     flops: (c, [y]) => {
@@ -313,7 +377,9 @@ export const OPS: Record<string, OpRule> = {
       if (!x) return c.node.outputs.map(() => undefined);
       const ax = normAxis(c.int('axis', 0), x.length);
       const n = c.node.outputs.length;
-      const sizes: SDim[] = c.node.inputs[1] ? (c.value(1) ?? Array(n).fill(null)) : Array(n).fill(known(x[ax]) ? (divSizeExact(x[ax]!, n) ?? null) : null);
+      const sizes: SDim[] = c.node.inputs[1]
+        ? (c.value(1) ?? Array(n).fill(null))
+        : Array(n).fill(known(x[ax]) ? (divSizeExact(x[ax]!, n) ?? null) : null);
       return sizes.map((len) => x.map((d, i) => (i === ax ? len : d)));
     },
   },
@@ -345,10 +411,12 @@ export const OPS: Record<string, OpRule> = {
       const [x, pads] = [c.shape(0), c.value(1)];
       if (!x) return [undefined];
       if (!pads || c.node.inputs[3]) return [x.map(() => null)];
-      return [x.map((d, i) => {
-        const [before, after] = [pads[i], pads[i + x.length]];
-        return known(d) && known(before) && known(after) ? addSize(addSize(d, before), after) : null;
-      })];
+      return [
+        x.map((d, i) => {
+          const [before, after] = [pads[i], pads[i + x.length]];
+          return known(d) && known(before) && known(after) ? addSize(addSize(d, before), after) : null;
+        }),
+      ];
     },
   },
   Resize: {
@@ -358,10 +426,12 @@ export const OPS: Record<string, OpRule> = {
       if (c.node.inputs[3]) return [c.value(3) ?? x.map(() => null)];
       const scales = c.numbers(2);
       if (!scales) return [x.map(() => null)];
-      return [x.map((d, i) => {
-        if (typeof d === 'number') return Math.floor(d * scales[i]);
-        return known(d) && Number.isInteger(scales[i]) ? mulSize(d, scales[i]) : null;
-      })];
+      return [
+        x.map((d, i) => {
+          if (typeof d === 'number') return Math.floor(d * scales[i]);
+          return known(d) && Number.isInteger(scales[i]) ? mulSize(d, scales[i]) : null;
+        }),
+      ];
     },
   },
   ReduceSum: {
@@ -382,7 +452,14 @@ export const OPS: Record<string, OpRule> = {
     types: () => ['int64'],
     value: (c) => c.shape(0)?.slice(c.attr<number>('start'), c.attr<number>('end')),
   },
-  Size: { shapes: () => [[]], types: () => ['int64'], value: (c) => { const x = c.shape(0); return x ? [product(x)] : undefined; } },
+  Size: {
+    shapes: () => [[]],
+    types: () => ['int64'],
+    value: (c) => {
+      const x = c.shape(0);
+      return x ? [product(x)] : undefined;
+    },
+  },
   NonZero: { shapes: (c) => [[c.shape(0)?.length ?? null, null]], types: () => ['int64'] },
   Expand: {
     shapes: (c) => {
@@ -422,7 +499,13 @@ export interface GraphFacts {
 /** The contents of a small numeric initializer (integer or float). */
 function constantValue(g: GraphBuilder, name: string): SValue {
   const t = g.initializers.get(name);
-  if (!t || t.shape.length > 1 || t.data.length > MAX_TRACKED || (t.dtype !== 'I64' && t.dtype !== 'I32' && t.dtype !== 'F32')) return undefined;
+  if (
+    !t ||
+    t.shape.length > 1 ||
+    t.data.length > MAX_TRACKED ||
+    (t.dtype !== 'I64' && t.dtype !== 'I32' && t.dtype !== 'F32')
+  )
+    return undefined;
   return Array.from(t.data as ArrayLike<number | bigint>, Number);
 }
 
@@ -462,7 +545,9 @@ export function interpret(g: GraphBuilder, inputShapes: Record<string, Dim[]> = 
     };
     const rule = OPS[n.op];
     if (!rule) unknown.push(n);
-    const outShapes = rule?.shapes ? rule.shapes(c) : n.outputs.map((_, i) => (rule && i === 0 ? c.shape(0) : undefined));
+    const outShapes = rule?.shapes
+      ? rule.shapes(c)
+      : n.outputs.map((_, i) => (rule && i === 0 ? c.shape(0) : undefined));
     const outTypes = rule?.types?.(c) ?? n.outputs.map(() => c.type(0));
     n.outputs.forEach((o, i) => {
       shapes.set(o, outShapes[i]);

@@ -11,8 +11,10 @@ const data = (v: Values): ArrayLike<number> => (isTensor(v) ? (v.data as ArrayLi
  * pass because there was nothing to compare.
  */
 export function assertSameShape(got: Values, want: Values): void {
-  if (isTensor(got) && isTensor(want) && got.shape.join() !== want.shape.join()) throw new Error(`shape [${got.shape}], expected [${want.shape}]`);
-  if (data(got).length !== data(want).length) throw new Error(`${data(got).length} values, expected ${data(want).length}`);
+  if (isTensor(got) && isTensor(want) && got.shape.join() !== want.shape.join())
+    throw new Error(`shape [${got.shape}], expected [${want.shape}]`);
+  if (data(got).length !== data(want).length)
+    throw new Error(`${data(got).length} values, expected ${data(want).length}`);
 }
 
 /** Largest |got - want| over every value, after the shape check. */
