@@ -1,5 +1,5 @@
 import type { F32Tensor } from '../core/tensor.js';
-import type { GraphBuilder, Node } from '../onnx/graph.js';
+import type { ElemType, GraphBuilder, Node } from '../onnx/graph.js';
 import { GRADIENT_RULES, type GradContext } from './grad-rules.js';
 import { constInts, interpret, type SShape } from '../onnx/interpret.js';
 
@@ -8,18 +8,19 @@ import { constInts, interpret, type SShape } from '../onnx/interpret.js';
  * graph computes the forward pass, the loss and the gradients in a single onnxruntime run.
  */
 
-/** Ops whose outputs carry no gradient (integers, booleans, piecewise constants): differentiation stops there. */
-const NON_DIFFERENTIABLE = new Set([
-  'Shape', 'Size', 'ArgMax', 'ArgMin', 'ConstantOfShape', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual',
-  'Not', 'And', 'Or', 'Xor', 'NonZero', 'Range', 'EyeLike', 'Floor', 'Ceil', 'Round', 'Sign', 'IsNaN', 'IsInf',
-  'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'OneHot',
+/**
+ * Float ops whose outputs still carry no gradient (piecewise constant, random, or made from a shape alone). Integer
+ * and boolean outputs carry none either: the graph interpreter's element types say which those are.
+ */
+const NO_GRADIENT = new Set([
+  'ConstantOfShape', 'Range', 'EyeLike', 'Floor', 'Ceil', 'Round', 'Sign', 'OneHot',
+  'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli',
 ]);
-const FLOAT = 1;
 
-function producesGradient(n: Node): boolean {
-  if (NON_DIFFERENTIABLE.has(n.op)) return false;
-  if (n.op === 'Cast') return n.attrs.to === FLOAT;
-  return true;
+/** Gradients flow in float32 only; an op the interpreter does not type is tried, so that a missing rule shows. */
+function producesGradient(n: Node, types: Map<string, ElemType | undefined>): boolean {
+  if (NO_GRADIENT.has(n.op)) return false;
+  return n.outputs.some((o) => (types.get(o) ?? 'float32') === 'float32');
 }
 
 /**
@@ -57,11 +58,11 @@ export function exposeGradients(g: GraphBuilder, grads: Map<string, string>, sha
  */
 export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Map<string, string> {
   const nodes = [...g.nodes];
-  const shapes = interpret(g).shapes;
+  const { shapes, types } = interpret(g);
 
   const depends = new Set(wrt);
   for (const n of nodes) {
-    if (producesGradient(n) && n.inputs.some((i) => depends.has(i))) for (const o of n.outputs) depends.add(o);
+    if (producesGradient(n, types) && n.inputs.some((i) => depends.has(i))) for (const o of n.outputs) depends.add(o);
   }
   const leadsToLoss = new Set([loss]);
   for (let i = nodes.length - 1; i >= 0; i--) {
@@ -82,7 +83,7 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
 
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
-    if (!producesGradient(n)) continue;
+    if (!producesGradient(n, types)) continue;
     const needs = n.inputs.map((v) => Boolean(v) && depends.has(v) && leadsToLoss.has(v));
     if (!needs.some(Boolean)) continue;
     const dys = n.outputs.map((o) => (depends.has(o) ? gradOf(o) : undefined));
