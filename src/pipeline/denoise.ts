@@ -32,6 +32,8 @@ export interface DenoiseHooks {
   isCancelled?(jobId: string): boolean;
   /** Lets the event loop turn between steps (cancel messages arrive in worker threads). */
   yieldBetweenSteps?(): Promise<void>;
+  /** Each job's scaled UNet input and guided output of a step, before the scheduler step (for previews). */
+  onModelOutput?(jobId: string, step: number, modelInput: Float32Array, modelOutput: Float32Array, t: number): void;
 }
 
 function concat(parts: Float32Array[]): Float32Array {
@@ -89,15 +91,17 @@ export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, 
     if (active.length === 0) break;
     const t = timesteps[i];
     const inputs: Float32Array[] = [];
+    const scaledInputs: Float32Array[] = [];
     for (const j of active) {
       const scaled = j.scheduler.scaleModelInput(latents.get(j.id)!, t);
       if (j.uncond) inputs.push(scaled);
       inputs.push(scaled);
+      scaledInputs.push(scaled);
     }
     const batch = states.shape[0];
     const out = await unet({ dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) }, new Float32Array(batch).fill(t), states);
     let off = 0;
-    for (const j of active) {
+    for (const [a, j] of active.entries()) {
       const size = j.n * per;
       let eps: Float32Array;
       if (j.uncond) {
@@ -110,6 +114,7 @@ export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, 
         eps = out.data.slice(off, off + size);
         off += size;
       }
+      hooks.onModelOutput?.(j.id, i + 1, scaledInputs[a]!, eps, t);
       latents.set(j.id, j.scheduler.step(eps, t, latents.get(j.id)!));
       hooks.onStep?.(j.id, i + 1, total);
     }

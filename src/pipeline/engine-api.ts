@@ -2,6 +2,7 @@
  * The contract between the server and the generation engine that runs inside each inference worker thread.
  * The server owns queueing, batching decisions, cancellation and the gRPC surface; the engine owns the models.
  */
+import type { SafetyAction, SafetyVerdict } from './safety.js';
 
 export interface GenerationRequest {
   pipeline: string;
@@ -23,6 +24,7 @@ export interface GenerationRequest {
 export type PartialRequest = Partial<GenerationRequest> & { prompt: string };
 
 export interface GeneratedImage {
+  /** Empty when the pipeline's safety check refused the image (see `safety`). */
   png: Uint8Array;
   seed: bigint;
   width: number;
@@ -32,6 +34,15 @@ export interface GeneratedImage {
   steps: number;
   guidanceScale: number;
   pipeline: string;
+  /** The verdict of the pipeline's safety classifier; absent when the pipeline names none. */
+  safety?: SafetyVerdict;
+}
+
+/** A cheap RGB picture of a job's current clean-latent estimate, at latent resolution (see preview.ts). */
+export interface PreviewImage {
+  png: Uint8Array;
+  width: number;
+  height: number;
 }
 
 export interface EncoderInfo {
@@ -53,6 +64,10 @@ export interface PipelineInfo {
   defaultGuidanceScale: number;
   defaultScheduler: string;
   crossAttentionDim: number;
+  /** The safety classifier's name and action; absent when images are not checked. */
+  safety?: { classifier: string; action: SafetyAction };
+  /** True when the engine sends previews: not when they would show what the safety action hides (blur, refuse). */
+  previews?: boolean;
 }
 
 export interface ModelsInfo {
@@ -75,6 +90,8 @@ export interface EngineHooks {
   onProgress(jobId: string, step: number, total: number): void;
   /** Checked between denoising steps: a cancelled job leaves the batch within one step. */
   isCancelled(jobId: string): boolean;
+  /** A preview per job and step, where the pipeline allows them (`PipelineInfo.previews`). */
+  onPreview?(jobId: string, step: number, preview: PreviewImage): void;
 }
 
 /** Why a job produced no images: withdrawn, refused by validation, or broken while running. */

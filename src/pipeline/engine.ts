@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../core/tensor.js';
 import type { DenoiseJob } from './denoise.js';
@@ -16,6 +17,8 @@ import {
 import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
 import { encodePng, imagesToBytes } from '../core/png.js';
 import { TorchGenerator } from '../core/torch-generator.js';
+import { CleanEstimate, latentRgbFor, latentsToRgb, type LatentRgb } from './preview.js';
+import { SafetyCheck } from './safety.js';
 import { createScheduler } from './schedulers/index.js';
 import { resolveRequest } from './request.js';
 import { describeEncoder, openPipelineSource } from './source.js';
@@ -36,6 +39,8 @@ export interface EngineOptions {
 export class LocalEngine implements Engine {
   private readonly pipelines = new Map<string, Promise<StableDiffusion>>();
   private readonly encoders = new Map<string, Promise<PromptEncoder>>();
+  private readonly safetyChecks = new Map<string, Promise<SafetyCheck>>();
+  private readonly latentRgb = new Map<string, LatentRgb | undefined>();
   private readonly info: ModelsInfo;
 
   constructor(
@@ -44,7 +49,11 @@ export class LocalEngine implements Engine {
   ) {
     this.info = { defaultPipeline: manifest.defaultPipeline, pipelines: [], encoders: [] };
     for (const p of manifest.pipelines) {
-      const cross = openPipelineSource(p.path, p.config).crossAttentionDim;
+      const source = openPipelineSource(p.path, p.config);
+      const cross = source.crossAttentionDim;
+      const rgb = latentRgbFor(source.path, source.latentChannels);
+      this.latentRgb.set(p.name, rgb);
+      const safety = p.safety && { classifier: classifierName(p.safety.classifier), action: p.safety.action };
       this.info.pipelines.push({
         name: p.name,
         defaultEncoder: p.defaultEncoder,
@@ -54,6 +63,8 @@ export class LocalEngine implements Engine {
         defaultGuidanceScale: p.defaults.guidanceScale,
         defaultScheduler: p.defaults.scheduler,
         crossAttentionDim: cross,
+        safety,
+        previews: rgb !== undefined && (!p.safety || p.safety.action === 'flag'),
       });
       for (const e of p.encoders) {
         const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
@@ -94,6 +105,19 @@ export class LocalEngine implements Engine {
       this.pipelines.set(name, p);
     }
     return p;
+  }
+
+  /** The pipeline's safety check, loaded on first use; undefined when its manifest entry names none. */
+  private safetyCheck(name: string): Promise<SafetyCheck> | undefined {
+    const settings = this.entry(name).safety;
+    if (!settings) return undefined;
+    let c = this.safetyChecks.get(name);
+    if (!c) {
+      c = SafetyCheck.load(settings);
+      c.catch(() => this.safetyChecks.delete(name));
+      this.safetyChecks.set(name, c);
+    }
+    return c;
   }
 
   /** The named encoder of a pipeline, from the bounded cache (most recently used last). */
@@ -137,7 +161,9 @@ export class LocalEngine implements Engine {
       onStep: hooks.onProgress,
       isCancelled: hooks.isCancelled,
       yieldBetweenSteps: () => new Promise((res) => setImmediate(res)),
+      onModelOutput: this.previewHook(sd, pname, height, width, hooks),
     });
+    const safety = await this.safetyCheck(pname);
     for (const { id, request: r } of jobs) {
       if (outcomes.has(id)) continue;
       const lat = latents.get(id);
@@ -145,11 +171,43 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, failure: 'cancelled', message: 'cancelled' });
         continue;
       }
-      const pngs = toPngs(await sd.decode(lat, r.numImages, height, width), r);
-      const out: GeneratedImage[] = pngs.map((png) => ({ png, seed: r.seed, width, height, encoder: r.encoder, scheduler, steps, guidanceScale: r.guidanceScale, pipeline: pname }));
+      const rgbs = imagesToBytes(await sd.decode(lat, r.numImages, height, width));
+      const checked = await safety?.check(rgbs.map((rgb) => ({ rgb, width, height })));
+      const out: GeneratedImage[] = rgbs.map((made, i) => {
+        const rgb = checked ? checked[i]!.rgb : made;
+        return {
+          png: rgb ? encodePng(rgb, width, height, { parameters: JSON.stringify(pngParameters(r, i)) }) : new Uint8Array(0),
+          seed: r.seed,
+          width,
+          height,
+          encoder: r.encoder,
+          scheduler,
+          steps,
+          guidanceScale: r.guidanceScale,
+          pipeline: pname,
+          safety: checked?.[i]!.verdict,
+        };
+      });
       outcomes.set(id, { ok: true, images: out });
     }
     return outcomes;
+  }
+
+  /** Turns each step's UNet output into a preview PNG per job, when someone listens and the pipeline allows it. */
+  private previewHook(sd: StableDiffusion, pipeline: string, height: number, width: number, hooks: EngineHooks) {
+    const map = this.latentRgb.get(pipeline);
+    const allowed = this.info.pipelines.find((p) => p.name === pipeline)?.previews;
+    if (!hooks.onPreview || !map || !allowed) return undefined;
+    const estimate = new CleanEstimate(sd.schedulerConfig);
+    const h = height / sd.vaeScale;
+    const w = width / sd.vaeScale;
+    return (jobId: string, step: number, input: Float32Array, output: Float32Array, t: number) => {
+      const n = input.length / (map.factors.length * h * w);
+      // The first image of the job stands for it: a preview is a progress cue, not a result.
+      const first = estimate.estimate(input, output, t).subarray(0, input.length / n);
+      const [rgb] = latentsToRgb(first, 1, h, w, map);
+      hooks.onPreview!(jobId, step, { png: encodePng(rgb!, w, h), width: w, height: h });
+    };
   }
 
   /**
@@ -196,6 +254,7 @@ export class LocalEngine implements Engine {
   async close(): Promise<void> {
     for (const p of this.pipelines.values()) await (await p).close();
     for (const e of this.encoders.values()) await (await e).close();
+    for (const c of this.safetyChecks.values()) await (await c).close();
   }
 }
 
@@ -220,6 +279,11 @@ function pngParameters(r: GenerationRequest, index: number): Record<string, stri
     clip_skip: r.clipSkip,
     image_index: index,
   };
+}
+
+/** What clients see of a safety classifier: `nsfwjs…` as written, a descriptor by its file name (no paths). */
+function classifierName(spec: string): string {
+  return spec.startsWith('nsfwjs') ? spec : basename(spec, '.json');
 }
 
 export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {

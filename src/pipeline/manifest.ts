@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { SAFETY_ACTIONS, type SafetyAction, type SafetySettings } from './safety.js';
 import { openPipelineSource } from './source.js';
 
 /** Generation settings a pipeline uses when a request leaves them out. */
@@ -35,6 +36,8 @@ export interface PipelineEntry {
   defaultEncoder: string;
   defaults: PipelineDefaults;
   encoders: EncoderEntry[];
+  /** The classifier that judges every image the server makes with this pipeline, and what to do when it flags one. */
+  safety?: SafetySettings;
 }
 
 export interface Manifest {
@@ -114,12 +117,22 @@ export function readManifest(file: string): Manifest {
     if (encoders.length === 0) fail(abs, `pipelines.${name} names no encoder`);
     const defaultEncoder = (p.default_encoder as string) ?? encoders[0].name;
     if (!encoders.some((e) => e.name === defaultEncoder)) fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
-    pipelines.push({ name, description: (p.description as string) ?? '', path, config, defaultEncoder, defaults, encoders });
+    const safety = p.safety === undefined ? undefined : readSafety(abs, `pipelines.${name}.safety`, p.safety);
+    pipelines.push({ name, description: (p.description as string) ?? '', path, config, defaultEncoder, defaults, encoders, safety });
   }
   if (pipelines.length === 0) fail(abs, 'names no pipeline');
   const defaultPipeline = (top.default_pipeline as string) ?? pipelines[0].name;
   if (!pipelines.some((p) => p.name === defaultPipeline)) fail(abs, `default_pipeline '${defaultPipeline}' is not one of its pipelines`);
   return { file: abs, defaultPipeline, pipelines };
+}
+
+/** `{ "classifier": "nsfwjs[:threshold]" or a descriptor path, "action": "flag" | "blur" | "refuse" }` */
+function readSafety(file: string, where: string, v: unknown): SafetySettings {
+  const s = obj(file, where, v);
+  const action = (s.action ?? 'flag') as SafetyAction;
+  if (!SAFETY_ACTIONS.includes(action)) fail(file, `${where}.action must be one of ${SAFETY_ACTIONS.join(', ')}`);
+  if (typeof s.classifier === 'string' && /^nsfwjs(:.*)?$/.test(s.classifier)) return { classifier: s.classifier, action };
+  return { classifier: resolvePath(file, `${where}.classifier`, s.classifier, 'file or folder').abs, action };
 }
 
 /**
