@@ -100,3 +100,25 @@ export function readPngText(bytes: Uint8Array): Record<string, string> {
   }
   return out;
 }
+
+/**
+ * The same PNG with its text chunks of these keywords replaced (or added after IHDR); pixels stay as they are,
+ * nothing is re-encoded.
+ */
+export function withPngText(bytes: Uint8Array, text: Record<string, string>): Uint8Array {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not a PNG file');
+  const parts: Buffer[] = [SIGNATURE];
+  let at = SIGNATURE.length;
+  while (at + 12 <= buf.length) {
+    const type = buf.toString('latin1', at + 4, at + 8);
+    const end = at + 12 + buf.readUInt32BE(at);
+    const data = buf.subarray(at + 8, end - 4);
+    const keyword = data.toString('latin1', 0, Math.max(0, data.indexOf(0)));
+    const replaced = (type === 'tEXt' || type === 'iTXt') && keyword in text;
+    if (!replaced) parts.push(buf.subarray(at, end));
+    if (type === 'IHDR') parts.push(...Object.entries(text).map(([k, v]) => textChunk(k, v)));
+    at = end;
+  }
+  return new Uint8Array(Buffer.concat(parts));
+}

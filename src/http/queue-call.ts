@@ -1,0 +1,87 @@
+/**
+ * One HTTP request's way through the shared request queue: the same queue, workers, batching and limits as gRPC.
+ * The client going away cancels the request, as a cancelled gRPC call does.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
+import type { Logger } from 'pino';
+import type { GeneratedImage, GenerationRequest, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
+import type { ServerMetrics } from '../server/metrics.js';
+import { RejectedError, type Scheduler } from '../server/scheduler.js';
+import { HttpError, statusOf } from './errors.js';
+
+export interface HttpContext {
+  models: ModelsInfo;
+  queue: Scheduler;
+  metrics: ServerMetrics;
+  logger: Logger;
+  /** True once shutdown began: new requests get 503. */
+  draining(): boolean;
+}
+
+export interface CallEvents {
+  queued?(position: number): void;
+  progress?(step: number, total: number): void;
+  /** `index`: which of the call's requests (a Compare column, an A1111 batch image). */
+  preview?(index: number, step: number, preview: PreviewImage): void;
+}
+
+export interface QueueCall {
+  /** Resolves with one image list per request, else rejects with an HttpError. */
+  result: Promise<GeneratedImage[][]>;
+  /** Stop the request now (A1111's interrupt); `result` rejects with 499 and `interrupted` set. */
+  interrupt(): void;
+}
+
+/**
+ * Submit `requests` as one queue entry (batched together, as a gRPC Compare). Throws an HttpError when the queue
+ * refuses it (full, shutting down), before anything is sent to the client.
+ */
+export function submitCall(
+  ctx: HttpContext,
+  method: string,
+  requests: GenerationRequest[],
+  reply: FastifyReply,
+  events: CallEvents = {},
+): QueueCall {
+  if (ctx.draining()) throw new HttpError(503, 'server is shutting down');
+  const started = performance.now();
+  const log = ctx.logger.child({ reqId: randomUUID(), method, peer: reply.request.ip });
+  const first = requests[0]!;
+  log.info({ encoders: requests.map((r) => r.encoder), pipeline: first.pipeline, seed: first.seed.toString(), steps: first.steps }, 'request accepted');
+  let interrupted = false;
+  let settle!: { resolve(images: GeneratedImage[][]): void; reject(e: Error): void };
+  const result = new Promise<GeneratedImage[][]>((resolve, reject) => (settle = { resolve, reject }));
+  let handle;
+  try {
+    handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
+      queued: (position) => events.queued?.(position),
+      progress: (step, total) => events.progress?.(step, total),
+      preview: (index, step, preview) => events.preview?.(index, step, preview),
+      done: (r) => {
+        const code = r.ok ? 'OK' : r.code;
+        const totalMs = Math.round(performance.now() - started);
+        ctx.metrics.requestDuration.labels(method, String(code)).observe(totalMs / 1000);
+        log.info({ code, details: r.ok ? undefined : r.message, totalMs }, 'request done');
+        if (r.ok) settle.resolve(r.images);
+        else settle.reject(Object.assign(new HttpError(interrupted ? 499 : statusOf(r.code), r.message), { interrupted }));
+      },
+    });
+  } catch (e) {
+    if (e instanceof RejectedError) throw new HttpError(statusOf(e.code), e.message);
+    throw e;
+  }
+  const accepted = handle;
+  // Nobody is left to read the outcome of a request whose client went away; only the log and metrics record it.
+  result.catch(() => undefined);
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) accepted.cancel(CANCELLED, 'cancelled by the client');
+  });
+  return {
+    result,
+    interrupt() {
+      interrupted = true;
+      accepted.cancel(CANCELLED, 'interrupted');
+    },
+  };
+}
