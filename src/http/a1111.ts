@@ -13,7 +13,7 @@ import { HttpError } from './errors.js';
 import { pngBase64 } from './images.js';
 import { infotext } from './infotext.js';
 import { submitCall, type HttpContext, type QueueCall } from './queue-call.js';
-import { A1111_SAMPLERS, schedulerFor } from './samplers.js';
+import { A1111_SAMPLERS, a1111SamplerName, schedulerFor } from './samplers.js';
 
 const nullable = (type: string, extra: object = {}) => ({ type: [type, 'null'], ...extra });
 
@@ -171,7 +171,7 @@ export function registerA1111(app: FastifyInstance, ctx: HttpContext): void {
         subseed_strength: 0,
         width: first.width,
         height: first.height,
-        sampler_name: b.sampler_name ?? first.scheduler,
+        sampler_name: a1111SamplerName(first.scheduler).sampler,
         cfg_scale: first.guidanceScale,
         steps: first.steps,
         batch_size: b.batch_size ?? 1,

@@ -3,6 +3,7 @@
  * list for invalid bodies) under /sdapi/, OpenAI's (`error.message`, `error.type`) everywhere else.
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { FailureKind } from '../serving/request-queue.js';
 
 export class HttpError extends Error {
   constructor(
@@ -13,6 +14,11 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/** The status of a request the queue refused or ended without images (499: the client closed the request). */
+export function httpStatus(kind: FailureKind): number {
+  return { invalid: 400, 'queue-full': 429, unavailable: 503, cancelled: 499, deadline: 504, internal: 500 }[kind];
 }
 
 export type ErrorStyle = 'a1111' | 'openai';

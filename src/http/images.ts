@@ -1,6 +1,6 @@
 /** Generated images as the HTTP APIs return them: base64 PNGs whose `parameters` chunk holds A1111's infotext. */
 import type { GeneratedImage, GenerationRequest } from '../pipeline/engine-api.js';
-import { withPngText } from '../pipeline/png.js';
+import { withPngText } from '../core/png.js';
 import type { ImageJson } from './compare-events.js';
 import { infotext } from './infotext.js';
 

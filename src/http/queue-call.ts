@@ -6,13 +6,13 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { GeneratedImage, GenerationRequest, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
-import type { ServerMetrics } from '../server/metrics.js';
-import { RejectedError, type Scheduler } from '../server/scheduler.js';
-import { HttpError, statusOf } from './errors.js';
+import type { ServerMetrics } from '../serving/metrics.js';
+import { RejectedError, type RequestQueue } from '../serving/request-queue.js';
+import { HttpError, httpStatus } from './errors.js';
 
 export interface HttpContext {
   models: ModelsInfo;
-  queue: Scheduler;
+  queue: RequestQueue;
   metrics: ServerMetrics;
   logger: Logger;
   /** True once shutdown began: new requests get 503. */
@@ -29,7 +29,7 @@ export interface CallEvents {
 export interface QueueCall {
   /** Resolves with one image list per request, else rejects with an HttpError. */
   result: Promise<GeneratedImage[][]>;
-  /** Stop the request now (A1111's interrupt); `result` rejects with 499 and `interrupted` set. */
+  /** Stop the request now (A1111's interrupt); `result` rejects with `interrupted` set. */
   interrupt(): void;
 }
 
@@ -59,29 +59,31 @@ export function submitCall(
       progress: (step, total) => events.progress?.(step, total),
       preview: (index, step, preview) => events.preview?.(index, step, preview),
       done: (r) => {
-        const code = r.ok ? 'OK' : r.code;
+        const outcome = r.ok ? 'ok' : r.kind;
         const totalMs = Math.round(performance.now() - started);
-        ctx.metrics.requestDuration.labels(method, String(code)).observe(totalMs / 1000);
-        log.info({ code, details: r.ok ? undefined : r.message, totalMs }, 'request done');
-        if (r.ok) settle.resolve(r.images);
-        else settle.reject(Object.assign(new HttpError(interrupted ? 499 : statusOf(r.code), r.message), { interrupted }));
+        ctx.metrics.requestDuration.labels(method, outcome).observe(totalMs / 1000);
+        log.info({ outcome, details: r.ok ? undefined : r.message, totalMs }, 'request done');
+        if (r.ok) {
+          r.images.forEach((imgs, i) => ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length));
+          settle.resolve(r.images);
+        } else settle.reject(Object.assign(new HttpError(httpStatus(r.kind), r.message), { interrupted }));
       },
     });
   } catch (e) {
-    if (e instanceof RejectedError) throw new HttpError(statusOf(e.code), e.message);
+    if (e instanceof RejectedError) throw new HttpError(httpStatus(e.kind), e.message);
     throw e;
   }
   const accepted = handle;
   // Nobody is left to read the outcome of a request whose client went away; only the log and metrics record it.
   result.catch(() => undefined);
   reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) accepted.cancel(CANCELLED, 'cancelled by the client');
+    if (!reply.raw.writableFinished) accepted.cancel('cancelled', 'cancelled by the client');
   });
   return {
     result,
     interrupt() {
       interrupted = true;
-      accepted.cancel(CANCELLED, 'interrupted');
+      accepted.cancel('cancelled', 'interrupted');
     },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * The server process: inference workers, the request queue, the transports in front of it (gRPC) and Prometheus
+ * The server process: inference workers, the request queue, the transports in front of it (gRPC, HTTP) and Prometheus
  * metrics, started together and shut down in order (stop taking calls, drain the queue, close workers and ports).
  */
 import type http from 'node:http';
@@ -8,6 +8,7 @@ import { startGrpcTransport } from '../grpc/transport.js';
 import type { ModelsInfo } from '../pipeline/engine-api.js';
 import { ServerMetrics } from '../serving/metrics.js';
 import { RequestQueue } from '../serving/request-queue.js';
+import { startHttpServer, type RunningHttp } from '../http/server.js';
 import { WorkerPool } from '../serving/worker-pool.js';
 
 export interface ServerOptions {
@@ -27,11 +28,15 @@ export interface ServerOptions {
   metricsPort?: number;
   /** Largest response (images) in bytes. Requests are small and capped at 1 MiB. */
   maxResponseBytes: number;
+  /** The HTTP APIs and page on the same host, queue, token and TLS; absent = off. */
+  http?: { port: number; corsOrigin?: string };
   logger: Logger;
 }
 
 export interface RunningServer {
   port: number;
+  /** Where the HTTP face listens, when on. */
+  httpPort?: number;
   models: ModelsInfo;
   queue: RequestQueue;
   metrics: ServerMetrics;
@@ -69,10 +74,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw e;
   });
   let metricsServer: http.Server | undefined;
+  let httpServer: RunningHttp | undefined;
   try {
     if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort);
+    if (opts.http) {
+      httpServer = await startHttpServer(
+        { models: pool.models, queue, metrics, logger: log, draining: () => draining },
+        { host: opts.host, port: opts.http.port, token: opts.token, tls: opts.tls, corsOrigin: opts.http.corsOrigin },
+      );
+    }
   } catch (e) {
     await grpcServer.close();
+    await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
     await pool.close();
     throw e;
   }
@@ -86,6 +99,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       maxQueue: opts.maxQueue,
       maxBatch: opts.maxBatch,
       metricsPort: opts.metricsPort || undefined,
+      httpPort: httpServer?.port,
       pipelines: pool.models.pipelines.map((p) => p.name),
       encoders: pool.models.encoders.map((e) => e.name),
     },
@@ -94,6 +108,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   return {
     port,
+    httpPort: httpServer?.port,
     models: pool.models,
     queue,
     metrics,
@@ -105,6 +120,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await queue.drain(graceMs);
       await pool.close();
       await grpcServer.close();
+      await httpServer?.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       log.info('server stopped');
     },

@@ -28,6 +28,12 @@ export class ServerMetrics {
     labelNames: ['encoder'] as const,
     registers: [this.registry],
   });
+  readonly imagesFlagged = new Counter({
+    name: 'safesd_images_flagged_total',
+    help: "Images the pipeline's safety classifier flagged as unsafe, by text encoder (whatever its action)",
+    labelNames: ['encoder'] as const,
+    registers: [this.registry],
+  });
   readonly batchSize = new Histogram({
     name: 'safesd_batch_size',
     help: 'Jobs per batch handed to an inference worker',

@@ -6,7 +6,13 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { batchKey, type GeneratedImage, type GenerationRequest, type JobOutcome } from '../pipeline/engine-api.js';
+import {
+  batchKey,
+  type GeneratedImage,
+  type GenerationRequest,
+  type JobOutcome,
+  type PreviewImage,
+} from '../pipeline/engine-api.js';
 import type { ServerMetrics } from './metrics.js';
 import type { PoolWorker, WorkerPool } from './worker-pool.js';
 
@@ -27,6 +33,8 @@ export type EntryResult = { ok: true; images: GeneratedImage[][] } | { ok: false
 export interface EntryListener {
   queued(position: number): void;
   progress(step: number, total: number): void;
+  /** A preview of `requests[index]`, where the pipeline sends them. */
+  preview?(index: number, step: number, preview: PreviewImage): void;
   /** Called exactly once. `images[i]` belongs to `requests[i]`. */
   done(result: EntryResult): void;
 }
@@ -154,6 +162,12 @@ export class RequestQueue extends EventEmitter {
   private settle(entry: Entry, result: EntryResult) {
     if (entry.settled) return;
     entry.settled = true;
+    if (result.ok) {
+      result.images.forEach((imgs, i) => {
+        const flagged = imgs.filter((img) => img.safety?.flagged).length;
+        if (flagged) this.metrics.imagesFlagged.labels(entry.requests[i]!.encoder).inc(flagged);
+      });
+    }
     entry.listener.done(result);
     if (this.isIdle()) this.emit('idle');
   }
@@ -236,6 +250,10 @@ export class RequestQueue extends EventEmitter {
           entry.reportedStep = slowest;
           entry.listener.progress(slowest, total);
         }
+      },
+      onPreview: (id, step, preview) => {
+        const owner = byJob.get(id);
+        if (owner && !owner.entry.settled) owner.entry.listener.preview?.(owner.index, step, preview);
       },
     });
 

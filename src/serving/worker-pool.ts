@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BatchJob, JobOutcome, ModelsInfo } from '../pipeline/engine-api.js';
+import type { BatchJob, JobOutcome, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 
 /** The production engine; tests point `engineModule` at a fake with the same `createEngine` export. */
@@ -20,6 +20,7 @@ const BOOTSTRAP = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
 
 export interface BatchHandlers {
   onProgress(jobId: string, step: number, total: number): void;
+  onPreview?(jobId: string, step: number, preview: PreviewImage): void;
 }
 
 interface RunningBatch {
@@ -112,6 +113,8 @@ export class PoolWorker {
     const b = this.running;
     if (m.type === 'progress') {
       if (b && b.id === m.batchId) b.handlers.onProgress(m.jobId, m.step, m.total);
+    } else if (m.type === 'preview') {
+      if (b && b.id === m.batchId) b.handlers.onPreview?.(m.jobId, m.step, m.preview);
     } else if (m.type === 'batch-done' || m.type === 'batch-failed') {
       if (!b || b.id !== m.batchId) return;
       this.running = undefined;

@@ -1,5 +1,5 @@
 /** Messages between the main thread (worker-pool.ts) and an inference worker (worker.ts). */
-import type { BatchJob, JobOutcome, ModelsInfo } from '../pipeline/engine-api.js';
+import type { BatchJob, JobOutcome, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
 
 export interface WorkerInit {
   /** Absolute path or file URL of a module exporting `createEngine(options): Promise<Engine>`. */
@@ -20,6 +20,7 @@ export type FromWorker =
   | { type: 'ready'; models: ModelsInfo }
   | { type: 'init-failed'; message: string }
   | { type: 'progress'; batchId: number; jobId: string; step: number; total: number }
+  | { type: 'preview'; batchId: number; jobId: string; step: number; preview: PreviewImage }
   | { type: 'batch-done'; batchId: number; outcomes: Array<[string, JobOutcome]> }
   | { type: 'batch-failed'; batchId: number; message: string }
   | { type: 'closed' };

@@ -10,6 +10,7 @@ import {
   type BatchJob,
   type Engine,
   type JobOutcome,
+  type PreviewImage,
 } from '../pipeline/engine-api.js';
 import { type FromWorker, type ToWorker, type WorkerInit } from './worker-protocol.js';
 
@@ -48,6 +49,8 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
   const hooks = {
     onProgress: (jobId: string, step: number, total: number) =>
       post({ type: 'progress', batchId, jobId, step, total }),
+    onPreview: (jobId: string, step: number, preview: PreviewImage) =>
+      post({ type: 'preview', batchId, jobId, step, preview }),
     isCancelled: (jobId: string) => Atomics.load(flags, index.get(jobId)!) !== 0,
   };
   for (const group of groups.values()) {

@@ -32,6 +32,8 @@ export function register(program: Command): void {
     .option('--metrics-port <n>', 'Prometheus /metrics HTTP port, 0 = off', intOption(0), 9464)
     .option('--tls-cert <file>', 'PEM certificate chain (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key (with --tls-cert)')
+    .option('--http-port <n>', 'also serve the A1111 and OpenAI APIs and the page over HTTP on this port', intOption(0))
+    .option('--cors <origin>', 'let browsers call the HTTP API from this origin (default: no CORS)')
     .option('--token <token>', 'require "authorization: Bearer <token>" (default: env SAFE_SD_TOKEN)')
     .option('--max-message-mb <n>', 'largest response message in MiB', intOption(1), 64)
     .option('--log-level <level>', 'pino log level', 'info')
@@ -59,6 +61,7 @@ export function register(program: Command): void {
         tls: o.tlsCert ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined,
         token,
         metricsPort: o.metricsPort,
+        http: o.httpPort === undefined ? undefined : { port: o.httpPort, corsOrigin: o.cors },
         maxResponseBytes: o.maxMessageMb * 1024 * 1024,
         logger,
       });
