@@ -158,5 +158,6 @@ function imageMsg(img: GeneratedImage): ImageMsg {
     steps: img.steps,
     guidanceScale: img.guidanceScale,
     pipeline: img.pipeline,
+    safety: img.safety ?? null,
   };
 }

@@ -16,6 +16,7 @@ import type { ListModelsResponse as _safesd_v1_ListModelsResponse, ListModelsRes
 import type { PipelineInfo as _safesd_v1_PipelineInfo, PipelineInfo__Output as _safesd_v1_PipelineInfo__Output } from './safesd/v1/PipelineInfo.js';
 import type { Progress as _safesd_v1_Progress, Progress__Output as _safesd_v1_Progress__Output } from './safesd/v1/Progress.js';
 import type { Queued as _safesd_v1_Queued, Queued__Output as _safesd_v1_Queued__Output } from './safesd/v1/Queued.js';
+import type { SafetyVerdict as _safesd_v1_SafetyVerdict, SafetyVerdict__Output as _safesd_v1_SafetyVerdict__Output } from './safesd/v1/SafetyVerdict.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -42,6 +43,7 @@ export interface ProtoGrpcType {
       PipelineInfo: MessageTypeDefinition<_safesd_v1_PipelineInfo, _safesd_v1_PipelineInfo__Output>
       Progress: MessageTypeDefinition<_safesd_v1_Progress, _safesd_v1_Progress__Output>
       Queued: MessageTypeDefinition<_safesd_v1_Queued, _safesd_v1_Queued__Output>
+      SafetyVerdict: MessageTypeDefinition<_safesd_v1_SafetyVerdict, _safesd_v1_SafetyVerdict__Output>
     }
   }
 }

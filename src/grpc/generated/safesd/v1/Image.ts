@@ -1,5 +1,6 @@
 // Original file: proto/safesd/v1/diffusion.proto
 
+import type { SafetyVerdict as _safesd_v1_SafetyVerdict, SafetyVerdict__Output as _safesd_v1_SafetyVerdict__Output } from '../../safesd/v1/SafetyVerdict.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface Image {
@@ -12,6 +13,10 @@ export interface Image {
   'steps'?: (number);
   'guidanceScale'?: (number | string);
   'pipeline'?: (string);
+  /**
+   * The verdict of the pipeline's safety classifier; unset when the pipeline names none.
+   */
+  'safety'?: (_safesd_v1_SafetyVerdict | null);
 }
 
 export interface Image__Output {
@@ -24,4 +29,8 @@ export interface Image__Output {
   'steps': (number);
   'guidanceScale': (number);
   'pipeline': (string);
+  /**
+   * The verdict of the pipeline's safety classifier; unset when the pipeline names none.
+   */
+  'safety': (_safesd_v1_SafetyVerdict__Output | null);
 }
