@@ -6,10 +6,10 @@ import test from 'ava';
 import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { pino } from 'pino';
 import puppeteer from 'puppeteer-core';
 import { readPngText } from '../src/core/png.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
+import { testServerOptions } from './helpers/test-server.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCREENSHOTS = `${ROOT}out/test-screenshots`;
@@ -19,17 +19,8 @@ let server: RunningServer;
 let base: string;
 
 test.before(async () => {
-  server = await startServer({
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxQueue: 16,
-    maxBatch: 4,
-    engineOptions: {},
-    maxResponseBytes: 16 << 20,
-    http: { port: 0 },
-    logger: pino({ level: 'silent' }),
-  });
+  // The production engine on the default manifest: the toy pipeline with its safety classifier and previews.
+  server = await startServer(testServerOptions({ engineModule: undefined, http: { port: 0 } }));
   base = `http://127.0.0.1:${server.httpPort}`;
 });
 

@@ -22,7 +22,8 @@ const COMPARE_BODY = {
     encoders: { type: 'array', items: { type: 'string' }, minItems: 2, maxItems: LIMITS.maxCompareEncoders },
     prompt: { type: 'string' },
     negative_prompt: { type: 'string' },
-    seed: { anyOf: [uint, { type: 'string', pattern: '^[0-9]{1,20}$' }] },
+    // A string first: Ajv's type coercion would turn a 20-digit string into an inexact number.
+    seed: { anyOf: [{ type: 'string', pattern: '^[0-9]{1,20}$' }, uint] },
     steps: uint,
     guidance_scale: { type: 'number', minimum: 0 },
     width: uint,
