@@ -29,9 +29,9 @@ export interface SafetyVerdict {
   reason: string;
 }
 
-/** Gaussian blur strong enough that no shape survives: sigma an eighth of the larger side. */
+/** Gaussian blur strong enough that no detail survives: sigma a sixth of the larger side. */
 async function blurRgb(img: RgbImage): Promise<Uint8Array> {
-  const sigma = Math.max(0.3, Math.max(img.width, img.height) / 8);
+  const sigma = Math.max(0.3, Math.max(img.width, img.height) / 6);
   const raw = { width: img.width, height: img.height, channels: 3 as const };
   return new Uint8Array(await sharp(img.rgb, { raw }).blur(sigma).raw().toBuffer());
 }
