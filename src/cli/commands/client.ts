@@ -118,10 +118,15 @@ function follow<R>(stream: grpc.ClientReadableStream<GenerateEventMsg | CompareE
   });
 }
 
-function save(out: string, name: string, img: ImageMsg): string {
-  const file = join(out, name);
-  writeFileSync(file, img.png);
-  return file;
+/**
+ * Writes the PNG and prints its path. A refused image (empty PNG) is not written; its verdict, and a flagged
+ * image's, go to stderr so that stdout stays one path per line.
+ */
+function save(out: string, name: string, img: ImageMsg): void {
+  if (img.safety?.flagged) process.stderr.write(`${name}: ${img.safety.reason}\n`);
+  if (img.png.length === 0) return;
+  writeFileSync(join(out, name), img.png);
+  console.log(join(out, name));
 }
 
 export function register(program: Command): void {
@@ -135,9 +140,7 @@ export function register(program: Command): void {
       try {
         const result = await follow<{ images: ImageMsg[] }>(c.generate(req, metadata, options));
         mkdirSync(o.out, { recursive: true });
-        result.images.forEach((img, i) => {
-          console.log(save(o.out, `${img.seed}-${img.encoder}-${i}.png`, img));
-        });
+        result.images.forEach((img, i) => save(o.out, `${img.seed}-${img.encoder}-${i}.png`, img));
       } finally {
         c.close();
       }
@@ -154,7 +157,7 @@ export function register(program: Command): void {
         );
         mkdirSync(o.out, { recursive: true });
         result.columns.forEach((col, k) =>
-          col.images.forEach((img, i) => console.log(save(o.out, `${result.seed}-${k}-${col.encoder}-${i}.png`, img))),
+          col.images.forEach((img, i) => save(o.out, `${result.seed}-${k}-${col.encoder}-${i}.png`, img)),
         );
       } finally {
         c.close();
