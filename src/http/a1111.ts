@@ -145,9 +145,14 @@ export function registerA1111(app: FastifyInstance, ctx: HttpContext): void {
     const requests = txt2imgRequests(ctx, b);
     const progress: Job['progress'] = { step: 0, total: requests[0]!.steps };
     const call = submitCall(ctx, 'txt2img', requests, reply, {
-      progress: (step, total) => Object.assign(progress, { step, total }),
+      progress: (step, total) => {
+        progress.step = step;
+        progress.total = total;
+      },
       // The batch's first image stands for it, as A1111's live preview shows one image.
-      preview: (index, _step, preview) => index === 0 && (progress.preview = preview),
+      preview: (index, _step, preview) => {
+        if (index === 0) progress.preview = preview;
+      },
     });
     const job: Job = { call, startedAt: performance.now(), timestamp: timestamp(new Date()), progress };
     jobs.push(job);

@@ -7,7 +7,7 @@ import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { GeneratedImage, GenerationRequest, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
 import type { ServerMetrics } from '../serving/metrics.js';
-import { RejectedError, type RequestQueue } from '../serving/request-queue.js';
+import { RejectedError, type Handle, type RequestQueue } from '../serving/request-queue.js';
 import { HttpError, httpStatus } from './errors.js';
 
 export interface HttpContext {
@@ -52,7 +52,7 @@ export function submitCall(
   let interrupted = false;
   let settle!: { resolve(images: GeneratedImage[][]): void; reject(e: Error): void };
   const result = new Promise<GeneratedImage[][]>((resolve, reject) => (settle = { resolve, reject }));
-  let handle;
+  let handle: Handle;
   try {
     handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
       queued: (position) => events.queued?.(position),
@@ -64,7 +64,7 @@ export function submitCall(
         ctx.metrics.requestDuration.labels(method, outcome).observe(totalMs / 1000);
         log.info({ outcome, details: r.ok ? undefined : r.message, totalMs }, 'request done');
         if (r.ok) {
-          r.images.forEach((imgs, i) => ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length));
+          for (const [i, imgs] of r.images.entries()) ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
           settle.resolve(r.images);
         } else settle.reject(Object.assign(new HttpError(httpStatus(r.kind), r.message), { interrupted }));
       },
@@ -73,17 +73,16 @@ export function submitCall(
     if (e instanceof RejectedError) throw new HttpError(httpStatus(e.kind), e.message);
     throw e;
   }
-  const accepted = handle;
   // Nobody is left to read the outcome of a request whose client went away; only the log and metrics record it.
   result.catch(() => undefined);
   reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) accepted.cancel('cancelled', 'cancelled by the client');
+    if (!reply.raw.writableFinished) handle.cancel('cancelled', 'cancelled by the client');
   });
   return {
     result,
     interrupt() {
       interrupted = true;
-      accepted.cancel('cancelled', 'interrupted');
+      handle.cancel('cancelled', 'interrupted');
     },
   };
 }

@@ -185,7 +185,7 @@ export class LocalEngine implements Engine {
           steps,
           guidanceScale: r.guidanceScale,
           pipeline: pname,
-          safety: checked?.[i]!.verdict,
+          safety: checked?.[i]?.verdict,
         };
       });
       outcomes.set(id, { ok: true, images: out });

@@ -97,8 +97,7 @@ export function latentsToRgb(latents: Float32Array, n: number, h: number, w: num
       for (let o = 0; o < 3; o++) {
         let v = map.bias[o];
         for (let c = 0; c < C; c++) v += latents[(b * C + c) * plane + p] * map.factors[c][o];
-        const byte = Math.round(((v + 1) / 2) * 255);
-        rgb[p * 3 + o] = byte < 0 ? 0 : byte > 255 ? 255 : byte;
+        rgb[p * 3 + o] = Math.min(255, Math.max(0, Math.round(((v + 1) / 2) * 255)));
       }
     }
     out.push(rgb);

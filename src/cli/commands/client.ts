@@ -140,7 +140,7 @@ export function register(program: Command): void {
       try {
         const result = await follow<{ images: ImageMsg[] }>(c.generate(req, metadata, options));
         mkdirSync(o.out, { recursive: true });
-        result.images.forEach((img, i) => save(o.out, `${img.seed}-${img.encoder}-${i}.png`, img));
+        for (const [i, img] of result.images.entries()) save(o.out, `${img.seed}-${img.encoder}-${i}.png`, img);
       } finally {
         c.close();
       }
@@ -156,9 +156,9 @@ export function register(program: Command): void {
           c.compare(req, metadata, options),
         );
         mkdirSync(o.out, { recursive: true });
-        result.columns.forEach((col, k) =>
-          col.images.forEach((img, i) => save(o.out, `${result.seed}-${k}-${col.encoder}-${i}.png`, img)),
-        );
+        for (const [k, col] of result.columns.entries()) {
+          for (const [i, img] of col.images.entries()) save(o.out, `${result.seed}-${k}-${col.encoder}-${i}.png`, img);
+        }
       } finally {
         c.close();
       }

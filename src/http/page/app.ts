@@ -113,7 +113,8 @@ function showImage(col: Column, img: ImageJson): void {
 
 function showResult(result: CompareResultJson): void {
   columnsEl.replaceChildren();
-  makeColumns(result.columns.map((c) => c.encoder)).forEach((col, i) => showImage(col, result.columns[i]!.images[0]!));
+  const cols = makeColumns(result.columns.map((c) => c.encoder));
+  for (const [i, col] of cols.entries()) showImage(col, result.columns[i]!.images[0]!);
 }
 
 function addHistory(prompt: string, result: CompareResultJson): void {
@@ -138,8 +139,7 @@ async function* events(body: ReadableStream<Uint8Array>): AsyncGenerator<Compare
     const { value, done } = await reader.read();
     if (done) return;
     buffer += decoder.decode(value, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       const event = /^event: (.*)$/m.exec(block)?.[1];
@@ -194,7 +194,7 @@ async function compare(ev: SubmitEvent): Promise<void> {
         const src = `data:image/png;base64,${e.data.png}`;
         cols[e.data.column]?.frame.replaceChildren(el('img', { src, alt: `step ${e.data.step}`, className: 'preview' }));
       } else if (e.event === 'result') {
-        e.data.columns.forEach((c, i) => showImage(cols[i]!, c.images[0]!));
+        for (const [i, c] of e.data.columns.entries()) showImage(cols[i]!, c.images[0]!);
         setStatus(`done: seed ${e.data.seed}`);
         addHistory(prompt, e.data);
         $<HTMLInputElement>('seed').placeholder = e.data.seed;
