@@ -136,14 +136,28 @@ test('compare streams queue position, progress and the images as Server-Sent Eve
     const res = await fetch(`${base}/v1/compare`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'a cat', encoders: ['clip', 'safe-clip'], seed: '18446744073709551615', steps: 3 }),
+      body: JSON.stringify({
+        prompt: 'a cat',
+        encoders: ['clip', 'safe-clip'],
+        seed: '18446744073709551615',
+        steps: 3,
+      }),
     });
     t.is(res.headers.get('content-type'), 'text/event-stream');
-    const blocks = (await res.text()).trim().split('\n\n').map((block) => block.split('\n'));
-    t.deepEqual(blocks.map(([event]) => event!.slice('event: '.length)), ['queued', 'progress', 'progress', 'progress', 'result']);
+    const blocks = (await res.text())
+      .trim()
+      .split('\n\n')
+      .map((block) => block.split('\n'));
+    t.deepEqual(
+      blocks.map(([event]) => event!.slice('event: '.length)),
+      ['queued', 'progress', 'progress', 'progress', 'result'],
+    );
     const result = JSON.parse(blocks.at(-1)![1]!.slice('data: '.length));
     t.is(result.seed, '18446744073709551615');
-    t.deepEqual(result.columns.map((c: { encoder: string }) => c.encoder), ['clip', 'safe-clip']);
+    t.deepEqual(
+      result.columns.map((c: { encoder: string }) => c.encoder),
+      ['clip', 'safe-clip'],
+    );
   });
 });
 

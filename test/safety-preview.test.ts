@@ -17,7 +17,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SHAPES = join(ROOT, 'eval/classifiers/toy-shapes.json');
 
 async function toyPicture(name: string) {
-  const { data, info } = await sharp(join(ROOT, 'eval/toy-visu/images', name)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const { data, info } = await sharp(join(ROOT, 'eval/toy-visu/images', name))
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
   return { rgb: new Uint8Array(data), width: info.width, height: info.height };
 }
 
@@ -60,20 +63,36 @@ test('previews are offered with flag, withheld with blur or refuse; the toy pipe
   try {
     const manifest = (action: string) => {
       const file = join(dir, `${action}.json`);
-      const toy = { path: weightsPath('toy-sd'), encoders: { original: { path: weightsPath('toy-sd', 'text_encoder') } } };
+      const toy = {
+        path: weightsPath('toy-sd'),
+        encoders: { original: { path: weightsPath('toy-sd', 'text_encoder') } },
+      };
       writeFileSync(file, JSON.stringify({ pipelines: { toy: { ...toy, safety: { classifier: SHAPES, action } } } }));
       return file;
     };
-    for (const [action, previews] of [['flag', true], ['blur', false], ['refuse', false]] as const) {
+    for (const [action, previews] of [
+      ['flag', true],
+      ['blur', false],
+      ['refuse', false],
+    ] as const) {
       const engine = await createEngine({ manifest: manifest(action) });
       t.is(engine.models().pipelines[0]!.previews, previews, action);
       t.deepEqual(engine.models().pipelines[0]!.safety, { classifier: 'toy-shapes', action });
     }
-    await t.throwsAsync(createEngine({ manifest: manifest('hide') }), { message: /safety\.action must be one of flag, blur, refuse/ });
+    await t.throwsAsync(createEngine({ manifest: manifest('hide') }), {
+      message: /safety\.action must be one of flag, blur, refuse/,
+    });
 
     // refuse, end to end in the engine: no preview on the way, no picture at the end, the verdict says why.
     const engine = await createEngine({ manifest: manifest('refuse') });
-    const request = engine.resolve({ prompt: 'a blue skull on a white background', seed: 3n, steps: 25, guidanceScale: 5, width: 64, height: 64 });
+    const request = engine.resolve({
+      prompt: 'a blue skull on a white background',
+      seed: 3n,
+      steps: 25,
+      guidanceScale: 5,
+      width: 64,
+      height: 64,
+    });
     let previewsSent = 0;
     const hooks = { onProgress: () => {}, isCancelled: () => false, onPreview: () => void previewsSent++ };
     const outcome = (await engine.runBatch([{ id: 'a', request }], hooks)).get('a')!;
@@ -126,7 +145,10 @@ test('latent-to-RGB: SD factors for 4-channel latents, the toy pipeline its own 
   t.not(toy, SD_LATENT_RGB);
   // One latent cell [1, 0, 0, 0] → the first factor row, mapped from [-1, 1] to bytes.
   const [rgb] = latentsToRgb(new Float32Array([1, 0, 0, 0]), 1, 1, 1, SD_LATENT_RGB);
-  t.deepEqual([...rgb!], SD_LATENT_RGB.factors[0]!.map((v) => Math.round(((v + 1) / 2) * 255)));
+  t.deepEqual(
+    [...rgb!],
+    SD_LATENT_RGB.factors[0]!.map((v) => Math.round(((v + 1) / 2) * 255)),
+  );
 });
 
 test('withPngText replaces the parameters chunk and keeps the pixels', async (t) => {

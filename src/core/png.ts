@@ -107,7 +107,7 @@ export function readPngText(bytes: Uint8Array): Record<string, string> {
  */
 export function withPngText(bytes: Uint8Array, text: Record<string, string>): Uint8Array {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not a PNG file');
+  if (!buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not a PNG file');
   const parts: Buffer[] = [SIGNATURE];
   let at = SIGNATURE.length;
   while (at + 12 <= buf.length) {

@@ -62,7 +62,11 @@ interface Txt2ImgBody {
   batch_size?: number | null;
   n_iter?: number | null;
   text_encoder?: string | null;
-  override_settings?: { sd_model_checkpoint?: string | null; CLIP_stop_at_last_layers?: number | null; text_encoder?: string | null } | null;
+  override_settings?: {
+    sd_model_checkpoint?: string | null;
+    CLIP_stop_at_last_layers?: number | null;
+    text_encoder?: string | null;
+  } | null;
   enable_hr?: boolean | null;
   restore_faces?: boolean | null;
   tiling?: boolean | null;
@@ -106,7 +110,8 @@ export function txt2imgRequests(ctx: HttpContext, b: Txt2ImgBody): GenerationReq
   const o = b.override_settings ?? {};
   const ck = checkpoint(o.sd_model_checkpoint);
   const count = (b.batch_size ?? 1) * (b.n_iter ?? 1);
-  if (count > LIMITS.maxImages) throw new HttpError(422, `batch_size × n_iter = ${count} exceeds the limit of ${LIMITS.maxImages} images`);
+  if (count > LIMITS.maxImages)
+    throw new HttpError(422, `batch_size × n_iter = ${count} exceeds the limit of ${LIMITS.maxImages} images`);
   let scheduler: string | undefined;
   try {
     scheduler = schedulerFor(b.sampler_name ?? b.sampler_index ?? undefined, b.scheduler ?? undefined);
@@ -158,11 +163,20 @@ export function registerA1111(app: FastifyInstance, ctx: HttpContext): void {
     jobs.push(job);
     lastInterrupted = false;
     const first = requests[0]!;
-    const parameters = { ...b, seed: b.seed ?? -1, steps: first.steps, cfg_scale: first.guidanceScale, width: first.width, height: first.height };
+    const parameters = {
+      ...b,
+      seed: b.seed ?? -1,
+      steps: first.steps,
+      cfg_scale: first.guidanceScale,
+      width: first.width,
+      height: first.height,
+    };
     try {
       const images = (await call.result).map((imgs) => imgs[0]!);
       const delivered = images.flatMap((img, i) => (img.png.length ? [{ img, req: requests[i]! }] : []));
-      const refused = images.flatMap((img) => (img.png.length ? [] : [{ seed: img.seed.toString(), safety: img.safety }]));
+      const refused = images.flatMap((img) =>
+        img.png.length ? [] : [{ seed: img.seed.toString(), safety: img.safety }],
+      );
       const texts = delivered.map(({ img, req }) => infotext(req, img));
       const info = {
         prompt: first.prompt,
@@ -189,11 +203,19 @@ export function registerA1111(app: FastifyInstance, ctx: HttpContext): void {
         safety: delivered.map(({ img }) => img.safety ?? null),
         refused,
       };
-      return { images: delivered.map(({ img }, i) => pngBase64(img, texts[i]!)), parameters, info: JSON.stringify(info) };
+      return {
+        images: delivered.map(({ img }, i) => pngBase64(img, texts[i]!)),
+        parameters,
+        info: JSON.stringify(info),
+      };
     } catch (e) {
       // A1111 answers an interrupted txt2img with what it has; a cancelled request here has no finished image.
       if ((e as { interrupted?: boolean }).interrupted) {
-        return { images: [], parameters, info: JSON.stringify({ interrupted: true, seed: Number(first.seed), job_timestamp: job.timestamp }) };
+        return {
+          images: [],
+          parameters,
+          info: JSON.stringify({ interrupted: true, seed: Number(first.seed), job_timestamp: job.timestamp }),
+        };
       }
       throw e;
     } finally {
@@ -239,10 +261,22 @@ export function registerA1111(app: FastifyInstance, ctx: HttpContext): void {
   });
 
   app.get('/sdapi/v1/sd-models', async () =>
-    ctx.models.pipelines.map((p) => ({ title: p.name, model_name: p.name, hash: null, sha256: null, filename: p.name, config: null })),
+    ctx.models.pipelines.map((p) => ({
+      title: p.name,
+      model_name: p.name,
+      hash: null,
+      sha256: null,
+      filename: p.name,
+      config: null,
+    })),
   );
 
-  app.get('/sdapi/v1/samplers', async () => A1111_SAMPLERS.map((s) => ({ name: s.name, aliases: s.aliases, options: {} })));
+  app.get('/sdapi/v1/samplers', async () =>
+    A1111_SAMPLERS.map((s) => ({ name: s.name, aliases: s.aliases, options: {} })),
+  );
 
-  app.get('/sdapi/v1/options', async () => ({ sd_model_checkpoint: ctx.models.defaultPipeline, CLIP_stop_at_last_layers: 1 }));
+  app.get('/sdapi/v1/options', async () => ({
+    sd_model_checkpoint: ctx.models.defaultPipeline,
+    CLIP_stop_at_last_layers: 1,
+  }));
 }

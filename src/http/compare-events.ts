@@ -22,7 +22,7 @@ export interface ImageJson {
   scheduler: string;
   steps: number;
   guidance_scale: number;
-  /** A1111-style infotext: prompt, negative prompt, then `Steps: …, Sampler: …` (also in the PNG's `parameters`). */
+  /** A1111's infotext: prompt, negative prompt, then `Steps: …, Sampler: …` (also the PNG's `parameters`). */
   parameters: string;
   safety: SafetyVerdict | null;
 }
@@ -36,6 +36,9 @@ export interface CompareResultJson {
 export type CompareEvent =
   | { event: 'queued'; data: { position: number } }
   | { event: 'progress'; data: { step: number; total: number } }
-  | { event: 'preview'; data: { column: number; encoder: string; step: number; png: string; width: number; height: number } }
+  | {
+      event: 'preview';
+      data: { column: number; encoder: string; step: number; png: string; width: number; height: number };
+    }
   | { event: 'result'; data: CompareResultJson }
   | { event: 'error'; data: { status: number; error: { message: string; type: string } } };

@@ -82,7 +82,12 @@ class EventStream {
   start(): void {
     this.reply.hijack();
     // Hijacked replies skip Fastify's header handling: carry over what hooks set (CORS) by hand.
-    const headers = { ...this.reply.getHeaders(), 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' };
+    const headers = {
+      ...this.reply.getHeaders(),
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    };
     this.reply.raw.writeHead(200, headers as Record<string, string>);
     this.open = true;
     for (const e of this.buffered) this.send(e);
@@ -100,11 +105,17 @@ class EventStream {
 }
 
 export function registerCompare(app: FastifyInstance, ctx: HttpContext): void {
-  app.get('/v1/pipelines', async (): Promise<PipelinesResponse> => ({
-    default_pipeline: ctx.models.defaultPipeline,
-    pipelines: ctx.models.pipelines.map((p) => ({ ...p, encoders: ctx.models.encoders.filter((e) => e.pipeline === p.name) })),
-    schedulers: SCHEDULER_NAMES,
-  }));
+  app.get(
+    '/v1/pipelines',
+    async (): Promise<PipelinesResponse> => ({
+      default_pipeline: ctx.models.defaultPipeline,
+      pipelines: ctx.models.pipelines.map((p) => ({
+        ...p,
+        encoders: ctx.models.encoders.filter((e) => e.pipeline === p.name),
+      })),
+      schedulers: SCHEDULER_NAMES,
+    }),
+  );
 
   app.post<{ Body: CompareBody }>('/v1/compare', { schema: { body: COMPARE_BODY } }, async (request, reply) => {
     const requests = compareRequests(ctx, request.body);
@@ -114,13 +125,19 @@ export function registerCompare(app: FastifyInstance, ctx: HttpContext): void {
       progress: (step, total) => stream.send({ event: 'progress', data: { step, total } }),
       preview: (column, step, p) => {
         const png = Buffer.from(p.png).toString('base64');
-        stream.send({ event: 'preview', data: { column, encoder: requests[column]!.encoder, step, png, width: p.width, height: p.height } });
+        stream.send({
+          event: 'preview',
+          data: { column, encoder: requests[column]!.encoder, step, png, width: p.width, height: p.height },
+        });
       },
     });
     stream.start();
     try {
       const images = await call.result;
-      const columns = requests.map((r, i) => ({ encoder: r.encoder, images: images[i]!.map((img) => imageJson(r, img)) }));
+      const columns = requests.map((r, i) => ({
+        encoder: r.encoder,
+        images: images[i]!.map((img) => imageJson(r, img)),
+      }));
       stream.send({ event: 'result', data: { seed: requests[0]!.seed.toString(), columns } });
     } catch (e) {
       const status = e instanceof HttpError ? e.statusCode : 500;

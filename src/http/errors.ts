@@ -52,11 +52,17 @@ export function handleError(err: FastifyError | HttpError, request: FastifyReque
   const url = request.url;
   if ('validation' in err && err.validation) {
     const fields = err.validation.map((v) => ({
-      loc: ['body', ...v.instancePath.split('/').filter(Boolean), ...(v.params?.missingProperty ? [String(v.params.missingProperty)] : [])],
+      loc: [
+        'body',
+        ...v.instancePath.split('/').filter(Boolean),
+        ...(v.params?.missingProperty ? [String(v.params.missingProperty)] : []),
+      ],
       msg: v.message ?? 'invalid',
       type: `value_error.${v.keyword}`,
     }));
-    const text = err.validation.map((v) => `${v.instancePath.slice(1).replaceAll('/', '.') || 'body'} ${v.message}`).join('; ');
+    const text = err.validation
+      .map((v) => `${v.instancePath.slice(1).replaceAll('/', '.') || 'body'} ${v.message}`)
+      .join('; ');
     // FastAPI answers an invalid body with 422 and a list of what is wrong where; OpenAI with 400.
     if (errorStyle(url) === 'a1111') return void reply.code(422).send({ detail: fields });
     return void reply.code(400).send(openaiError(400, `invalid request body: ${text}`));

@@ -38,9 +38,13 @@ interface GenerationsBody {
 
 function request(ctx: HttpContext, b: GenerationsBody): GenerationRequest {
   if (b.response_format && b.response_format !== 'b64_json') {
-    throw new HttpError(400, `response_format '${b.response_format}' is not supported: this server returns b64_json only`);
+    throw new HttpError(
+      400,
+      `response_format '${b.response_format}' is not supported: this server returns b64_json only`,
+    );
   }
-  if (b.output_format && b.output_format !== 'png') throw new HttpError(400, `output_format '${b.output_format}' is not supported: png only`);
+  if (b.output_format && b.output_format !== 'png')
+    throw new HttpError(400, `output_format '${b.output_format}' is not supported: png only`);
   let width: number | undefined;
   let height: number | undefined;
   if (b.size && b.size !== 'auto') {
@@ -62,20 +66,35 @@ function request(ctx: HttpContext, b: GenerationsBody): GenerationRequest {
 }
 
 function modelIds(ctx: HttpContext): string[] {
-  return ctx.models.pipelines.flatMap((p) => [p.name, ...ctx.models.encoders.filter((e) => e.pipeline === p.name).map((e) => `${p.name}/${e.name}`)]);
+  return ctx.models.pipelines.flatMap((p) => [
+    p.name,
+    ...ctx.models.encoders.filter((e) => e.pipeline === p.name).map((e) => `${p.name}/${e.name}`),
+  ]);
 }
 
 export function registerOpenai(app: FastifyInstance, ctx: HttpContext): void {
-  app.post<{ Body: GenerationsBody }>('/v1/images/generations', { schema: { body: GENERATIONS_BODY } }, async (req, reply) => {
-    const r = request(ctx, req.body);
-    const [images] = await submitCall(ctx, 'images.generations', [r], reply).result;
-    const data = images!.map((img) => ({ b64_json: pngBase64(img, infotext(r, img)), revised_prompt: r.prompt, safety: img.safety ?? null }));
-    if (data.every((d) => !d.b64_json)) {
-      const reason = images![0]?.safety?.reason ?? 'refused by the safety check';
-      throw new HttpError(400, `Your request was rejected by the safety system: ${reason}`, 'content_policy_violation');
-    }
-    return { created: Math.floor(Date.now() / 1000), data };
-  });
+  app.post<{ Body: GenerationsBody }>(
+    '/v1/images/generations',
+    { schema: { body: GENERATIONS_BODY } },
+    async (req, reply) => {
+      const r = request(ctx, req.body);
+      const [images] = await submitCall(ctx, 'images.generations', [r], reply).result;
+      const data = images!.map((img) => ({
+        b64_json: pngBase64(img, infotext(r, img)),
+        revised_prompt: r.prompt,
+        safety: img.safety ?? null,
+      }));
+      if (data.every((d) => !d.b64_json)) {
+        const reason = images![0]?.safety?.reason ?? 'refused by the safety check';
+        throw new HttpError(
+          400,
+          `Your request was rejected by the safety system: ${reason}`,
+          'content_policy_violation',
+        );
+      }
+      return { created: Math.floor(Date.now() / 1000), data };
+    },
+  );
 
   app.get('/v1/models', async () => ({
     object: 'list',

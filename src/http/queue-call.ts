@@ -48,7 +48,15 @@ export function submitCall(
   const started = performance.now();
   const log = ctx.logger.child({ reqId: randomUUID(), method, peer: reply.request.ip });
   const first = requests[0]!;
-  log.info({ encoders: requests.map((r) => r.encoder), pipeline: first.pipeline, seed: first.seed.toString(), steps: first.steps }, 'request accepted');
+  log.info(
+    {
+      encoders: requests.map((r) => r.encoder),
+      pipeline: first.pipeline,
+      seed: first.seed.toString(),
+      steps: first.steps,
+    },
+    'request accepted',
+  );
   let interrupted = false;
   let settle!: { resolve(images: GeneratedImage[][]): void; reject(e: Error): void };
   const result = new Promise<GeneratedImage[][]>((resolve, reject) => (settle = { resolve, reject }));
@@ -64,7 +72,8 @@ export function submitCall(
         ctx.metrics.requestDuration.labels(method, outcome).observe(totalMs / 1000);
         log.info({ outcome, details: r.ok ? undefined : r.message, totalMs }, 'request done');
         if (r.ok) {
-          for (const [i, imgs] of r.images.entries()) ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
+          for (const [i, imgs] of r.images.entries())
+            ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
           settle.resolve(r.images);
         } else settle.reject(Object.assign(new HttpError(httpStatus(r.kind), r.message), { interrupted }));
       },

@@ -36,12 +36,17 @@ export function schedulerFor(samplerName: string | undefined, scheduleType: stri
   if (SCHEDULER_NAMES.includes(name) && !scheduleType) return name;
   const sampler = A1111_SAMPLERS.find((s) => s.name === name || s.aliases.includes(name));
   if (!sampler) {
-    throw new RangeError(`sampler '${samplerName}' is not available (one of ${A1111_SAMPLERS.map((s) => s.name).join(', ')})`);
+    throw new RangeError(
+      `sampler '${samplerName}' is not available (one of ${A1111_SAMPLERS.map((s) => s.name).join(', ')})`,
+    );
   }
   const schedule = (legacySchedule ?? scheduleType ?? 'automatic').toLowerCase();
   const ours = sampler.schedules[schedule];
   if (!ours) {
-    throw new RangeError(`sampler '${sampler.name}' has no schedule type '${scheduleType}' here (${Object.keys(sampler.schedules).join(', ')})`);
+    throw new RangeError(
+      `sampler '${sampler.name}' has no schedule type '${scheduleType}' here ` +
+        `(${Object.keys(sampler.schedules).join(', ')})`,
+    );
   }
   return ours;
 }

@@ -176,7 +176,9 @@ export class LocalEngine implements Engine {
       const out: GeneratedImage[] = rgbs.map((made, i) => {
         const rgb = checked ? checked[i]!.rgb : made;
         return {
-          png: rgb ? encodePng(rgb, width, height, { parameters: JSON.stringify(pngParameters(r, i)) }) : new Uint8Array(0),
+          png: rgb
+            ? encodePng(rgb, width, height, { parameters: JSON.stringify(pngParameters(r, i)) })
+            : new Uint8Array(0),
           seed: r.seed,
           width,
           height,

@@ -1,7 +1,7 @@
 /**
- * `npm run fit:latent-rgb -- <diffusers pipeline folder> <images folder> [count] [file-name prefix]`: fit the preview projection
- * (latent channels → RGB, plus a bias) of a pipeline to its own VAE and write `latent_rgb.json` into the pipeline
- * folder. Pictures are encoded to UNet-space latents (posterior mean × scaling_factor) and decoded again; the
+ * `npm run fit:latent-rgb -- <diffusers pipeline folder> <images folder> [count] [file-name prefix]`: fit the
+ * preview projection (latent channels → RGB, plus a bias) of a pipeline to its own VAE and write `latent_rgb.json`
+ * into the pipeline folder. Pictures are encoded to UNet-space latents (posterior mean × scaling_factor) and decoded again; the
  * decoded pixels, averaged over each latent cell, are what the linear map is fitted to, by least squares.
  */
 import { readdirSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,13 @@ function solve(a: number[][], b: number[]): number[] {
 }
 
 /** Least-squares fit of rgb ≈ latent · factors + bias over latent cells. */
-export function fitLatentRgb(latents: Float32Array, pooled: Float32Array, n: number, C: number, plane: number): LatentRgb {
+export function fitLatentRgb(
+  latents: Float32Array,
+  pooled: Float32Array,
+  n: number,
+  C: number,
+  plane: number,
+): LatentRgb {
   const k = C + 1;
   const xtx = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   const xty = Array.from({ length: 3 }, () => new Array<number>(k).fill(0));
@@ -63,14 +69,18 @@ async function main() {
   const encoder = await createSession(serializeModel(buildVaeEncoderGraph(config, weights)));
   const decoder = await createSession(serializeModel(buildVaeDecoderGraph(config, weights)));
   weights.close();
-  const files = readdirSync(imagesDir).filter((f) => f.startsWith(prefix) && f.endsWith('.png')).sort().slice(0, Number(countArg));
+  const files = readdirSync(imagesDir)
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.png'))
+    .sort()
+    .slice(0, Number(countArg));
   const first = await sharp(join(imagesDir, files[0]!)).metadata();
   const [H, W] = [first.height!, first.width!];
   const n = files.length;
   const image = new Float32Array(n * 3 * H * W);
   for (const [b, f] of files.entries()) {
     const rgb = await sharp(join(imagesDir, f)).removeAlpha().resize(W, H).raw().toBuffer();
-    for (let p = 0; p < H * W; p++) for (let c = 0; c < 3; c++) image[(b * 3 + c) * H * W + p] = (rgb[p * 3 + c]! / 255) * 2 - 1;
+    for (let p = 0; p < H * W; p++)
+      for (let c = 0; c < 3; c++) image[(b * 3 + c) * H * W + p] = (rgb[p * 3 + c]! / 255) * 2 - 1;
   }
   const { latent_mean: mean } = await run(encoder, { image: { dtype: 'F32', shape: [n, 3, H, W], data: image } });
   const latents = mean.data.map((v) => v * config.scalingFactor);

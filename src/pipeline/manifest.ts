@@ -118,7 +118,8 @@ export function readManifest(file: string): Manifest {
     const defaultEncoder = (p.default_encoder as string) ?? encoders[0].name;
     if (!encoders.some((e) => e.name === defaultEncoder)) fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
     const safety = p.safety === undefined ? undefined : readSafety(abs, `pipelines.${name}.safety`, p.safety);
-    pipelines.push({ name, description: (p.description as string) ?? '', path, config, defaultEncoder, defaults, encoders, safety });
+    const description = (p.description as string) ?? '';
+    pipelines.push({ name, description, path, config, defaultEncoder, defaults, encoders, safety });
   }
   if (pipelines.length === 0) fail(abs, 'names no pipeline');
   const defaultPipeline = (top.default_pipeline as string) ?? pipelines[0].name;
@@ -131,7 +132,9 @@ function readSafety(file: string, where: string, v: unknown): SafetySettings {
   const s = obj(file, where, v);
   const action = (s.action ?? 'flag') as SafetyAction;
   if (!SAFETY_ACTIONS.includes(action)) fail(file, `${where}.action must be one of ${SAFETY_ACTIONS.join(', ')}`);
-  if (typeof s.classifier === 'string' && /^nsfwjs(:.*)?$/.test(s.classifier)) return { classifier: s.classifier, action };
+  if (typeof s.classifier === 'string' && /^nsfwjs(:.*)?$/.test(s.classifier)) {
+    return { classifier: s.classifier, action };
+  }
   return { classifier: resolvePath(file, `${where}.classifier`, s.classifier, 'file or folder').abs, action };
 }
 

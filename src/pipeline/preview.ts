@@ -33,7 +33,8 @@ export const LATENT_RGB_FILE = 'latent_rgb.json';
 
 export function parseLatentRgb(raw: unknown, where: string, channels: number): LatentRgb {
   const r = raw as Partial<LatentRgb> | null;
-  const row3 = (v: unknown) => Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
+  const row3 = (v: unknown) =>
+    Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
   if (!r || !Array.isArray(r.factors) || r.factors.length !== channels || !r.factors.every(row3) || !row3(r.bias)) {
     throw new Error(`${where}: expected { factors: ${channels} rows of 3 numbers, bias: 3 numbers }`);
   }
@@ -89,7 +90,8 @@ export class CleanEstimate {
 export function latentsToRgb(latents: Float32Array, n: number, h: number, w: number, map: LatentRgb): Uint8Array[] {
   const C = map.factors.length;
   const plane = h * w;
-  if (latents.length !== n * C * plane) throw new Error(`latentsToRgb: ${latents.length} values are not ${n}x${C}x${h}x${w}`);
+  if (latents.length !== n * C * plane)
+    throw new Error(`latentsToRgb: ${latents.length} values are not ${n}x${C}x${h}x${w}`);
   const out: Uint8Array[] = [];
   for (let b = 0; b < n; b++) {
     const rgb = new Uint8Array(plane * 3);

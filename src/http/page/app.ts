@@ -16,7 +16,11 @@ const HISTORY_LENGTH = 8;
 let models: PipelinesResponse | undefined;
 const history: Array<{ prompt: string; result: CompareResultJson }> = [];
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Record<string, unknown> = {}, ...children: Array<Node | string>): HTMLElementTagNameMap[K] {
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Record<string, unknown> = {},
+  ...children: Array<Node | string>
+): HTMLElementTagNameMap[K] {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
   return node;
@@ -94,7 +98,9 @@ function verdictText(img: ImageJson): HTMLElement {
   const v = img.safety;
   if (!v) return el('span', { className: 'verdict ok', textContent: 'no safety classifier' });
   const top = Object.entries(v.scores).sort((a, b) => b[1] - a[1])[0];
-  const text = v.flagged ? v.reason : `passed ${v.classifier} (${top ? `${top[0]} ${top[1].toFixed(2)}` : 'no scores'})`;
+  const text = v.flagged
+    ? v.reason
+    : `passed ${v.classifier} (${top ? `${top[0]} ${top[1].toFixed(2)}` : 'no scores'})`;
   return el('span', { className: `verdict ${v.flagged ? 'flagged' : 'ok'}`, textContent: text });
 }
 
@@ -104,7 +110,11 @@ function showImage(col: Column, img: ImageJson): void {
     const src = `data:image/png;base64,${img.png}`;
     col.frame.replaceChildren(el('img', { src, alt: img.parameters, className: 'final' }));
     const name = `safe-sd-${img.encoder}-${img.seed}.png`;
-    col.info.replaceChildren(verdictText(img), el('div', { className: 'params', textContent: img.parameters }), el('a', { href: src, download: name, textContent: 'download PNG' }));
+    col.info.replaceChildren(
+      verdictText(img),
+      el('div', { className: 'params', textContent: img.parameters }),
+      el('a', { href: src, download: name, textContent: 'download PNG' }),
+    );
   } else {
     col.frame.replaceChildren();
     col.info.replaceChildren(verdictText(img), el('div', { className: 'params', textContent: img.parameters }));
@@ -122,8 +132,15 @@ function addHistory(prompt: string, result: CompareResultJson): void {
   history.length = Math.min(history.length, HISTORY_LENGTH);
   historyEl.replaceChildren(
     ...history.map((h) => {
-      const thumbs = h.result.columns.map((c) => el('img', { src: `data:image/png;base64,${c.images[0]?.png ?? ''}`, alt: c.encoder, title: c.encoder }));
-      const li = el('li', {}, ...thumbs, ` ${h.prompt} · seed ${h.result.seed} · ${h.result.columns.map((c) => c.encoder).join(' / ')}`);
+      const thumbs = h.result.columns.map((c) =>
+        el('img', { src: `data:image/png;base64,${c.images[0]?.png ?? ''}`, alt: c.encoder, title: c.encoder }),
+      );
+      const li = el(
+        'li',
+        {},
+        ...thumbs,
+        ` ${h.prompt} · seed ${h.result.seed} · ${h.result.columns.map((c) => c.encoder).join(' / ')}`,
+      );
       li.onclick = () => showResult(h.result);
       return li;
     }),
@@ -176,14 +193,19 @@ async function compare(ev: SubmitEvent): Promise<void> {
   const cols = makeColumns(encoders);
   setStatus('sending…');
   try {
-    const res = await fetch('/v1/compare', { method: 'POST', headers: { 'content-type': 'application/json', ...headers() }, body: JSON.stringify(request) });
+    const res = await fetch('/v1/compare', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers() },
+      body: JSON.stringify(request),
+    });
     if (res.status === 401) return needToken();
     if (!res.ok || !res.body) {
       const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
       return setStatus(err.error?.message ?? `HTTP ${res.status}`, true);
     }
     for await (const e of events(res.body)) {
-      if (e.event === 'queued') setStatus(e.data.position === 0 ? 'starting…' : `waiting: ${e.data.position} ahead in the queue`);
+      if (e.event === 'queued')
+        setStatus(e.data.position === 0 ? 'starting…' : `waiting: ${e.data.position} ahead in the queue`);
       else if (e.event === 'progress') {
         setStatus(`denoising: step ${e.data.step} of ${e.data.total}`);
         for (const c of cols) {
@@ -192,7 +214,9 @@ async function compare(ev: SubmitEvent): Promise<void> {
         }
       } else if (e.event === 'preview') {
         const src = `data:image/png;base64,${e.data.png}`;
-        cols[e.data.column]?.frame.replaceChildren(el('img', { src, alt: `step ${e.data.step}`, className: 'preview' }));
+        cols[e.data.column]?.frame.replaceChildren(
+          el('img', { src, alt: `step ${e.data.step}`, className: 'preview' }),
+        );
       } else if (e.event === 'result') {
         for (const [i, c] of e.data.columns.entries()) showImage(cols[i]!, c.images[0]!);
         setStatus(`done: seed ${e.data.seed}`);
