@@ -198,3 +198,16 @@ test("A1111's interrupt stops the running txt2img, which answers with no images"
     t.true((await call(base, '/sdapi/v1/progress')).json.state.interrupted);
   });
 });
+
+test('on shutdown, running HTTP requests finish while new ones get 503', async (t) => {
+  await withServer({ stepMs: 10 }, async ({ server, base }) => {
+    const running = call(base, '/sdapi/v1/txt2img', { prompt: 'a cat', steps: 60 });
+    while ((await call(base, '/sdapi/v1/progress')).json.progress === 0) await new Promise((r) => setTimeout(r, 10));
+    const stopped = server.shutdown(10_000);
+    const late = await call(base, '/v1/images/generations', { prompt: 'a dog' });
+    t.is(late.status, 503);
+    t.is(late.json.error.message, 'server is shutting down');
+    t.is((await running).status, 200);
+    await stopped;
+  });
+});
