@@ -179,6 +179,21 @@ test('a client that goes away mid-generation cancels its request', async (t) => 
     t.is(server.queue.active, 0);
     const steps = Atomics.load(counters, STEPS_EXECUTED);
     t.true(steps < 2 * 200, `the batch stopped early: ${steps} job-steps of 400`);
+
+    // The same for a plain JSON request: A1111's txt2img, dropped while it runs.
+    const dropped = new AbortController();
+    const txt2img = fetch(`${base}/sdapi/v1/txt2img`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'a cat', steps: 200 }),
+      signal: dropped.signal,
+    }).catch(() => 'aborted');
+    while ((await call(base, '/sdapi/v1/progress')).json.progress === 0) await new Promise((r) => setTimeout(r, 20));
+    dropped.abort();
+    t.is(await txt2img, 'aborted');
+    while (server.queue.active > 0 && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 20));
+    t.is(server.queue.active, 0);
+    t.true(Atomics.load(counters, STEPS_EXECUTED) - steps < 200, 'the dropped txt2img stopped early');
   });
 });
 
