@@ -34,6 +34,38 @@ export interface DenoiseHooks {
   yieldBetweenSteps?(): Promise<void>;
   /** Each job's scaled UNet input and guided output of a step, before the scheduler step (for previews). */
   onModelOutput?(jobId: string, step: number, modelInput: Float32Array, modelOutput: Float32Array, t: number): void;
+  /**
+   * Most samples in one UNet call; a larger step is split into several calls (the batch dimension is independent),
+   * so one call's time and memory stay bounded and a batch whose jobs were all cancelled stops after the current call.
+   */
+  maxRowsPerCall?: number;
+}
+
+/** The UNet over the rows of a batch in calls of at most `maxRows`; undefined if every job was cancelled between. */
+async function chunkedUnet(
+  unet: UnetCall,
+  sample: F32Tensor,
+  timesteps: Float32Array,
+  states: F32Tensor,
+  maxRows: number,
+  allCancelled: () => boolean,
+): Promise<F32Tensor | undefined> {
+  const [batch, ...rest] = sample.shape;
+  if (batch <= maxRows) return unet(sample, timesteps, states);
+  const per = sample.data.length / batch;
+  const [, S, D] = states.shape;
+  const parts: Float32Array[] = [];
+  for (let start = 0; start < batch; start += maxRows) {
+    if (start > 0 && allCancelled()) return undefined;
+    const end = Math.min(batch, start + maxRows);
+    const out = await unet(
+      { dtype: 'F32', shape: [end - start, ...rest], data: sample.data.slice(start * per, end * per) },
+      timesteps.slice(start, end),
+      { dtype: 'F32', shape: [end - start, S, D], data: states.data.slice(start * S * D, end * S * D) },
+    );
+    parts.push(out.data);
+  }
+  return { dtype: 'F32', shape: sample.shape, data: concat(parts) };
 }
 
 function concat(parts: Float32Array[]): Float32Array {
@@ -99,7 +131,14 @@ export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, 
       scaledInputs.push(scaled);
     }
     const batch = states.shape[0];
-    const out = await unet({ dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) }, new Float32Array(batch).fill(t), states);
+    const allCancelled = () => !!hooks.isCancelled && active.every((j) => hooks.isCancelled!(j.id));
+    const sample: F32Tensor = { dtype: 'F32', shape: [batch, C, h, w], data: concat(inputs) };
+    const maxRows = hooks.maxRowsPerCall ?? batch;
+    const out = await chunkedUnet(unet, sample, new Float32Array(batch).fill(t), states, maxRows, allCancelled);
+    if (!out) {
+      active = [];
+      break;
+    }
     let off = 0;
     for (const [a, j] of active.entries()) {
       const size = j.n * per;

@@ -55,6 +55,17 @@ export interface EncoderInfo {
   layers: number;
 }
 
+/** What one request or batch of a pipeline may ask for; from the manifest's `limits`, else defaults (manifest.ts). */
+export interface PipelineLimits {
+  /** Largest width × height of one image. */
+  maxPixels: number;
+  /**
+   * Largest sum of images × width × height over the jobs of one batch (a Compare counts every column): the latents,
+   * UNet activations and decoded images of a batch grow with it, so it bounds a batch's memory.
+   */
+  maxBatchPixels: number;
+}
+
 export interface PipelineInfo {
   name: string;
   defaultEncoder: string;
@@ -68,6 +79,7 @@ export interface PipelineInfo {
   safety?: { classifier: string; action: SafetyAction };
   /** True when the engine sends previews: not when they would show what the safety action hides (blur, refuse). */
   previews?: boolean;
+  limits: PipelineLimits;
 }
 
 export interface ModelsInfo {

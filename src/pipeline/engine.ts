@@ -14,7 +14,7 @@ import {
   type ModelsInfo,
   type PartialRequest,
 } from './engine-api.js';
-import { DEFAULT_MANIFEST, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
+import { DEFAULT_MANIFEST, pipelineLimits, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
 import { encodePng, imagesToBytes } from '../core/png.js';
 import { TorchGenerator } from '../core/torch-generator.js';
 import { CleanEstimate, latentRgbFor, latentsToRgb, type LatentRgb } from './preview.js';
@@ -65,11 +65,12 @@ export class LocalEngine implements Engine {
         crossAttentionDim: cross,
         safety,
         previews: rgb !== undefined && (!p.safety || p.safety.action === 'flag'),
+        limits: pipelineLimits(p.limits, source.nativeSize),
       });
       for (const e of p.encoders) {
         const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
-        if (hidden !== cross) {
-          throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${cross}`);
+        if (hidden !== source.crossAttentionDim) {
+          throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${source.crossAttentionDim}`);
         }
         this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip, layers });
       }
@@ -157,21 +158,27 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, failure: 'error', message: (e as Error).message });
       }
     }
+    // Calls of at most two images at the pipeline's largest size (one with its guidance twin): bounded time per call,
+    // so a cancelled batch leaves the worker within one call.
+    const maxCallPixels = 2 * this.info.pipelines.find((p) => p.name === pname)!.limits.maxPixels;
+    const imagesPerCall = Math.max(1, Math.floor(maxCallPixels / (width * height)));
     const latents = await sd.denoise(prepared, height, width, {
       onStep: hooks.onProgress,
       isCancelled: hooks.isCancelled,
       yieldBetweenSteps: () => new Promise((res) => setImmediate(res)),
       onModelOutput: this.previewHook(sd, pname, height, width, hooks),
+      maxRowsPerCall: imagesPerCall,
     });
     const safety = await this.safetyCheck(pname);
     for (const { id, request: r } of jobs) {
       if (outcomes.has(id)) continue;
       const lat = latents.get(id);
-      if (!lat) {
+      const images = lat && (await this.decodeInCalls(sd, lat, r, imagesPerCall, () => hooks.isCancelled(id)));
+      if (!images) {
         outcomes.set(id, { ok: false, failure: 'cancelled', message: 'cancelled' });
         continue;
       }
-      const rgbs = imagesToBytes(await sd.decode(lat, r.numImages, height, width));
+      const rgbs = imagesToBytes(images);
       const checked = await safety?.check(rgbs.map((rgb) => ({ rgb, width, height })));
       const out: GeneratedImage[] = rgbs.map((made, i) => {
         const rgb = checked ? checked[i]!.rgb : made;
@@ -210,6 +217,21 @@ export class LocalEngine implements Engine {
       const [rgb] = latentsToRgb(first, 1, h, w, map);
       hooks.onPreview!(jobId, step, { png: encodePng(rgb!, w, h), width: w, height: h });
     };
+  }
+
+  /** Decode `r.numImages` latents a few images per VAE call; undefined once the job is cancelled between calls. */
+  private async decodeInCalls(sd: StableDiffusion, latents: Float32Array, r: GenerationRequest, perCall: number, isCancelled: () => boolean): Promise<F32Tensor | undefined> {
+    if (r.numImages <= perCall) return sd.decode(latents, r.numImages, r.height, r.width);
+    const latentSize = latents.length / r.numImages;
+    const parts: Float32Array[] = [];
+    for (let i = 0; i < r.numImages; i += perCall) {
+      if (isCancelled()) return undefined;
+      const n = Math.min(perCall, r.numImages - i);
+      parts.push((await sd.decode(latents.slice(i * latentSize, (i + n) * latentSize), n, r.height, r.width)).data);
+    }
+    const data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+    parts.reduce((off, p) => (data.set(p, off), off + p.length), 0);
+    return { dtype: 'F32', shape: [r.numImages, r.height, r.width, 3], data };
   }
 
   /**

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { SAFETY_ACTIONS, type SafetyAction, type SafetySettings } from './safety.js';
+import type { PipelineLimits } from './engine-api.js';
 import { openPipelineSource } from './source.js';
 
 /** Generation settings a pipeline uses when a request leaves them out. */
@@ -35,6 +36,8 @@ export interface PipelineEntry {
   config?: string;
   defaultEncoder: string;
   defaults: PipelineDefaults;
+  /** As the manifest's `limits` gives them; pipelineLimits() fills the rest from the model's native size. */
+  limits: Partial<PipelineLimits>;
   encoders: EncoderEntry[];
   /** The classifier that judges every image the server makes with this pipeline, and what to do when it flags one. */
   safety?: SafetySettings;
@@ -50,6 +53,21 @@ export interface Manifest {
 export const DEFAULT_MANIFEST = resolve(dirname(new URL(import.meta.url).pathname), '../../pipelines/default.json');
 
 export const FALLBACK_DEFAULTS: PipelineDefaults = { width: 512, height: 512, steps: 25, guidanceScale: 7.5, scheduler: 'pndm' };
+
+/**
+ * Limits of a pipeline whose manifest leaves them out: images up to 4x the native pixel count (2x each side, where
+ * SD's composition already falls apart), batches up to 16 native images (the most one request may ask for).
+ */
+export function pipelineLimits(given: Partial<PipelineLimits>, nativeSize: number): PipelineLimits {
+  const native = nativeSize * nativeSize;
+  return { maxPixels: given.maxPixels ?? 4 * native, maxBatchPixels: given.maxBatchPixels ?? 16 * native };
+}
+
+function positiveInt(file: string, where: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) fail(file, `${where} must be a positive integer`);
+  return v;
+}
 
 function fail(file: string, msg: string): never {
   throw new Error(`${file}: ${msg}`);
@@ -103,6 +121,11 @@ export function readManifest(file: string): Manifest {
       guidanceScale: (d.guidance_scale as number) ?? FALLBACK_DEFAULTS.guidanceScale,
       scheduler: (d.scheduler as string) ?? FALLBACK_DEFAULTS.scheduler,
     };
+    const l = p.limits === undefined ? {} : obj(abs, `pipelines.${name}.limits`, p.limits);
+    const limits: Partial<PipelineLimits> = {
+      maxPixels: positiveInt(abs, `pipelines.${name}.limits.max_pixels`, l.max_pixels),
+      maxBatchPixels: positiveInt(abs, `pipelines.${name}.limits.max_batch_pixels`, l.max_batch_pixels),
+    };
     const own = ownEncoder(path, config);
     const encs = obj(abs, `pipelines.${name}.encoders`, p.encoders ?? { original: own });
     const encoders: EncoderEntry[] = [];
@@ -119,7 +142,7 @@ export function readManifest(file: string): Manifest {
     if (!encoders.some((e) => e.name === defaultEncoder)) fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
     const safety = p.safety === undefined ? undefined : readSafety(abs, `pipelines.${name}.safety`, p.safety);
     const description = (p.description as string) ?? '';
-    pipelines.push({ name, description, path, config, defaultEncoder, defaults, encoders, safety });
+    pipelines.push({ name, description, path, config, defaultEncoder, defaults, limits, encoders, safety });
   }
   if (pipelines.length === 0) fail(abs, 'names no pipeline');
   const defaultPipeline = (top.default_pipeline as string) ?? pipelines[0].name;
@@ -158,6 +181,6 @@ export function manifestForModel(model: string, opts: { encoder?: string; config
   return {
     file: isFile ? path : join(path, 'model_index.json'),
     defaultPipeline: 'default',
-    pipelines: [{ name: 'default', description: path, path, config, defaultEncoder: encoders[0].name, defaults: { ...FALLBACK_DEFAULTS, width: native, height: native }, encoders }],
+    pipelines: [{ name: 'default', description: path, path, config, defaultEncoder: encoders[0].name, defaults: { ...FALLBACK_DEFAULTS, width: native, height: native }, limits: {}, encoders }],
   };
 }

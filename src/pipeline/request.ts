@@ -45,6 +45,9 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
     if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) bad(`${k} ${v} is not a positive multiple of 8`);
     if (v > LIMITS.maxSide) bad(`${k} ${v} exceeds the limit of ${LIMITS.maxSide}`);
   }
+  const pixels = req.width * req.height;
+  const { maxPixels } = pipeline.limits;
+  if (pixels > maxPixels) bad(`${req.width}x${req.height} is ${pixels} pixels, over pipeline '${pipeline.name}''s limit of ${maxPixels} per image (manifest limits.max_pixels)`);
   if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps) bad(`steps ${req.steps} is outside 1..${LIMITS.maxSteps}`);
   if (!Number.isFinite(req.guidanceScale) || req.guidanceScale < 0) bad(`guidance scale ${req.guidanceScale} must be a finite number >= 0`);
   if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);

@@ -44,6 +44,8 @@ const MODELS: ModelsInfo = {
       defaultGuidanceScale: 7.5,
       defaultScheduler: 'ddim',
       crossAttentionDim: 32,
+      // 4x and 16x the native 32x32, as pipelineLimits() would give.
+      limits: { maxPixels: 4096, maxBatchPixels: 16384 },
     },
   ],
   encoders: [
