@@ -12,6 +12,7 @@ import type {
   ImageMsg,
   ListModelsResponseMsg,
 } from './proto.js';
+import { undecodable } from './request-decoding.js';
 import { resolveCompare, resolveGenerate } from './resolve.js';
 import { RejectedError, type FailureKind, type RequestQueue } from '../serving/request-queue.js';
 
@@ -34,6 +35,8 @@ const GRPC_STATUS: Record<FailureKind, grpc.status> = {
   internal: grpc.status.INTERNAL,
 };
 
+const DEADLINE_SLACK_MS = 50;
+
 type Event<R> = { queued: { position: number } } | { progress: { step: number; total: number } } | { result: R };
 
 export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
@@ -49,7 +52,11 @@ export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImple
         seed: requests[0]!.seed.toString(),
       }));
     },
-    ListModels(_call: grpc.ServerUnaryCall<object, ListModelsResponseMsg>, callback: grpc.sendUnaryData<ListModelsResponseMsg>) {
+    ListModels(call: grpc.ServerUnaryCall<object, ListModelsResponseMsg>, callback: grpc.sendUnaryData<ListModelsResponseMsg>) {
+      const garbled = undecodable(call.request);
+      if (garbled !== undefined) {
+        return callback({ code: grpc.status.INVALID_ARGUMENT, details: `undecodable ListModelsRequest: ${garbled}` });
+      }
       const { pipelines, encoders } = ctx.models;
       callback(null, { pipelines, encoders });
     },
@@ -78,6 +85,8 @@ function serveStream<Req, R>(
   };
 
   if (ctx.draining()) return finish(grpc.status.UNAVAILABLE, 'server is shutting down');
+  const garbled = undecodable(call.request);
+  if (garbled !== undefined) return finish(grpc.status.INVALID_ARGUMENT, `undecodable ${method}Request: ${garbled}`);
   try {
     requests = resolve(call.request);
   } catch (e) {
@@ -101,7 +110,8 @@ function serveStream<Req, R>(
   const write = (event: Event<R>) => {
     if (!call.cancelled) call.write(event);
   };
-  let deadlineTimer: NodeJS.Timeout | undefined;
+  // The queue owns the deadline (it refuses what cannot finish in time and withdraws what runs past it).
+  const deadline = Number(call.getDeadline());
   let handle;
   try {
     handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
@@ -111,7 +121,6 @@ function serveStream<Req, R>(
         write({ progress: { step, total } });
       },
       done: (result) => {
-        clearTimeout(deadlineTimer);
         if (result.ok) {
           for (const [i, imgs] of result.images.entries()) {
             ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
@@ -122,22 +131,17 @@ function serveStream<Req, R>(
           finish(GRPC_STATUS[result.kind], result.message);
         }
       },
-    });
+    }, { deadline });
   } catch (e) {
     if (e instanceof RejectedError) return finish(GRPC_STATUS[e.kind], e.message);
     throw e;
   }
   const accepted = handle;
 
-  const deadline = Number(call.getDeadline());
-  if (Number.isFinite(deadline)) {
-    deadlineTimer = setTimeout(
-      () => accepted.cancel('deadline', 'deadline exceeded before the images were ready'),
-      Math.max(0, deadline - Date.now()),
-    );
-  }
   const onCancelled = () => {
-    const expired = Number.isFinite(deadline) && Date.now() >= deadline;
+    // grpc-js ends a call at its deadline with its own timer, which may fire a moment before Date.now() reaches the
+    // deadline, and says nothing of why a call was cancelled: a cancel that close to the deadline is the deadline.
+    const expired = Number.isFinite(deadline) && Date.now() >= deadline - DEADLINE_SLACK_MS;
     accepted.cancel(
       expired ? 'deadline' : 'cancelled',
       expired ? 'deadline exceeded before the images were ready' : 'cancelled by the client',

@@ -7,6 +7,8 @@ import type { ModelsInfo } from '../pipeline/engine-api.js';
 import type { ServerMetrics } from '../serving/metrics.js';
 import type { RequestQueue } from '../serving/request-queue.js';
 import { bearerTokenInterceptor } from './auth.js';
+import { acceptFarDeadlines } from './far-deadlines.js';
+import { withTolerantDecoding } from './request-decoding.js';
 import { diffusionService, packageDefinition, SERVICE_NAME } from './proto.js';
 import { diffusionHandlers } from './service.js';
 
@@ -28,8 +30,8 @@ export interface GrpcTransportOptions {
 
 export interface GrpcTransport {
   port: number;
-  /** Health reports NOT_SERVING from now on, so balancers and probes send no new calls. */
-  stopServing(): void;
+  /** Health reports SERVING or NOT_SERVING (shutting down, no worker running), so balancers and probes look elsewhere. */
+  setServing(serving: boolean): void;
   /** Close the port: open calls get up to 2 s to end, then are cut. */
   close(): Promise<void>;
 }
@@ -43,7 +45,7 @@ export async function startGrpcTransport(opts: GrpcTransportOptions): Promise<Gr
     interceptors: opts.token ? [bearerTokenInterceptor(opts.token)] : [],
   });
   server.addService(
-    diffusionService,
+    withTolerantDecoding(diffusionService),
     diffusionHandlers({
       models: opts.models,
       queue: opts.queue,
@@ -65,12 +67,12 @@ export async function startGrpcTransport(opts: GrpcTransportOptions): Promise<Gr
     server.forceShutdown();
     throw e;
   });
+  if (!acceptFarDeadlines(server)) opts.logger.warn('cannot filter grpc-timeout: deadlines > 24.8 days may expire');
 
   return {
     port,
-    stopServing() {
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+    setServing(serving) {
+      for (const name of ['', SERVICE_NAME]) health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
     },
     close: () =>
       new Promise<void>((resolve) => {

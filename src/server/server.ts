@@ -24,8 +24,12 @@ export interface ServerOptions {
   engineOptions: Record<string, unknown>;
   tls?: { cert: Buffer; key: Buffer };
   token?: string;
-  /** HTTP port of /metrics; 0 = off, undefined = off. */
+  /** HTTP port of /metrics; 0 = off, undefined = off. Behind `token` when one is set. */
   metricsPort?: number;
+  /** A worker silent this long while running a batch is abandoned and replaced (default 300 s). */
+  workerStallMs?: number;
+  /** First delay between attempts to restart a worker that failed to start (default 250 ms, doubling to 30 s). */
+  restartDelayMs?: number;
   /** Largest response (images) in bytes. Requests are small and capped at 1 MiB. */
   maxResponseBytes: number;
   /** The HTTP APIs and page on the same host, queue, token and TLS; absent = off. */
@@ -40,9 +44,16 @@ export interface RunningServer {
   models: ModelsInfo;
   queue: RequestQueue;
   metrics: ServerMetrics;
-  /** Stop accepting, let running requests finish for up to graceMs, cancel the rest, close workers. */
+  /**
+   * Stop accepting, let running requests finish for up to graceMs, end the rest with UNAVAILABLE, close the workers
+   * once they return from their current UNet call. Later calls return the same promise.
+   */
   shutdown(graceMs: number): Promise<void>;
+  /** During a shutdown: end its grace now (a second signal). */
+  endGraceNow(): void;
 }
+
+const WORKER_CLOSE_MS = 60_000;
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new Error(`max-batch must be at least 1`);
@@ -54,9 +65,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     engineModule: opts.engineModule,
     engineOptions: opts.engineOptions,
     logger: log,
+    stallMs: opts.workerStallMs,
+    restartDelayMs: opts.restartDelayMs,
   });
   const queue = new RequestQueue(pool, { maxQueue: opts.maxQueue, maxBatch: opts.maxBatch }, metrics, log);
   let draining = false;
+  let stopped: Promise<void> | undefined;
 
   const grpcServer = await startGrpcTransport({
     host: opts.host,
@@ -73,10 +87,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await pool.close();
     throw e;
   });
+  // NOT_SERVING while no worker can run (all crashed, restarts failing), so load balancers look elsewhere.
+  pool.on('serving', (serving: boolean) => draining || grpcServer.setServing(serving));
   let metricsServer: http.Server | undefined;
   let httpServer: RunningHttp | undefined;
   try {
-    if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort);
+    if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort, opts.token);
     if (opts.http) {
       httpServer = await startHttpServer(
         { models: pool.models, queue, metrics, logger: log, draining: () => draining },
@@ -112,17 +128,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     models: pool.models,
     queue,
     metrics,
-    async shutdown(graceMs) {
-      if (draining) return;
-      draining = true;
-      grpcServer.stopServing();
-      log.info({ queued: queue.queued, running: queue.active, graceMs }, 'shutting down');
-      await queue.drain(graceMs);
-      await pool.close();
-      await grpcServer.close();
-      await httpServer?.close();
-      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
-      log.info('server stopped');
+    endGraceNow: () => queue.endGraceNow(),
+    shutdown(graceMs) {
+      stopped ??= stop(graceMs);
+      return stopped;
     },
   };
+
+  async function stop(graceMs: number) {
+    draining = true;
+    grpcServer.setServing(false);
+    log.info({ queued: queue.queued, running: queue.active, graceMs }, 'shutting down');
+    await queue.drain(graceMs);
+    // Cancelled work returns within one UNet call; only a stuck worker makes this wait run out.
+    await pool.close(WORKER_CLOSE_MS);
+    await grpcServer.close();
+    await httpServer?.close();
+    await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+    log.info('server stopped');
+  }
 }

@@ -1,9 +1,19 @@
 /** Prometheus metrics of one server instance (own registry, so several servers can share a process in tests). */
 import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { bearerTokenChecker } from './bearer-token.js';
+
+/** How a request ended: images, withdrawn by its client, past its deadline, refused at submission, or broken. */
+export type RequestOutcome = 'completed' | 'cancelled' | 'expired' | 'refused' | 'failed';
 
 export class ServerMetrics {
   readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'safesd_requests_total',
+    help: 'Requests that reached the queue, by how they ended',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly queueDepth = new Gauge({
     name: 'safesd_queue_depth',
     help: 'Requests waiting for an inference worker',
@@ -45,11 +55,16 @@ export class ServerMetrics {
     if (defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
-  /** Serve /metrics over HTTP; resolves once listening. */
-  async listen(host: string, port: number): Promise<http.Server> {
+  /** Serve /metrics over HTTP, behind the bearer token when one is given; resolves once listening. */
+  async listen(host: string, port: number, token?: string): Promise<http.Server> {
+    const check = token ? bearerTokenChecker(token) : undefined;
     const server = http.createServer((req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end('not found\n');
+        return;
+      }
+      if (check && check(req.headers.authorization) !== 'ok') {
+        res.writeHead(401, { 'www-authenticate': 'Bearer' }).end('missing or invalid bearer token\n');
         return;
       }
       this.registry.metrics().then(

@@ -1,8 +1,9 @@
 /**
- * The request queue between the transports (gRPC, HTTP) and the inference workers. A request (one Generate, or one Compare =
- * one job per encoder) waits here until a worker frees up; the worker then takes the oldest request plus every
- * other queued request with the same batch key, up to `maxBatch` jobs (a Compare is never split). Every submitted
- * request ends in exactly one `done` call: images or a status.
+ * The request queue between the transports (gRPC, HTTP) and the inference workers. A request (one Generate, or one
+ * Compare = one job per encoder) is admitted only if it fits its pipeline's limits and, at the measured speed, can
+ * finish before its deadline; it then waits here until a worker frees up; the worker takes the oldest request plus
+ * every other queued request with the same batch key, up to `maxBatch` jobs and the pipeline's batch pixel budget
+ * (a Compare is never split). Every submitted request ends in exactly one `done` call: images or a failure.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -11,9 +12,12 @@ import {
   type GeneratedImage,
   type GenerationRequest,
   type JobOutcome,
+  type PipelineLimits,
   type PreviewImage,
 } from '../pipeline/engine-api.js';
-import type { ServerMetrics } from './metrics.js';
+import { batchPixels, refusal, StepRates, unetPixelsPerStep } from './admission.js';
+import { setLongTimeout, type LongTimer } from './long-timer.js';
+import type { RequestOutcome, ServerMetrics } from './metrics.js';
 import type { PoolWorker, WorkerPool } from './worker-pool.js';
 
 /**
@@ -39,10 +43,13 @@ export interface EntryListener {
   done(result: EntryResult): void;
 }
 
-/** The queue refused a request at submission (full queue, shutting down). */
+/**
+ * The queue refused a request at submission: full queue, shutting down or no worker running ('unavailable'), over
+ * its pipeline's limits ('invalid'), or unable to finish before its deadline ('deadline').
+ */
 export class RejectedError extends Error {
   constructor(
-    readonly kind: 'queue-full' | 'unavailable',
+    readonly kind: 'queue-full' | 'unavailable' | 'invalid' | 'deadline',
     message: string,
   ) {
     super(message);
@@ -52,6 +59,11 @@ export class RejectedError extends Error {
 export interface RequestQueueOptions {
   maxQueue: number;
   maxBatch: number;
+}
+
+export interface SubmitOptions {
+  /** Epoch milliseconds after which the request is withdrawn with 'deadline'; absent or Infinity: none. */
+  deadline?: number;
 }
 
 interface Entry {
@@ -65,6 +77,7 @@ interface Entry {
   worker?: PoolWorker;
   steps: number[];
   reportedStep: number;
+  deadlineTimer?: LongTimer;
 }
 
 export interface Handle {
@@ -78,6 +91,11 @@ export class RequestQueue extends EventEmitter {
   private readonly running = new Set<Entry>();
   private accepting = true;
   private dispatchPending = false;
+  /** Set while no worker runs and restarting failed: the reason new requests are refused. */
+  private down: string | undefined;
+  private endGrace: (() => void) | undefined;
+  /** Measured seconds per UNet pixel per step of each pipeline, for admission. */
+  readonly rates = new StepRates();
 
   constructor(
     private readonly pool: WorkerPool,
@@ -87,6 +105,14 @@ export class RequestQueue extends EventEmitter {
   ) {
     super();
     pool.on('available', () => this.dispatch());
+    pool.on('serving', (serving: boolean) => {
+      if (serving) this.down = undefined;
+    });
+    pool.on('start-failed', (e: Error) => {
+      if (pool.live > 0) return;
+      this.down = `no inference worker is running (restarting failed: ${e.message}); retry later`;
+      for (const entry of [...this.queue]) this.withdraw(entry, 'unavailable', this.down);
+    });
   }
 
   get queued(): number {
@@ -97,8 +123,27 @@ export class RequestQueue extends EventEmitter {
     return this.running.size;
   }
 
-  submit(id: string, requests: GenerationRequest[], listener: EntryListener): Handle {
+  /** Queue requests (all of one pipeline, one batch key); throws RejectedError when they may not enter. */
+  submit(id: string, requests: GenerationRequest[], listener: EntryListener, opts: SubmitOptions = {}): Handle {
+    try {
+      return this.admit(id, requests, listener, opts.deadline ?? Infinity);
+    } catch (e) {
+      if (e instanceof RejectedError) this.metrics.requests.labels('refused').inc();
+      throw e;
+    }
+  }
+
+  private admit(id: string, requests: GenerationRequest[], listener: EntryListener, deadline: number): Handle {
     if (!this.accepting) throw new RejectedError('unavailable', 'server is shutting down');
+    if (this.down) throw new RejectedError('unavailable', this.down);
+    const refused = refusal({
+      requests,
+      limits: this.limits(requests[0]!.pipeline),
+      msLeft: deadline - Date.now(),
+      waitSeconds: this.backlogSeconds(),
+      rates: this.rates,
+    });
+    if (refused) throw new RejectedError(refused.kind === 'too-large' ? 'invalid' : 'deadline', refused.message);
     if (this.queue.length >= this.opts.maxQueue) {
       throw new RejectedError(
         'queue-full',
@@ -116,10 +161,29 @@ export class RequestQueue extends EventEmitter {
       steps: requests.map(() => 0),
       reportedStep: 0,
     };
+    if (Number.isFinite(deadline)) {
+      entry.deadlineTimer = setLongTimeout(
+        () => this.withdraw(entry, 'deadline', 'deadline exceeded before the images were ready'),
+        deadline - Date.now(),
+      );
+    }
     this.queue.push(entry);
     this.updateQueue();
     this.dispatchSoon();
     return { cancel: (kind, message) => this.withdraw(entry, kind, message) };
+  }
+
+  private limits(pipeline: string): PipelineLimits {
+    const p = this.pool.models.pipelines.find((x) => x.name === pipeline);
+    return p?.limits ?? { maxPixels: Infinity, maxBatchPixels: Infinity };
+  }
+
+  /** Estimated seconds of work ahead of a new request, per live worker (unmeasured pipelines count nothing). */
+  backlogSeconds(): number {
+    let sum = 0;
+    for (const e of this.queue) sum += this.rates.seconds(e.requests) ?? 0;
+    for (const e of this.running) sum += this.rates.seconds(e.requests, e.requests[0]!.steps - e.reportedStep) ?? 0;
+    return sum / Math.max(1, this.pool.live);
   }
 
   /**
@@ -130,16 +194,23 @@ export class RequestQueue extends EventEmitter {
     this.accepting = false;
     if (!this.isIdle()) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, graceMs);
-        this.once('idle', () => {
-          clearTimeout(timer);
+        const timer = setLongTimeout(() => this.endGrace?.(), graceMs);
+        this.endGrace = () => {
+          timer.clear();
+          this.off('idle', this.endGrace!);
           resolve();
-        });
+        };
+        this.once('idle', this.endGrace);
       });
     }
     for (const e of [...this.queue, ...this.running]) {
       this.withdraw(e, 'unavailable', 'server shut down before the request finished');
     }
+  }
+
+  /** End a drain's grace now (a second signal): what is still queued or running ends with 'unavailable'. */
+  endGraceNow(): void {
+    this.endGrace?.();
   }
 
   private isIdle() {
@@ -168,6 +239,8 @@ export class RequestQueue extends EventEmitter {
         if (flagged) this.metrics.imagesFlagged.labels(entry.requests[i]!.encoder).inc(flagged);
       });
     }
+    entry.deadlineTimer?.clear();
+    this.metrics.requests.labels(outcomeOf(result)).inc();
     entry.listener.done(result);
     if (this.isIdle()) this.emit('idle');
   }
@@ -204,16 +277,21 @@ export class RequestQueue extends EventEmitter {
     }
   }
 
+  /** The oldest request and what may share its UNet calls, within `maxBatch` jobs and the batch pixel budget. */
   private takeBatch(): Entry[] {
     const first = this.queue.shift()!;
     const batch = [first];
     let jobs = first.requests.length;
+    let pixels = batchPixels(first.requests);
+    const budget = this.limits(first.requests[0]!.pipeline).maxBatchPixels;
     for (let i = 0; i < this.queue.length && jobs < this.opts.maxBatch; ) {
       const e = this.queue[i]!;
-      if (e.key === first.key && jobs + e.requests.length <= this.opts.maxBatch) {
+      const more = batchPixels(e.requests);
+      if (e.key === first.key && jobs + e.requests.length <= this.opts.maxBatch && pixels + more <= budget) {
         this.queue.splice(i, 1);
         batch.push(e);
         jobs += e.requests.length;
+        pixels += more;
       } else i++;
     }
     return batch;
@@ -238,8 +316,21 @@ export class RequestQueue extends EventEmitter {
     this.emit('batch', jobs.length);
     this.logger.debug({ worker: worker.index, jobs: jobs.length, requests: batch.map((e) => e.id) }, 'batch started');
 
+    // Step timing for admission: from the end of step 1 on (step 1 includes text encoding and model loading).
+    let batchStep = 0;
+    let stepEndedAt = 0;
+    const pipeline = jobs[0]!.request.pipeline;
     const outcomes = await worker.run(jobs, {
       onProgress: (id, step, total) => {
+        if (step > batchStep) {
+          const now = performance.now();
+          const live = batch.filter((e) => !e.settled).flatMap((e) => e.requests);
+          if (batchStep >= 1 && live.length > 0) {
+            this.rates.observe(pipeline, unetPixelsPerStep(live), (now - stepEndedAt) / 1000 / (step - batchStep));
+          }
+          batchStep = step;
+          stepEndedAt = now;
+        }
         const owner = byJob.get(id);
         if (!owner || owner.entry.settled) return;
         const { entry, index } = owner;
@@ -268,6 +359,13 @@ export class RequestQueue extends EventEmitter {
     this.dispatch();
     if (this.isIdle()) this.emit('idle');
   }
+}
+
+function outcomeOf(result: EntryResult): RequestOutcome {
+  if (result.ok) return 'completed';
+  if (result.kind === 'cancelled') return 'cancelled';
+  if (result.kind === 'deadline') return 'expired';
+  return 'failed';
 }
 
 function jobId(entry: Entry, index: number) {

@@ -1,6 +1,7 @@
 /**
  * Main-thread side of the inference workers: starts them (TypeScript via tsx), hands each a batch at a time,
- * relays progress, and turns a crashed worker into failed outcomes plus a fresh worker.
+ * relays progress, and replaces a worker that crashed, exited or stopped reporting: its batch fails, a fresh worker
+ * starts (retried with backoff while starting fails), and a dying worker is never handed another batch.
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -35,24 +36,25 @@ export class PoolWorker {
   private running: RunningBatch | undefined;
   private nextBatchId = 1;
   private closing = false;
-  private exited = false;
+  /** Crashed, exited or abandoned: takes no batch, whatever it still does. */
+  private dead = false;
+  /** performance.now() of the last message from the thread. */
+  lastHeard = performance.now();
 
   private constructor(
     readonly index: number,
     private readonly worker: Worker,
-    private readonly onExit: (w: PoolWorker, reason: string) => void,
+    private readonly onDeath: (w: PoolWorker, reason: string) => void,
   ) {
     worker.on('message', (m: FromWorker) => this.onMessage(m));
-    worker.on('error', (e) => this.fail(`inference worker ${index} crashed: ${e.message}`));
+    // An uncaught exception ends the thread: 'error' comes first, 'exit' after it. From 'error' on it is dead.
+    worker.on('error', (e) => this.die(`inference worker ${index} crashed: ${e.message}`));
     worker.on('exit', (code) => {
-      this.exited = true;
-      if (this.closing) return;
-      this.fail(`inference worker ${index} exited with code ${code}`);
-      this.onExit(this, `exit code ${code}`);
+      if (!this.closing) this.die(`inference worker ${index} exited with code ${code}`);
     });
   }
 
-  static start(index: number, init: WorkerInit, onExit: (w: PoolWorker, reason: string) => void) {
+  static start(index: number, init: WorkerInit, onDeath: (w: PoolWorker, reason: string) => void) {
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: init });
     return new Promise<{ worker: PoolWorker; models: ModelsInfo }>((resolve, reject) => {
       const early = (e: Error | number) => {
@@ -63,7 +65,7 @@ export class PoolWorker {
       worker.once('message', (m: FromWorker) => {
         worker.off('error', early);
         worker.off('exit', early);
-        if (m.type === 'ready') resolve({ worker: new PoolWorker(index, worker, onExit), models: m.models });
+        if (m.type === 'ready') resolve({ worker: new PoolWorker(index, worker, onDeath), models: m.models });
         else {
           void worker.terminate();
           reject(new Error(`inference worker ${index} failed to start: ${m.type === 'init-failed' ? m.message : m.type}`));
@@ -72,28 +74,54 @@ export class PoolWorker {
     });
   }
 
-  /** Busy while running a batch; a worker that exited stays busy until the pool replaces it. */
   get busy(): boolean {
-    return this.exited || this.running !== undefined;
+    return this.dead || this.running !== undefined;
+  }
+
+  get alive(): boolean {
+    return !this.dead;
+  }
+
+  get runningBatch(): boolean {
+    return this.running !== undefined;
   }
 
   /** Run one batch; never rejects: a crash or engine error becomes a failed outcome for every job. */
   run(jobs: BatchJob[], handlers: BatchHandlers): Promise<Map<string, JobOutcome>> {
-    if (this.running) throw new Error(`inference worker ${this.index} is busy`);
+    if (this.busy) throw new Error(`inference worker ${this.index} is ${this.dead ? 'dead' : 'busy'}`);
     const cancelFlags = new SharedArrayBuffer(4 * jobs.length);
+    this.lastHeard = performance.now();
     return new Promise((resolve) => {
       this.running = { id: this.nextBatchId++, jobs, flags: new Int32Array(cancelFlags), handlers, resolve };
       this.post({ type: 'run-batch', batchId: this.running.id, jobs, cancelFlags });
     });
   }
 
-  /** Ask the engine to drop a job at its next step check. */
+  /** Ask the engine to drop a job before its next UNet call. */
   cancel(jobId: string): void {
     const b = this.running;
     const i = b?.jobs.findIndex((j) => j.id === jobId) ?? -1;
     if (b && i >= 0) Atomics.store(b.flags, i, 1);
   }
 
+  /**
+   * Give up on a worker that stopped reporting: its batch fails now and it takes no more. The thread is not
+   * terminated (a thread ended inside onnxruntime aborts the process); it is asked to close once its call returns.
+   */
+  abandon(reason: string): void {
+    if (this.dead) return;
+    const b = this.running;
+    if (b) for (let i = 0; i < b.flags.length; i++) Atomics.store(b.flags, i, 1);
+    this.die(reason);
+    this.closing = true;
+    this.worker.unref();
+    this.post({ type: 'close' });
+  }
+
+  /**
+   * Close after the batch in flight (cancelled by the caller, so it returns within one UNet call). Terminates the
+   * thread only once it has closed, or after `timeoutMs` when it is stuck.
+   */
   async close(timeoutMs = 5000): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => {
@@ -106,10 +134,15 @@ export class PoolWorker {
   }
 
   private post(m: ToWorker) {
-    this.worker.postMessage(m);
+    try {
+      this.worker.postMessage(m);
+    } catch {
+      // The thread is gone; its 'exit' handler settles what was running.
+    }
   }
 
   private onMessage(m: FromWorker) {
+    this.lastHeard = performance.now();
     const b = this.running;
     if (m.type === 'progress') {
       if (b && b.id === m.batchId) b.handlers.onProgress(m.jobId, m.step, m.total);
@@ -122,11 +155,13 @@ export class PoolWorker {
     }
   }
 
-  private fail(message: string) {
+  private die(reason: string) {
+    if (this.dead) return;
+    this.dead = true;
     const b = this.running;
-    if (!b) return;
     this.running = undefined;
-    b.resolve(failAll(b.jobs, message));
+    b?.resolve(failAll(b.jobs, reason));
+    this.onDeath(this, reason);
   }
 }
 
@@ -139,19 +174,31 @@ export interface WorkerPoolOptions {
   engineModule?: string;
   engineOptions: Record<string, unknown>;
   logger: Logger;
+  /** A worker that reports nothing for this long while running a batch is abandoned and replaced (default 300 s). */
+  stallMs?: number;
+  /** Delay before the second start attempt of a worker; doubles per failure up to `maxRestartDelayMs`. */
+  restartDelayMs?: number;
+  maxRestartDelayMs?: number;
 }
 
-/** Emits 'available' whenever a worker becomes free (or is replaced after a crash). */
+/**
+ * Emits 'available' whenever a worker can take a batch (freed, or replaced after a death), 'serving' (boolean)
+ * when whether any worker can run changes, and 'start-failed' (Error) when a replacement failed to start.
+ */
 export class WorkerPool extends EventEmitter {
   private closed = false;
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly abandoned = new Set<PoolWorker>();
 
   private constructor(
     private readonly workers: PoolWorker[],
     readonly models: ModelsInfo,
     private readonly init: WorkerInit,
-    private readonly logger: Logger,
+    private readonly opts: WorkerPoolOptions,
   ) {
     super();
+    const stallMs = opts.stallMs ?? 300_000;
+    this.watchdog = setInterval(() => this.checkStalls(stallMs), Math.min(1000, stallMs / 4)).unref();
   }
 
   static async start(opts: WorkerPoolOptions): Promise<WorkerPool> {
@@ -161,9 +208,9 @@ export class WorkerPool extends EventEmitter {
       engineOptions: opts.engineOptions,
     };
     let pool: WorkerPool | undefined;
-    const onExit = (w: PoolWorker, reason: string) => pool?.replace(w, reason);
+    const onDeath = (w: PoolWorker, reason: string) => pool?.replace(w, reason);
     const started = await Promise.allSettled(
-      Array.from({ length: opts.size }, (_, i) => PoolWorker.start(i, init, onExit)),
+      Array.from({ length: opts.size }, (_, i) => PoolWorker.start(i, init, onDeath)),
     );
     const failed = started.find((s) => s.status === 'rejected');
     const ok = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
@@ -175,7 +222,7 @@ export class WorkerPool extends EventEmitter {
       ok.map((s) => s.worker),
       ok[0]!.models,
       init,
-      opts.logger,
+      opts,
     );
     return pool;
   }
@@ -184,26 +231,57 @@ export class WorkerPool extends EventEmitter {
     return this.workers.length;
   }
 
+  /** Workers that can take batches now. */
+  get live(): number {
+    return this.workers.filter((w) => w.alive).length;
+  }
+
   idleWorker(): PoolWorker | undefined {
     return this.closed ? undefined : this.workers.find((w) => !w.busy);
   }
 
-  async close(): Promise<void> {
+  /** Close every worker after its batch in flight; `timeoutMs` bounds the wait for each. */
+  async close(timeoutMs?: number): Promise<void> {
     this.closed = true;
-    await Promise.all(this.workers.map((w) => w.close()));
+    clearInterval(this.watchdog);
+    await Promise.all([...this.workers, ...this.abandoned].map((w) => w.close(timeoutMs)));
+  }
+
+  private checkStalls(stallMs: number) {
+    const now = performance.now();
+    for (const w of this.workers) {
+      if (w.alive && w.runningBatch && now - w.lastHeard > stallMs) {
+        this.abandoned.add(w);
+        w.abandon(`inference worker ${w.index} reported nothing for ${Math.round(stallMs / 1000)} s; replaced`);
+      }
+    }
   }
 
   private replace(dead: PoolWorker, reason: string) {
     if (this.closed) return;
-    this.logger.error({ worker: dead.index, reason }, 'inference worker died; starting a new one');
+    this.opts.logger.error({ worker: dead.index, reason }, 'inference worker died; starting a new one');
+    if (this.live === 0) this.emit('serving', false);
     const slot = this.workers.indexOf(dead);
-    PoolWorker.start(dead.index, this.init, (w, r) => this.replace(w, r)).then(
-      ({ worker }) => {
-        if (this.closed) return void worker.close(1000);
-        this.workers[slot] = worker;
-        this.emit('available');
-      },
-      (e: Error) => this.logger.error({ worker: dead.index, err: e.message }, 'could not restart inference worker'),
-    );
+    const base = this.opts.restartDelayMs ?? 250;
+    const attempt = (n: number) => {
+      if (this.closed) return;
+      PoolWorker.start(dead.index, this.init, (w, r) => this.replace(w, r)).then(
+        ({ worker }) => {
+          if (this.closed) return void worker.close(1000);
+          const wasServing = this.live > 0;
+          this.workers[slot] = worker;
+          this.opts.logger.info({ worker: dead.index, attempt: n + 1 }, 'inference worker restarted');
+          if (!wasServing) this.emit('serving', true);
+          this.emit('available');
+        },
+        (e: Error) => {
+          const delay = Math.min(this.opts.maxRestartDelayMs ?? 30_000, base * 2 ** n);
+          this.opts.logger.error({ worker: dead.index, err: e.message, retryMs: delay }, 'could not restart inference worker');
+          this.emit('start-failed', e);
+          setTimeout(() => attempt(n + 1), delay).unref();
+        },
+      );
+    };
+    attempt(0);
   }
 }

@@ -74,14 +74,18 @@ try {
   process.exit(1);
 }
 
+// The batch in flight: a close waits for it, so the engine is never released under a running UNet call (the pool
+// cancels the batch first, and it returns within one call).
+let current: Promise<void> = Promise.resolve();
+
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'run-batch') {
-    runBatch(engine, msg.batchId, msg.jobs, new Int32Array(msg.cancelFlags)).catch((e) =>
+    current = runBatch(engine, msg.batchId, msg.jobs, new Int32Array(msg.cancelFlags)).catch((e) =>
       post({ type: 'batch-failed', batchId: msg.batchId, message: errorMessage(e) }),
     );
   } else if (msg.type === 'close') {
-    engine
-      .close()
+    current
+      .then(() => engine.close())
       .catch(() => undefined)
       .finally(() => {
         post({ type: 'closed' });

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { providerSettings } from '../../onnx/session.js';
 import { startServer } from '../../server/server.js';
+import { stopOnSignals } from '../../server/signals.js';
 import { providerOption } from '../options.js';
 import { UsageError } from '../errors.js';
 
@@ -29,7 +30,7 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'waiting requests before RESOURCE_EXHAUSTED', intOption(0), 64)
     .option('--max-batch <n>', 'jobs sharing one UNet batch', intOption(1), 4)
     .option('--grace-seconds <n>', 'on SIGTERM/SIGINT, time for running requests to finish', intOption(0), 30)
-    .option('--metrics-port <n>', 'Prometheus /metrics HTTP port, 0 = off', intOption(0), 9464)
+    .option('--metrics-port <n>', 'Prometheus /metrics HTTP port (behind --token when set), 0 = off', intOption(0), 0)
     .option('--tls-cert <file>', 'PEM certificate chain (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key (with --tls-cert)')
     .option('--http-port <n>', 'also serve the A1111 and OpenAI APIs and the page over HTTP on this port', intOption(0))
@@ -65,21 +66,7 @@ export function register(program: Command): void {
         maxResponseBytes: o.maxMessageMb * 1024 * 1024,
         logger,
       });
-      await new Promise<void>((done) => {
-        const stop = (signal: string) => {
-          logger.info({ signal }, 'signal received');
-          process.on(signal, () => {
-            logger.warn('second signal: exiting now');
-            process.exit(1);
-          });
-          server.shutdown(o.graceSeconds * 1000).then(done, (e: Error) => {
-            logger.error({ err: e.message }, 'shutdown failed');
-            process.exit(1);
-          });
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
+      await stopOnSignals(server, o.graceSeconds * 1000, logger);
       process.exit(0);
     });
 }
