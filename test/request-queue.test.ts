@@ -9,6 +9,8 @@ import type { PoolWorker, WorkerPool } from '../src/serving/worker-pool.js';
 /** One worker that records the batches it is given and finishes each when told. */
 class RecordingPool extends EventEmitter {
   readonly batches: string[][] = [];
+  readonly models = { defaultPipeline: 'toy', pipelines: [], encoders: [] };
+  readonly live = 1;
   private finish: (() => void) | undefined;
 
   private readonly worker = {

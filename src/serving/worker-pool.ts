@@ -244,7 +244,11 @@ export class WorkerPool extends EventEmitter {
   async close(timeoutMs?: number): Promise<void> {
     this.closed = true;
     clearInterval(this.watchdog);
-    await Promise.all([...this.workers, ...this.abandoned].map((w) => w.close(timeoutMs)));
+    // An abandoned worker already had its stall limit to return: it gets a second more, then is terminated.
+    await Promise.all([
+      ...this.workers.filter((w) => !this.abandoned.has(w)).map((w) => w.close(timeoutMs)),
+      ...[...this.abandoned].map((w) => w.close(1000)),
+    ]);
   }
 
   private checkStalls(stallMs: number) {

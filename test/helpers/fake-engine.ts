@@ -7,7 +7,9 @@
  * counters: a SharedArrayBuffer of Int32s the test reads: [0] steps executed (one per job per step),
  * [1] batches run, [2] largest batch.
  * Prompts containing "engine-reject" fail the engine's resolve; "engine-fail" fail inside runBatch;
- * "engine-crash" ends the worker thread.
+ * "engine-crash" ends the worker thread; "engine-throw" throws an uncaught exception in it during the batch;
+ * "engine-hang" blocks it for good. `failStarts` (an Int32 in shared memory): while above 0, createEngine fails and
+ * decrements it (a worker that cannot restart).
  */
 import { deflateSync, crc32 } from 'node:zlib';
 import { resolveRequest } from '../../src/pipeline/request.js';
@@ -30,6 +32,7 @@ export interface FakeEngineOptions {
   manifest?: string;
   stepMs?: number;
   counters?: SharedArrayBuffer;
+  failStarts?: SharedArrayBuffer;
 }
 
 const MODELS: ModelsInfo = {
@@ -58,6 +61,9 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
   const stepMs = opts.stepMs ?? Number(process.env.FAKE_ENGINE_STEP_MS ?? 5);
   const counters = new Int32Array(opts.counters ?? new SharedArrayBuffer(12));
   const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  if (opts.failStarts && Atomics.sub(new Int32Array(opts.failStarts), 0, 1) > 0) {
+    throw new Error('fake engine: start failure injected');
+  }
 
   return {
     models: () => MODELS,
@@ -68,7 +74,15 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
     async runBatch(jobs: BatchJob[], hooks: EngineHooks) {
       Atomics.add(counters, BATCHES_RUN, 1);
       if (jobs.length > Atomics.load(counters, LARGEST_BATCH)) Atomics.store(counters, LARGEST_BATCH, jobs.length);
-      if (jobs.some((j) => j.request.prompt.includes('engine-crash'))) process.exit(3);
+      const has = (word: string) => jobs.some((j) => j.request.prompt.includes(word));
+      if (has('engine-crash')) process.exit(3);
+      if (has('engine-hang')) Atomics.wait(sleeper, 0, 0);
+      if (has('engine-throw')) {
+        setImmediate(() => {
+          throw new Error('fake uncaught exception');
+        });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       const outcomes = new Map<string, JobOutcome>();
       let live = jobs;
       const total = jobs[0]!.request.steps;
