@@ -156,7 +156,7 @@ async function load() {
     const results = (
       await Promise.all(clients.map(async (client, c) => Promise.all(specs(c).map((s) => call(client, s)))))
     ).flat();
-    clients.forEach((c) => c.close());
+    for (const c of clients) c.close();
     await new Promise((r) => setTimeout(r, 200));
     settleHeap();
     const after = process.memoryUsage().rss;
