@@ -100,7 +100,8 @@ function report(name: string, results: CallResult[], rss?: { before: number; aft
   const line = [
     `${name}: ${results.length} calls`,
     Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(' / '),
-    `p50 ${percentile(ok, 50).toFixed(0)} ms, p99 ${percentile(ok, 99).toFixed(0)} ms`,
+    ok.length ? `completed p50 ${percentile(ok, 50).toFixed(0)} ms, p99 ${percentile(ok, 99).toFixed(0)} ms` : '',
+    ok.length < results.length ? `slowest other answer ${Math.max(...results.filter((r) => r.code !== grpc.status.OK).map((r) => r.ms)).toFixed(0)} ms` : '',
     rss ? `RSS ${mb(rss.before)} -> ${mb(rss.after)} MiB` : '',
   ];
   console.log(line.filter(Boolean).join('; '));

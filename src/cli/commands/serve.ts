@@ -30,6 +30,7 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'waiting requests before RESOURCE_EXHAUSTED', intOption(0), 64)
     .option('--max-batch <n>', 'jobs sharing one UNet batch', intOption(1), 4)
     .option('--grace-seconds <n>', 'on SIGTERM/SIGINT, time for running requests to finish', intOption(0), 30)
+    .option('--worker-stall-seconds <n>', 'replace a worker silent this long during a batch', intOption(1), 300)
     .option('--metrics-port <n>', 'Prometheus /metrics HTTP port (behind --token when set), 0 = off', intOption(0), 0)
     .option('--tls-cert <file>', 'PEM certificate chain (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key (with --tls-cert)')
@@ -63,6 +64,7 @@ export function register(program: Command): void {
         token,
         metricsPort: o.metricsPort,
         http: o.httpPort === undefined ? undefined : { port: o.httpPort, corsOrigin: o.cors },
+        workerStallMs: o.workerStallSeconds * 1000,
         maxResponseBytes: o.maxMessageMb * 1024 * 1024,
         logger,
       });
