@@ -57,7 +57,7 @@ class ManualPool extends EventEmitter {
   readonly models = MODELS;
   readonly batches: ManualBatch[] = [];
   live: number;
-  private readonly workers: Array<{ busy: boolean; cancel(id: string): void; run(jobs: BatchJob[], h: BatchHandlers): Promise<Map<string, JobOutcome>> }>;
+  private readonly workers: Array<{ busy: boolean; batches: number; cancel(id: string): void; run(jobs: BatchJob[], h: BatchHandlers): Promise<Map<string, JobOutcome>> }>;
 
   constructor(size = 1) {
     super();
@@ -65,6 +65,9 @@ class ManualPool extends EventEmitter {
     this.workers = Array.from({ length: size }, () => {
       const w = {
         busy: false,
+        get batches() {
+          return this.busy ? 1 : 0;
+        },
         cancel: (id: string) => this.batches.at(-1)?.cancelled.add(id),
         run: (jobs: BatchJob[], handlers: BatchHandlers) => {
           w.busy = true;
@@ -87,6 +90,10 @@ class ManualPool extends EventEmitter {
 
   idleWorker(): PoolWorker | undefined {
     return this.workers.find((w) => !w.busy) as unknown as PoolWorker | undefined;
+  }
+
+  sharableWorkers(): PoolWorker[] {
+    return [];
   }
 }
 

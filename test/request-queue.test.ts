@@ -11,6 +11,7 @@ class RecordingPool extends EventEmitter {
   readonly batches: string[][] = [];
   readonly models = { defaultPipeline: 'toy', pipelines: [], encoders: [] };
   readonly live = 1;
+  sharableWorkers = () => [];
   private finish: (() => void) | undefined;
 
   private readonly worker = {

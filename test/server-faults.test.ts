@@ -181,6 +181,22 @@ test.serial('a request over the limits is refused at once; one too slow for its 
   });
 });
 
+test.serial('a short request overtakes a long one on the same worker, stepping first; both complete', async (t) => {
+  await withServer({ stepMs: 10 }, async ({ client }) => {
+    let longDone = 0;
+    const long = generate(client, { prompt: 'long', steps: 300 }).then((o) => ((longDone = performance.now()), o));
+    await sleep(300);
+    const started = performance.now();
+    const short = await generate(client, { prompt: 'short', steps: 4, width: 64 });
+    const shortMs = performance.now() - started;
+    t.is(short.error, undefined);
+    t.log(`short request: ${shortMs.toFixed(0)} ms beside a 300-step one (10 ms per step)`);
+    t.true(shortMs < 1500, `${shortMs.toFixed(0)} ms: it did not wait for the long request's 3 s`);
+    t.is((await long).error, undefined);
+    t.true(longDone > started + shortMs);
+  });
+});
+
 async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));

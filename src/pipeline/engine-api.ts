@@ -104,6 +104,8 @@ export interface EngineHooks {
   isCancelled(jobId: string): boolean;
   /** A preview per job and step, where the pipeline allows them (`PipelineInfo.previews`). */
   onPreview?(jobId: string, step: number, preview: PreviewImage): void;
+  /** Awaited before each denoising step: where a worker running several batches lets another one step first. */
+  yieldBetweenSteps?(): Promise<void>;
 }
 
 /** Why a job produced no images: withdrawn, refused by validation, or broken while running. */

@@ -165,7 +165,7 @@ export class LocalEngine implements Engine {
     const latents = await sd.denoise(prepared, height, width, {
       onStep: hooks.onProgress,
       isCancelled: hooks.isCancelled,
-      yieldBetweenSteps: () => new Promise((res) => setImmediate(res)),
+      yieldBetweenSteps: hooks.yieldBetweenSteps ?? (() => new Promise((res) => setImmediate(res))),
       onModelOutput: this.previewHook(sd, pname, height, width, hooks),
       maxRowsPerCall: imagesPerCall,
     });

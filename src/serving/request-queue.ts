@@ -269,12 +269,31 @@ export class RequestQueue extends EventEmitter {
   }
 
   private dispatch() {
-    let worker: PoolWorker | undefined;
-    while (this.queue.length > 0 && (worker = this.pool.idleWorker())) {
+    while (this.queue.length > 0) {
+      const worker = this.pool.idleWorker() ?? this.workerToOvertake(this.queue[0]!);
+      if (!worker) return;
       const batch = this.takeBatch();
       this.updateQueue();
       void this.runBatch(worker, batch);
     }
+  }
+
+  /**
+   * A worker whose one batch has far more work left than the oldest queued request: that request then runs beside
+   * it and steps first (step-gate.ts), so one long request does not hold up short ones for its whole run.
+   */
+  private workerToOvertake(head: Entry): PoolWorker | undefined {
+    const work = unetPixelsPerStep(head.requests) * head.requests[0]!.steps;
+    return this.pool.sharableWorkers().find((w) => this.workLeftOn(w) > OVERTAKE_FACTOR * work);
+  }
+
+  /** UNet pixels × steps still to run on a worker. */
+  private workLeftOn(worker: PoolWorker): number {
+    let sum = 0;
+    for (const e of this.running) {
+      if (e.worker === worker) sum += unetPixelsPerStep(e.requests) * (e.requests[0]!.steps - e.reportedStep);
+    }
+    return sum;
   }
 
   /** The oldest request and what may share its UNet calls, within `maxBatch` jobs and the batch pixel budget. */
@@ -325,7 +344,8 @@ export class RequestQueue extends EventEmitter {
         if (step > batchStep) {
           const now = performance.now();
           const live = batch.filter((e) => !e.settled).flatMap((e) => e.requests);
-          if (batchStep >= 1 && live.length > 0) {
+          // Only while the worker runs this batch alone: an interleaved one's steps would count as this one's.
+          if (batchStep >= 1 && live.length > 0 && worker.batches === 1) {
             this.rates.observe(pipeline, unetPixelsPerStep(live), (now - stepEndedAt) / 1000 / (step - batchStep));
           }
           batchStep = step;
@@ -360,6 +380,9 @@ export class RequestQueue extends EventEmitter {
     if (this.isIdle()) this.emit('idle');
   }
 }
+
+/** How much more work a running batch must have left before a queued request may overtake it. */
+const OVERTAKE_FACTOR = 4;
 
 function outcomeOf(result: EntryResult): RequestOutcome {
   if (result.ok) return 'completed';

@@ -1,7 +1,8 @@
 /**
- * Main-thread side of the inference workers: starts them (TypeScript via tsx), hands each a batch at a time,
- * relays progress, and replaces a worker that crashed, exited or stopped reporting: its batch fails, a fresh worker
- * starts (retried with backoff while starting fails), and a dying worker is never handed another batch.
+ * Main-thread side of the inference workers: starts them (TypeScript via tsx), hands each a batch (or a second one
+ * that interleaves with it step by step, see step-gate.ts), relays progress, and replaces a worker that crashed,
+ * exited or stopped reporting: its batches fail, a fresh worker starts (retried with backoff while starting fails),
+ * and a dying worker is never handed another batch.
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -32,8 +33,11 @@ interface RunningBatch {
   resolve(outcomes: Map<string, JobOutcome>): void;
 }
 
+/** Batches one worker runs at once: one long, one short that overtakes it. */
+export const MAX_BATCHES_PER_WORKER = 2;
+
 export class PoolWorker {
-  private running: RunningBatch | undefined;
+  private readonly running = new Map<number, RunningBatch>();
   private nextBatchId = 1;
   private closing = false;
   /** Crashed, exited or abandoned: takes no batch, whatever it still does. */
@@ -74,34 +78,40 @@ export class PoolWorker {
     });
   }
 
+  /** Running a batch, or dead. */
   get busy(): boolean {
-    return this.dead || this.running !== undefined;
+    return this.dead || this.running.size > 0;
   }
 
   get alive(): boolean {
     return !this.dead;
   }
 
-  get runningBatch(): boolean {
-    return this.running !== undefined;
+  /** Batches in flight. */
+  get batches(): number {
+    return this.running.size;
   }
 
-  /** Run one batch; never rejects: a crash or engine error becomes a failed outcome for every job. */
+  /** Run a batch; never rejects: a crash or engine error becomes a failed outcome for every job. */
   run(jobs: BatchJob[], handlers: BatchHandlers): Promise<Map<string, JobOutcome>> {
-    if (this.busy) throw new Error(`inference worker ${this.index} is ${this.dead ? 'dead' : 'busy'}`);
+    if (this.dead || this.running.size >= MAX_BATCHES_PER_WORKER) {
+      throw new Error(`inference worker ${this.index} is ${this.dead ? 'dead' : 'full'}`);
+    }
     const cancelFlags = new SharedArrayBuffer(4 * jobs.length);
-    this.lastHeard = performance.now();
+    if (this.running.size === 0) this.lastHeard = performance.now();
     return new Promise((resolve) => {
-      this.running = { id: this.nextBatchId++, jobs, flags: new Int32Array(cancelFlags), handlers, resolve };
-      this.post({ type: 'run-batch', batchId: this.running.id, jobs, cancelFlags });
+      const batch = { id: this.nextBatchId++, jobs, flags: new Int32Array(cancelFlags), handlers, resolve };
+      this.running.set(batch.id, batch);
+      this.post({ type: 'run-batch', batchId: batch.id, jobs, cancelFlags });
     });
   }
 
   /** Ask the engine to drop a job before its next UNet call. */
   cancel(jobId: string): void {
-    const b = this.running;
-    const i = b?.jobs.findIndex((j) => j.id === jobId) ?? -1;
-    if (b && i >= 0) Atomics.store(b.flags, i, 1);
+    for (const b of this.running.values()) {
+      const i = b.jobs.findIndex((j) => j.id === jobId);
+      if (i >= 0) Atomics.store(b.flags, i, 1);
+    }
   }
 
   /**
@@ -110,8 +120,7 @@ export class PoolWorker {
    */
   abandon(reason: string): void {
     if (this.dead) return;
-    const b = this.running;
-    if (b) for (let i = 0; i < b.flags.length; i++) Atomics.store(b.flags, i, 1);
+    for (const b of this.running.values()) for (let i = 0; i < b.flags.length; i++) Atomics.store(b.flags, i, 1);
     this.die(reason);
     this.closing = true;
     this.worker.unref();
@@ -143,14 +152,13 @@ export class PoolWorker {
 
   private onMessage(m: FromWorker) {
     this.lastHeard = performance.now();
-    const b = this.running;
-    if (m.type === 'progress') {
-      if (b && b.id === m.batchId) b.handlers.onProgress(m.jobId, m.step, m.total);
-    } else if (m.type === 'preview') {
-      if (b && b.id === m.batchId) b.handlers.onPreview?.(m.jobId, m.step, m.preview);
-    } else if (m.type === 'batch-done' || m.type === 'batch-failed') {
-      if (!b || b.id !== m.batchId) return;
-      this.running = undefined;
+    if (m.type !== 'progress' && m.type !== 'preview' && m.type !== 'batch-done' && m.type !== 'batch-failed') return;
+    const b = this.running.get(m.batchId);
+    if (!b) return;
+    if (m.type === 'progress') b.handlers.onProgress(m.jobId, m.step, m.total);
+    else if (m.type === 'preview') b.handlers.onPreview?.(m.jobId, m.step, m.preview);
+    else {
+      this.running.delete(b.id);
       b.resolve(m.type === 'batch-done' ? new Map(m.outcomes) : failAll(b.jobs, m.message));
     }
   }
@@ -158,9 +166,9 @@ export class PoolWorker {
   private die(reason: string) {
     if (this.dead) return;
     this.dead = true;
-    const b = this.running;
-    this.running = undefined;
-    b?.resolve(failAll(b.jobs, reason));
+    const batches = [...this.running.values()];
+    this.running.clear();
+    for (const b of batches) b.resolve(failAll(b.jobs, reason));
     this.onDeath(this, reason);
   }
 }
@@ -240,6 +248,11 @@ export class WorkerPool extends EventEmitter {
     return this.closed ? undefined : this.workers.find((w) => !w.busy);
   }
 
+  /** Live workers running one batch that could take a second, interleaved with it. */
+  sharableWorkers(): PoolWorker[] {
+    return this.closed ? [] : this.workers.filter((w) => w.alive && w.batches > 0 && w.batches < MAX_BATCHES_PER_WORKER);
+  }
+
   /** Close every worker after its batch in flight; `timeoutMs` bounds the wait for each. */
   async close(timeoutMs?: number): Promise<void> {
     this.closed = true;
@@ -254,7 +267,7 @@ export class WorkerPool extends EventEmitter {
   private checkStalls(stallMs: number) {
     const now = performance.now();
     for (const w of this.workers) {
-      if (w.alive && w.runningBatch && now - w.lastHeard > stallMs) {
+      if (w.alive && w.batches > 0 && now - w.lastHeard > stallMs) {
         this.abandoned.add(w);
         w.abandon(`inference worker ${w.index} reported nothing for ${Math.round(stallMs / 1000)} s; replaced`);
       }

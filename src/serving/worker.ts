@@ -13,6 +13,8 @@ import {
   type PreviewImage,
 } from '../pipeline/engine-api.js';
 import { type FromWorker, type ToWorker, type WorkerInit } from './worker-protocol.js';
+import { unetPixelsPerStep } from './admission.js';
+import { StepGate } from './step-gate.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -46,12 +48,19 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
       outcomes.set(job.id, { ok: false, failure, message: errorMessage(e) });
     }
   }
+  let stepsDone = 0;
   const hooks = {
-    onProgress: (jobId: string, step: number, total: number) =>
-      post({ type: 'progress', batchId, jobId, step, total }),
+    onProgress: (jobId: string, step: number, total: number) => {
+      stepsDone = Math.max(stepsDone, step);
+      post({ type: 'progress', batchId, jobId, step, total });
+    },
     onPreview: (jobId: string, step: number, preview: PreviewImage) =>
       post({ type: 'preview', batchId, jobId, step, preview }),
     isCancelled: (jobId: string) => Atomics.load(flags, index.get(jobId)!) !== 0,
+    yieldBetweenSteps: () => {
+      const live = jobs.filter((j) => !hooks.isCancelled(j.id)).map((j) => j.request);
+      return gate.turn(batchId, unetPixelsPerStep(live) * ((live[0]?.steps ?? 0) - stepsDone));
+    },
   };
   for (const group of groups.values()) {
     const live = group.filter((j) => !hooks.isCancelled(j.id));
@@ -65,6 +74,10 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
   post({ type: 'batch-done', batchId, outcomes: [...outcomes] });
 }
 
+/** Batches in flight share the thread step by step, the one with the least work left first. */
+const gate = new StepGate();
+const inFlight = new Set<Promise<void>>();
+
 let engine: Engine;
 try {
   engine = await loadEngine();
@@ -74,17 +87,19 @@ try {
   process.exit(1);
 }
 
-// The batch in flight: a close waits for it, so the engine is never released under a running UNet call (the pool
-// cancels the batch first, and it returns within one call).
-let current: Promise<void> = Promise.resolve();
-
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'run-batch') {
-    current = runBatch(engine, msg.batchId, msg.jobs, new Int32Array(msg.cancelFlags)).catch((e) =>
-      post({ type: 'batch-failed', batchId: msg.batchId, message: errorMessage(e) }),
-    );
+    const batch = runBatch(engine, msg.batchId, msg.jobs, new Int32Array(msg.cancelFlags))
+      .catch((e) => post({ type: 'batch-failed', batchId: msg.batchId, message: errorMessage(e) }))
+      .finally(() => {
+        gate.release(msg.batchId);
+        inFlight.delete(batch);
+      });
+    inFlight.add(batch);
   } else if (msg.type === 'close') {
-    current
+    // A close waits for the batches in flight, so the engine is never released under a running UNet call (the pool
+    // cancels them first, and they return within one call).
+    Promise.all(inFlight)
       .then(() => engine.close())
       .catch(() => undefined)
       .finally(() => {

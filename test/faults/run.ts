@@ -215,7 +215,10 @@ async function workerFaults() {
   });
 }
 
-/** The huge request of issue 14 beside small ones: refused at once; small latency within one UNet call of normal. */
+/**
+ * The huge requests of issue 14 beside small ones: refused at once. Then a long request within the limits: admitted,
+ * and overtaken by the small ones. Either way small latency stays within one UNet call of normal.
+ */
 async function hugeBesideSmall() {
   await withServer({}, async (_server, client) => {
     const small = () => call(client, generate({ prompt: 'small', steps: 4 }));
@@ -239,6 +242,16 @@ async function hugeBesideSmall() {
     console.log(`  small p50 alone ${p50(alone).toFixed(0)} ms, beside huge ${p50(beside).toFixed(0)} ms (one UNet call = ${STEP_MS} ms)`);
     // Generous for a loaded machine: one call, plus scheduling noise.
     assert.ok(p50(beside) <= p50(alone) + STEP_MS + 50, 'small latency within one UNet call of normal');
+
+    // A long request within the limits and without a deadline is admitted; the small ones overtake it.
+    const long = call(client, generate({ prompt: 'long', steps: 1000, width: 64, height: 64 }, { cancelAtStep: 200 }));
+    await new Promise((r) => setTimeout(r, 200));
+    const besideLong: CallResult[] = [];
+    for (let i = 0; i < 10; i++) besideLong.push(await small());
+    report('small requests beside a long admitted one', besideLong);
+    report('the long one (cancelled by its client at step 200)', [await long]);
+    console.log(`  small p50 alone ${p50(alone).toFixed(0)} ms, beside the long one ${p50(besideLong).toFixed(0)} ms`);
+    assert.ok(p50(besideLong) <= p50(alone) + STEP_MS + 50, 'small latency within one UNet call of normal');
   });
 }
 

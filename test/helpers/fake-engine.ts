@@ -87,6 +87,7 @@ export async function createEngine(opts: FakeEngineOptions = {}): Promise<Engine
       let live = jobs;
       const total = jobs[0]!.request.steps;
       for (let step = 1; step <= total && live.length > 0; step++) {
+        await hooks.yieldBetweenSteps?.();
         // Blocks like a UNet call: no event-loop turn, so only shared-memory cancellation can reach us.
         Atomics.wait(sleeper, 0, 0, stepMs);
         for (const j of live) {
