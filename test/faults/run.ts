@@ -97,14 +97,15 @@ function report(name: string, results: CallResult[], rss?: { before: number; aft
   const counts: Record<Kind, number> = { completed: 0, cancelled: 0, expired: 0, refused: 0, failed: 0 };
   for (const r of results) counts[kindOf(r.code)]++;
   const ok = results.filter((r) => r.code === grpc.status.OK).map((r) => r.ms).sort((a, b) => a - b);
-  const line = [
-    `${name}: ${results.length} calls`,
-    Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(' / '),
+  const figures = [
+    `${results.length} calls: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     ok.length ? `completed p50 ${percentile(ok, 50).toFixed(0)} ms, p99 ${percentile(ok, 99).toFixed(0)} ms` : '',
-    ok.length < results.length ? `slowest other answer ${Math.max(...results.filter((r) => r.code !== grpc.status.OK).map((r) => r.ms)).toFixed(0)} ms` : '',
+    ok.length < results.length
+      ? `slowest other ${Math.max(...results.filter((r) => r.code !== grpc.status.OK).map((r) => r.ms)).toFixed(0)} ms`
+      : '',
     rss ? `RSS ${mb(rss.before)} -> ${mb(rss.after)} MiB` : '',
   ];
-  console.log(line.filter(Boolean).join('; '));
+  console.log(`${name}\n  ${figures.filter(Boolean).join('; ')}`);
   const lost = results.filter((r) => r.statuses !== 1);
   assert.equal(lost.length, 0, `${lost.length} calls without exactly one final status`);
   return counts;
