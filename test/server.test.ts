@@ -180,7 +180,8 @@ test.serial('a full queue answers RESOURCE_EXHAUSTED naming the limit', async (t
   await withServer({ stepMs: 10, maxQueue: 2, maxBatch: 1 }, async ({ client }) => {
     const running = generate(client, { prompt: 'running', steps: 100 });
     await progressed(running.stream, 1);
-    const queued = [generate(client, { prompt: 'q1', steps: 1 }), generate(client, { prompt: 'q2', steps: 1 })];
+    // 30 steps: not short enough beside the running request's 100 to overtake it, so they wait in the queue.
+    const queued = [generate(client, { prompt: 'q1', steps: 30 }), generate(client, { prompt: 'q2', steps: 30 })];
     await sleep(50);
     const rejected = await generate(client, { prompt: 'one too many' }).done;
     t.is(rejected.error?.code, grpc.status.RESOURCE_EXHAUSTED);
