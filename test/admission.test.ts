@@ -57,7 +57,12 @@ class ManualPool extends EventEmitter {
   readonly models = MODELS;
   readonly batches: ManualBatch[] = [];
   live: number;
-  private readonly workers: Array<{ busy: boolean; batches: number; cancel(id: string): void; run(jobs: BatchJob[], h: BatchHandlers): Promise<Map<string, JobOutcome>> }>;
+  private readonly workers: Array<{
+    busy: boolean;
+    batches: number;
+    cancel(id: string): void;
+    run(jobs: BatchJob[], h: BatchHandlers): Promise<Map<string, JobOutcome>>;
+  }>;
 
   constructor(size = 1) {
     super();
@@ -103,7 +108,12 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 function setup(size = 1, maxQueue = 16) {
   const pool = new ManualPool(size);
   const metrics = new ServerMetrics();
-  const queue = new RequestQueue(pool as unknown as WorkerPool, { maxQueue, maxBatch: 4 }, metrics, pino({ level: 'silent' }));
+  const queue = new RequestQueue(
+    pool as unknown as WorkerPool,
+    { maxQueue, maxBatch: 4 },
+    metrics,
+    pino({ level: 'silent' }),
+  );
   const results = new Map<string, EntryResult>();
   const submit = (id: string, requests: GenerationRequest[], deadline?: number) =>
     queue.submit(id, requests, { queued: () => {}, progress: () => {}, done: (r) => results.set(id, r) }, { deadline });
@@ -136,7 +146,9 @@ test('step rates follow the measured steps; nothing is estimated before a measur
 
 test('refusal: over the batch budget always; too slow for the deadline only once measured', (t) => {
   const rates = new StepRates();
-  const huge = Array.from({ length: 8 }, (_, i) => request('x', { encoder: `e${i}`, numImages: 16, width: 128, height: 128 }));
+  const huge = Array.from({ length: 8 }, (_, i) =>
+    request('x', { encoder: `e${i}`, numImages: 16, width: 128, height: 128 }),
+  );
   const tooLarge = refusal({ requests: huge, limits: LIMITS, msLeft: Infinity, waitSeconds: 0, rates });
   t.is(tooLarge?.kind, 'too-large');
   t.regex(tooLarge!.message, /8 encoder\(s\) x 16 image\(s\) at 128x128 is 2097152 pixels, over .*limit of 65536/);
@@ -198,7 +210,11 @@ test('queue: a queued request expires at its deadline as "deadline", and is coun
   submit('running', [request('running')]);
   submit('waiting', [request('waiting', { width: 128 })], Date.now() + 30);
   await sleep(60);
-  t.deepEqual(results.get('waiting'), { ok: false, kind: 'deadline', message: 'deadline exceeded before the images were ready' });
+  t.deepEqual(results.get('waiting'), {
+    ok: false,
+    kind: 'deadline',
+    message: 'deadline exceeded before the images were ready',
+  });
   pool.batches[0]!.finish();
   await turn();
   t.like(await outcomes(), { completed: 1, expired: 1 });
@@ -222,13 +238,19 @@ test('queue: a batch stops growing at the pixel budget', async (t) => {
   for (const id of ['a', 'b', 'c']) submit(id, [request(id, { numImages: 6 })]);
   pool.batches[0]!.finish();
   await turn();
-  t.deepEqual(pool.batches[1]!.jobs.map((j) => j.request.prompt), ['a', 'b']);
+  t.deepEqual(
+    pool.batches[1]!.jobs.map((j) => j.request.prompt),
+    ['a', 'b'],
+  );
   pool.batches[1]!.finish();
   await turn();
-  t.deepEqual(pool.batches[2]!.jobs.map((j) => j.request.prompt), ['c']);
+  t.deepEqual(
+    pool.batches[2]!.jobs.map((j) => j.request.prompt),
+    ['c'],
+  );
 });
 
-test('queue: when no worker can start, queued requests end unavailable and new ones are refused until one runs', async (t) => {
+test('queue: no worker can start: queued requests end unavailable, new ones are refused till one runs', async (t) => {
   const { pool, submit, results } = setup();
   submit('running', [request('running')]);
   submit('queued', [request('queued', { width: 128 })]);

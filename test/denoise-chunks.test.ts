@@ -51,11 +51,16 @@ test('a batch whose jobs were all cancelled stops after the current call, not th
   const calls: number[] = [];
   let cancelled = false;
   const unet = recordingUnet(calls);
-  const out = await denoise(jobs(), [2, 2, 2], async (s, ts, st) => {
-    const r = await unet(s, ts, st);
-    cancelled = true;
-    return r;
-  }, { maxRowsPerCall: 3, isCancelled: () => cancelled });
+  const out = await denoise(
+    jobs(),
+    [2, 2, 2],
+    async (s, ts, st) => {
+      const r = await unet(s, ts, st);
+      cancelled = true;
+      return r;
+    },
+    { maxRowsPerCall: 3, isCancelled: () => cancelled },
+  );
   t.deepEqual(calls, [3]);
   t.is(out.size, 0);
 });

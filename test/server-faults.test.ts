@@ -7,7 +7,12 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
-import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg } from '../src/grpc/proto.js';
+import {
+  createDiffusionClient,
+  type DiffusionClient,
+  type GenerateEventMsg,
+  type GenerateRequestMsg,
+} from '../src/grpc/proto.js';
 import { timeoutMs } from '../src/grpc/far-deadlines.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
 
@@ -80,17 +85,20 @@ async function until(what: string, cond: () => Promise<boolean> | boolean, ms = 
   }
 }
 
-test.serial('an uncaught exception fails only its own request: the one queued behind it runs on a new worker', async (t) => {
-  await withServer({}, async ({ client }) => {
-    const thrower = generate(client, { prompt: 'engine-throw', steps: 2 });
-    await sleep(10);
-    const innocent = generate(client, { prompt: 'innocent', steps: 2, width: 64 });
-    const [bad, good] = await Promise.all([thrower, innocent]);
-    t.is(bad.error?.code, grpc.status.INTERNAL);
-    t.regex(bad.error!.details, /crashed: fake uncaught exception/);
-    t.is(good.error, undefined, good.error?.details);
-  });
-});
+test.serial(
+  'an uncaught exception fails only its own request: the one queued behind it runs on a new worker',
+  async (t) => {
+    await withServer({}, async ({ client }) => {
+      const thrower = generate(client, { prompt: 'engine-throw', steps: 2 });
+      await sleep(10);
+      const innocent = generate(client, { prompt: 'innocent', steps: 2, width: 64 });
+      const [bad, good] = await Promise.all([thrower, innocent]);
+      t.is(bad.error?.code, grpc.status.INTERNAL);
+      t.regex(bad.error!.details, /crashed: fake uncaught exception/);
+      t.is(good.error, undefined, good.error?.details);
+    });
+  },
+);
 
 test.serial('a worker that cannot restart is retried with backoff; health says NOT_SERVING meanwhile', async (t) => {
   await withServer({ restartDelayMs: 100 }, async ({ client, address, failStarts }) => {
@@ -124,21 +132,24 @@ test.serial('a hung worker is abandoned after the stall limit; the request queue
   });
 });
 
-test.serial('deadlines: 30 days away is served; a short one ends as DEADLINE_EXCEEDED and is counted as expired', async (t) => {
-  t.is(timeoutMs('2592000S'), 2_592_000_000);
-  await withServer({ stepMs: 20 }, async ({ client, server }) => {
-    // First, while no step was timed yet (afterwards admission would refuse it at once).
-    const near = await generate(client, { prompt: 'near', steps: 100 }, { deadline: Date.now() + 150 });
-    t.is(near.error?.code, grpc.status.DEADLINE_EXCEEDED);
-    const far = await generate(client, { prompt: 'far', steps: 2 }, { deadline: Date.now() + 30 * 24 * 3600 * 1000 });
-    t.is(far.error, undefined, far.error?.details);
-    await sleep(50);
-    const text = await server.metrics.registry.metrics();
-    t.regex(text, /safesd_requests_total\{outcome="expired"\} 1/);
-    t.notRegex(text, /outcome="cancelled"/);
-    t.regex(text, /safesd_request_duration_seconds_count\{method="Generate",code="DEADLINE_EXCEEDED"\} 1/);
-  });
-});
+test.serial(
+  'deadlines: 30 days away is served; a short one ends as DEADLINE_EXCEEDED and is counted as expired',
+  async (t) => {
+    t.is(timeoutMs('2592000S'), 2_592_000_000);
+    await withServer({ stepMs: 20 }, async ({ client, server }) => {
+      // First, while no step was timed yet (afterwards admission would refuse it at once).
+      const near = await generate(client, { prompt: 'near', steps: 100 }, { deadline: Date.now() + 150 });
+      t.is(near.error?.code, grpc.status.DEADLINE_EXCEEDED);
+      const far = await generate(client, { prompt: 'far', steps: 2 }, { deadline: Date.now() + 30 * 24 * 3600 * 1000 });
+      t.is(far.error, undefined, far.error?.details);
+      await sleep(50);
+      const text = await server.metrics.registry.metrics();
+      t.regex(text, /safesd_requests_total\{outcome="expired"\} 1/);
+      t.notRegex(text, /outcome="cancelled"/);
+      t.regex(text, /safesd_request_duration_seconds_count\{method="Generate",code="DEADLINE_EXCEEDED"\} 1/);
+    });
+  },
+);
 
 test.serial('undecodable request bytes get INVALID_ARGUMENT', async (t) => {
   await withServer({}, async ({ client }) => {
@@ -157,29 +168,38 @@ test.serial('undecodable request bytes get INVALID_ARGUMENT', async (t) => {
   });
 });
 
-test.serial('a request over the limits is refused at once; one too slow for its deadline too, once steps were timed', async (t) => {
-  await withServer({ stepMs: 20 }, async ({ client, server }) => {
-    const huge = await generate(client, { prompt: 'huge', width: 2048, height: 2048, steps: 1000 });
-    t.is(huge.error?.code, grpc.status.INVALID_ARGUMENT);
-    t.regex(huge.error!.details, /2048x2048 is 4194304 pixels, over pipeline 'toy''s limit of 4096/);
-    const compare = await new Promise<grpc.ServiceError | undefined>((resolve) => {
-      const s = client.compare({ prompt: 'x', encoders: ['clip', 'safe-clip'], numImages: 16, width: 64, height: 64 });
-      s.on('data', () => {});
-      s.on('error', resolve);
-      s.on('end', () => resolve(undefined));
-    });
-    t.is(compare?.code, grpc.status.INVALID_ARGUMENT);
-    t.regex(compare!.details, /2 encoder\(s\) x 16 image\(s\) at 64x64 is 131072 pixels, over .* limit of 16384/);
+test.serial(
+  'a request over the limits is refused at once; one too slow for its deadline too, once steps were timed',
+  async (t) => {
+    await withServer({ stepMs: 20 }, async ({ client, server }) => {
+      const huge = await generate(client, { prompt: 'huge', width: 2048, height: 2048, steps: 1000 });
+      t.is(huge.error?.code, grpc.status.INVALID_ARGUMENT);
+      t.regex(huge.error!.details, /2048x2048 is 4194304 pixels, over pipeline 'toy''s limit of 4096/);
+      const compare = await new Promise<grpc.ServiceError | undefined>((resolve) => {
+        const s = client.compare({
+          prompt: 'x',
+          encoders: ['clip', 'safe-clip'],
+          numImages: 16,
+          width: 64,
+          height: 64,
+        });
+        s.on('data', () => {});
+        s.on('error', resolve);
+        s.on('end', () => resolve(undefined));
+      });
+      t.is(compare?.code, grpc.status.INVALID_ARGUMENT);
+      t.regex(compare!.details, /2 encoder\(s\) x 16 image\(s\) at 64x64 is 131072 pixels, over .* limit of 16384/);
 
-    t.is((await generate(client, { prompt: 'timed', steps: 5 })).error, undefined);
-    t.truthy(server.queue.rates.rate('toy'));
-    const started = performance.now();
-    const slow = await generate(client, { prompt: 'slow', steps: 1000 }, { deadline: Date.now() + 2000 });
-    t.is(slow.error?.code, grpc.status.DEADLINE_EXCEEDED);
-    t.regex(slow.error!.details, /needs about \d+ s \(1000 steps at \d+ ms measured per step\)/);
-    t.true(performance.now() - started < 1000, 'refused at once, not at the deadline');
-  });
-});
+      t.is((await generate(client, { prompt: 'timed', steps: 5 })).error, undefined);
+      t.truthy(server.queue.rates.rate('toy'));
+      const started = performance.now();
+      const slow = await generate(client, { prompt: 'slow', steps: 1000 }, { deadline: Date.now() + 2000 });
+      t.is(slow.error?.code, grpc.status.DEADLINE_EXCEEDED);
+      t.regex(slow.error!.details, /needs about \d+ s \(1000 steps at \d+ ms measured per step\)/);
+      t.true(performance.now() - started < 1000, 'refused at once, not at the deadline');
+    });
+  },
+);
 
 test.serial('a short request overtakes a long one on the same worker, stepping first; both complete', async (t) => {
   await withServer({ stepMs: 10 }, async ({ client }) => {

@@ -220,7 +220,13 @@ export class LocalEngine implements Engine {
   }
 
   /** Decode `r.numImages` latents a few images per VAE call; undefined once the job is cancelled between calls. */
-  private async decodeInCalls(sd: StableDiffusion, latents: Float32Array, r: GenerationRequest, perCall: number, isCancelled: () => boolean): Promise<F32Tensor | undefined> {
+  private async decodeInCalls(
+    sd: StableDiffusion,
+    latents: Float32Array,
+    r: GenerationRequest,
+    perCall: number,
+    isCancelled: () => boolean,
+  ): Promise<F32Tensor | undefined> {
     if (r.numImages <= perCall) return sd.decode(latents, r.numImages, r.height, r.width);
     const latentSize = latents.length / r.numImages;
     const parts: Float32Array[] = [];

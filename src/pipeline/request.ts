@@ -47,7 +47,9 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
   }
   const pixels = req.width * req.height;
   const { maxPixels } = pipeline.limits;
-  if (pixels > maxPixels) bad(`${req.width}x${req.height} is ${pixels} pixels, over pipeline '${pipeline.name}''s limit of ${maxPixels} per image (manifest limits.max_pixels)`);
+  if (pixels > maxPixels) {
+    bad(`${req.width}x${req.height} is ${pixels} pixels, over pipeline '${pipeline.name}''s limit of ${maxPixels} per image (manifest limits.max_pixels)`);
+  }
   if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps) bad(`steps ${req.steps} is outside 1..${LIMITS.maxSteps}`);
   if (!Number.isFinite(req.guidanceScale) || req.guidanceScale < 0) bad(`guidance scale ${req.guidanceScale} must be a finite number >= 0`);
   if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);

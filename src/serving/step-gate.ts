@@ -36,7 +36,8 @@ export class StepGate {
   private grant() {
     if (this.holder !== undefined || this.waiting.length === 0) return;
     let best = 0;
-    for (let i = 1; i < this.waiting.length; i++) if (this.waiting[i]!.workLeft < this.waiting[best]!.workLeft) best = i;
+    for (let i = 1; i < this.waiting.length; i++)
+      if (this.waiting[i]!.workLeft < this.waiting[best]!.workLeft) best = i;
     const [next] = this.waiting.splice(best, 1);
     this.holder = next!.batch;
     next!.resolve();

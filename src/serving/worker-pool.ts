@@ -62,7 +62,9 @@ export class PoolWorker {
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: init });
     return new Promise<{ worker: PoolWorker; models: ModelsInfo }>((resolve, reject) => {
       const early = (e: Error | number) => {
-        reject(new Error(`inference worker ${index} failed to start: ${typeof e === 'number' ? `exit ${e}` : e.message}`));
+        reject(
+          new Error(`inference worker ${index} failed to start: ${typeof e === 'number' ? `exit ${e}` : e.message}`),
+        );
       };
       worker.once('error', early);
       worker.once('exit', early);
@@ -72,7 +74,9 @@ export class PoolWorker {
         if (m.type === 'ready') resolve({ worker: new PoolWorker(index, worker, onDeath), models: m.models });
         else {
           void worker.terminate();
-          reject(new Error(`inference worker ${index} failed to start: ${m.type === 'init-failed' ? m.message : m.type}`));
+          reject(
+            new Error(`inference worker ${index} failed to start: ${m.type === 'init-failed' ? m.message : m.type}`),
+          );
         }
       });
     });
@@ -250,7 +254,9 @@ export class WorkerPool extends EventEmitter {
 
   /** Live workers running one batch that could take a second, interleaved with it. */
   sharableWorkers(): PoolWorker[] {
-    return this.closed ? [] : this.workers.filter((w) => w.alive && w.batches > 0 && w.batches < MAX_BATCHES_PER_WORKER);
+    return this.closed
+      ? []
+      : this.workers.filter((w) => w.alive && w.batches > 0 && w.batches < MAX_BATCHES_PER_WORKER);
   }
 
   /** Close every worker after its batch in flight; `timeoutMs` bounds the wait for each. */
@@ -293,7 +299,10 @@ export class WorkerPool extends EventEmitter {
         },
         (e: Error) => {
           const delay = Math.min(this.opts.maxRestartDelayMs ?? 30_000, base * 2 ** n);
-          this.opts.logger.error({ worker: dead.index, err: e.message, retryMs: delay }, 'could not restart inference worker');
+          this.opts.logger.error(
+            { worker: dead.index, err: e.message, retryMs: delay },
+            'could not restart inference worker',
+          );
           this.emit('start-failed', e);
           setTimeout(() => attempt(n + 1), delay).unref();
         },

@@ -96,9 +96,14 @@ function settleHeap() {
 function report(name: string, results: CallResult[], rss?: { before: number; after: number }) {
   const counts: Record<Kind, number> = { completed: 0, cancelled: 0, expired: 0, refused: 0, failed: 0 };
   for (const r of results) counts[kindOf(r.code)]++;
-  const ok = results.filter((r) => r.code === grpc.status.OK).map((r) => r.ms).sort((a, b) => a - b);
+  const ok = results
+    .filter((r) => r.code === grpc.status.OK)
+    .map((r) => r.ms)
+    .sort((a, b) => a - b);
   const figures = [
-    `${results.length} calls: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `${results.length} calls: ${Object.entries(counts)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     ok.length ? `completed p50 ${percentile(ok, 50).toFixed(0)} ms, p99 ${percentile(ok, 99).toFixed(0)} ms` : '',
     ok.length < results.length
       ? `slowest other ${Math.max(...results.filter((r) => r.code !== grpc.status.OK).map((r) => r.ms)).toFixed(0)} ms`
@@ -111,7 +116,10 @@ function report(name: string, results: CallResult[], rss?: { before: number; aft
   return counts;
 }
 
-async function withServer<T>(opts: Partial<ServerOptions> & { failStarts?: SharedArrayBuffer }, body: (s: RunningServer, client: DiffusionClient, address: string) => Promise<T>): Promise<T> {
+async function withServer<T>(
+  opts: Partial<ServerOptions> & { failStarts?: SharedArrayBuffer },
+  body: (s: RunningServer, client: DiffusionClient, address: string) => Promise<T>,
+): Promise<T> {
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,
@@ -167,7 +175,10 @@ async function load() {
     assert.ok(counts.completed >= 32, 'plain and compare calls complete');
     assert.ok(after < before * 1.1, 'RSS back within 10%');
     const text = await server.metrics.registry.metrics();
-    console.log('  server outcomes:', [...text.matchAll(/safesd_requests_total\{outcome="(\w+)"\} (\d+)/g)].map((m) => `${m[1]} ${m[2]}`).join(', '));
+    console.log(
+      '  server outcomes:',
+      [...text.matchAll(/safesd_requests_total\{outcome="(\w+)"\} (\d+)/g)].map((m) => `${m[1]} ${m[2]}`).join(', '),
+    );
   });
 }
 
@@ -175,7 +186,9 @@ async function load() {
 async function burst() {
   await withServer({ maxQueue: 8, maxBatch: 2 }, async (_server, client) => {
     const results = await Promise.all(
-      Array.from({ length: 48 }, (_, i) => call(client, generate({ prompt: `burst ${i}`, steps: 3, width: 32 + 8 * (i % 3) }))),
+      Array.from({ length: 48 }, (_, i) =>
+        call(client, generate({ prompt: `burst ${i}`, steps: 3, width: 32 + 8 * (i % 3) })),
+      ),
     );
     const counts = report('burst past the queue limit (48 at once, queue 8)', results);
     assert.ok(counts.refused > 0, 'some are refused with RESOURCE_EXHAUSTED');
@@ -198,7 +211,9 @@ async function workerFaults() {
       const prompt = fault === 'cannot-restart' ? 'engine-crash' : fault;
       const faulty = call(client, generate({ prompt, steps: 3 }));
       await new Promise((r) => setTimeout(r, 20));
-      const innocent = Array.from({ length: 3 }, (_, i) => call(client, generate({ prompt: `innocent ${i}`, steps: 3, width: 40 })));
+      const innocent = Array.from({ length: 3 }, (_, i) =>
+        call(client, generate({ prompt: `innocent ${i}`, steps: 3, width: 40 })),
+      );
       const results = [await faulty, ...(await Promise.all(innocent))];
       let waited = 0;
       while ((await status()) !== 'SERVING' && waited < 30_000) {
@@ -229,8 +244,25 @@ async function hugeBesideSmall() {
     const beside: CallResult[] = [];
     const huge: Promise<CallResult>[] = [];
     for (let i = 0; i < 10; i++) {
-      huge.push(call(client, generate({ prompt: 'huge', width: 2048, height: 2048, steps: 1000, numImages: 16 }, { deadlineMs: 10_000 })));
-      huge.push(call(client, { method: 'compare', request: { prompt: 'huge compare', encoders: ['clip', 'safe-clip', 'clip', 'safe-clip', 'clip', 'safe-clip', 'clip', 'safe-clip'], numImages: 16, width: 64, height: 64, steps: 1000 } }));
+      huge.push(
+        call(
+          client,
+          generate({ prompt: 'huge', width: 2048, height: 2048, steps: 1000, numImages: 16 }, { deadlineMs: 10_000 }),
+        ),
+      );
+      huge.push(
+        call(client, {
+          method: 'compare',
+          request: {
+            prompt: 'huge compare',
+            encoders: ['clip', 'safe-clip', 'clip', 'safe-clip', 'clip', 'safe-clip', 'clip', 'safe-clip'],
+            numImages: 16,
+            width: 64,
+            height: 64,
+            steps: 1000,
+          },
+        }),
+      );
       beside.push(await small());
     }
     const hugeResults = await Promise.all(huge);
@@ -239,8 +271,12 @@ async function hugeBesideSmall() {
     const counts = report('huge requests', hugeResults);
     assert.equal(counts.refused, hugeResults.length, 'huge requests are refused at once');
     assert.ok(Math.max(...hugeResults.map((r) => r.ms)) < 1000, 'refused within a second');
-    const p50 = (rs: CallResult[]) => percentile(rs.map((r) => r.ms).sort((a, b) => a - b), 50);
-    console.log(`  small p50 alone ${p50(alone).toFixed(0)} ms, beside huge ${p50(beside).toFixed(0)} ms (one UNet call = ${STEP_MS} ms)`);
+    const p50 = (rs: CallResult[]) =>
+      percentile(
+        rs.map((r) => r.ms).sort((a, b) => a - b),
+        50,
+      );
+    console.log(`  small p50 alone ${p50(alone).toFixed(0)} ms, beside huge ${p50(beside).toFixed(0)} ms`);
     // Generous for a loaded machine: one call, plus scheduling noise.
     assert.ok(p50(beside) <= p50(alone) + STEP_MS + 50, 'small latency within one UNet call of normal');
 
@@ -263,7 +299,7 @@ interface Child {
   kill(signal: NodeJS.Signals): void;
 }
 
-/** `safe-sd serve` (or `npm start`) with the fake engine, or the real one on the toy model; resolves once it listens. */
+/** `safe-sd serve` (or `npm start`) with the fake engine, or the real one on the toy model; resolves when listening. */
 async function spawnServer(viaNpm: boolean, realEngine = false): Promise<Child> {
   const args = ['--port', '0', '--grace-seconds', '20'];
   const env = realEngine
@@ -272,7 +308,9 @@ async function spawnServer(viaNpm: boolean, realEngine = false): Promise<Child> 
   const child = viaNpm
     ? spawn('npm', ['start', '--silent', '--', ...args], { cwd: ROOT, env })
     : spawn(process.execPath, ['bin/safe-sd.js', 'serve', ...args], { cwd: ROOT, env });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
   let out = '';
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
