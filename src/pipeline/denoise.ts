@@ -68,7 +68,8 @@ async function chunkedUnet(
   return { dtype: 'F32', shape: sample.shape, data: concat(parts) };
 }
 
-function concat(parts: Float32Array[]): Float32Array {
+/** The arrays end to end in one. */
+export function concat(parts: Float32Array[]): Float32Array {
   let len = 0;
   for (const p of parts) len += p.length;
   const out = new Float32Array(len);

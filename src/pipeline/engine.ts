@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../core/tensor.js';
-import type { DenoiseJob } from './denoise.js';
+import { concat, type DenoiseJob } from './denoise.js';
 import {
   InvalidRequestError,
   batchKey,
@@ -235,9 +235,7 @@ export class LocalEngine implements Engine {
       const n = Math.min(perCall, r.numImages - i);
       parts.push((await sd.decode(latents.slice(i * latentSize, (i + n) * latentSize), n, r.height, r.width)).data);
     }
-    const data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    parts.reduce((off, p) => (data.set(p, off), off + p.length), 0);
-    return { dtype: 'F32', shape: [r.numImages, r.height, r.width, 3], data };
+    return { dtype: 'F32', shape: [r.numImages, r.height, r.width, 3], data: concat(parts) };
   }
 
   /**
