@@ -110,7 +110,8 @@ function report(name: string, results: CallResult[], rss?: { before: number; aft
       : '',
     rss ? `RSS ${mb(rss.before)} -> ${mb(rss.after)} MiB` : '',
   ];
-  console.log(`${name}\n  ${figures.filter(Boolean).join('; ')}`);
+  const [calls, ...rest] = figures.filter(Boolean);
+  console.log(`${name}\n  ${calls}${rest.length ? `\n  ${rest.join('; ')}` : ''}`);
   const lost = results.filter((r) => r.statuses !== 1);
   assert.equal(lost.length, 0, `${lost.length} calls without exactly one final status`);
   return counts;
