@@ -204,7 +204,10 @@ test.serial(
 test.serial('a short request overtakes a long one on the same worker, stepping first; both complete', async (t) => {
   await withServer({ stepMs: 10 }, async ({ client }) => {
     let longDone = 0;
-    const long = generate(client, { prompt: 'long', steps: 300 }).then((o) => ((longDone = performance.now()), o));
+    const long = generate(client, { prompt: 'long', steps: 300 }).then((o) => {
+      longDone = performance.now();
+      return o;
+    });
     await sleep(300);
     const started = performance.now();
     const short = await generate(client, { prompt: 'short', steps: 4, width: 64 });
