@@ -4,6 +4,7 @@ import { register as bench } from './commands/bench.js';
 import { register as client } from './commands/client.js';
 import { register as convert } from './commands/convert.js';
 import { register as evaluate } from './commands/eval.js';
+import { register as evalRetrieval } from './commands/eval-retrieval.js';
 import { register as fid } from './commands/fid.js';
 import { register as finetune } from './commands/finetune.js';
 import { register as generate } from './commands/generate.js';
@@ -17,7 +18,7 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, fid, inspect, tokenize, bench];
+const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, evalRetrieval, fid, inspect, tokenize, bench];
 for (const register of commands) register(program);
 
 try {

@@ -14,6 +14,8 @@ export interface PromptItem {
   categories?: string[];
   hard?: boolean;
   tag?: string;
+  /** ViSU: the picture of this caption (`safe_image` / `nsfw_image`), as the file gives it. */
+  image?: string;
   seed?: number;
   guidance?: number;
   width?: number;
@@ -78,8 +80,9 @@ export function readVisuPrompts(path: string): PromptSet {
       }
       const id = r.id === undefined ? undefined : String(r.id);
       const tag = typeof r.tag === 'string' ? r.tag : undefined;
-      prompts.push({ text: (r.safe as string).trim(), line, id, tag, kind: 'safe' });
-      prompts.push({ text: (r.nsfw as string).trim(), line, id, tag, kind: 'unsafe' });
+      const image = (k: string) => (typeof r[k] === 'string' && r[k] ? (r[k] as string) : undefined);
+      prompts.push({ text: (r.safe as string).trim(), line, id, tag, kind: 'safe', image: image('safe_image') });
+      prompts.push({ text: (r.nsfw as string).trim(), line, id, tag, kind: 'unsafe', image: image('nsfw_image') });
     });
   return { prompts, errors };
 }

@@ -73,7 +73,8 @@ export class ClipModel {
   }
 }
 
-function rows(t: F32Tensor): Float32Array[] {
+/** The rows of a [n, d] tensor. */
+export function rows(t: F32Tensor): Float32Array[] {
   const [n, d] = t.shape;
   return Array.from({ length: n }, (_, i) => t.data.slice(i * d, (i + 1) * d));
 }
