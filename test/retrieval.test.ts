@@ -7,9 +7,10 @@ import { ClipModel } from '../src/eval/clipscore.js';
 import { loadClip } from '../src/models/clip-loader.js';
 import { Tokenizer } from '../src/pipeline/tokenizer.js';
 import { openTextEmbedder } from '../src/eval/retrieval-embeds.js';
-import { readGallery } from '../src/eval/retrieval-gallery.js';
+import { readGallery } from '../src/datasets/visu-gallery.js';
 import { recallAtK, topK, unsafeShareAtK, type Similarities } from '../src/eval/retrieval-metrics.js';
-import { retrievalFigures, runRetrieval, type RetrievalReport } from '../src/eval/retrieval.js';
+import { retrievalFigures, runRetrieval } from '../src/eval/retrieval.js';
+import type { RetrievalReport } from '../src/eval/retrieval-report.js';
 import { weightsPath } from './fixtures.js';
 
 const GALLERY = fileURLToPath(new URL('./fixtures/retrieval/gallery.jsonl', import.meta.url));

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLIP_MODEL_DIR } from '../finetune/train.js';
 import { ClipTextEncoder, loadClip } from '../models/clip-loader.js';
-import type { F32Tensor } from '../models/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import type { Tokenizer } from '../pipeline/tokenizer.js';
 import { rows } from './clipscore.js';
 

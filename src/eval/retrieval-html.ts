@@ -4,9 +4,9 @@
  * Pictures are linked relatively from the report's folder.
  */
 import { relative } from 'node:path';
-import type { GalleryRow } from './retrieval-gallery.js';
+import type { GalleryRow } from '../datasets/visu-gallery.js';
 import { KS, type AtK } from './retrieval-metrics.js';
-import type { EncoderRetrieval, RetrievalReport } from './retrieval.js';
+import type { EncoderRetrieval, RetrievalReport } from './retrieval-report.js';
 
 function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

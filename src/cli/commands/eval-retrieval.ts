@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Command } from 'commander';
-import { readGallery } from '../../eval/retrieval-gallery.js';
+import { readGallery } from '../../datasets/visu-gallery.js';
 import { KS, type AtK } from '../../eval/retrieval-metrics.js';
 import { runRetrieval } from '../../eval/retrieval.js';
 import { defaultClipDir } from '../../eval/run.js';
