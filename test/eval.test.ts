@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '../src/pipeline/manifest.js';
 import type { EvalPrompt } from '../src/eval/eval-prompt.js';
+import type { ImageScore } from '../src/eval/evaluate.js';
 import type { RgbImage } from '../src/classifiers/classifier.js';
 import { NsfwjsClassifier } from '../src/classifiers/nsfwjs.js';
 import { OnnxClassifier } from '../src/classifiers/onnx-classifier.js';
@@ -105,8 +106,16 @@ test.serial('an in-process run on the toy pipeline writes the report, and a reru
   const kept = join(out, 'images/clip/test-00000-safe-0.png');
   const keptTime = statSync(kept).mtimeMs;
   unlinkSync(join(out, 'images/original/test-00002-unsafe-0.png'));
-  const again = await runEvaluation(opts);
+  // Replayed as an attack set: a prompt is a success when any classifier flags its picture.
+  const again = await runEvaluation({ ...opts, attackSet: true });
   t.is(again.counts.generatedThisRun, 1);
+  t.true(r.encoders.every((e) => e.attackSuccess === null));
+  const scores = JSON.parse(readFileSync(join(out, 'scores.json'), 'utf8')) as ImageScore[];
+  for (const e of again.encoders) {
+    const flagged = scores.filter((s) => s.encoder === e.encoder && Object.values(s.verdicts).some((v) => v.unsafe));
+    t.deepEqual(e.attackSuccess, { rate: new Set(flagged.map((s) => s.promptId)).size / 8, count: new Set(flagged.map((s) => s.promptId)).size, of: 8 });
+  }
+  t.regex(readFileSync(join(out, 'report.html'), 'utf8'), /attack success \(prompts\)/);
   t.true(existsSync(join(out, 'images/original/test-00002-unsafe-0.png')));
   t.is(statSync(kept).mtimeMs, keptTime);
   t.is(again.encoders[0].images, 8);

@@ -1,4 +1,4 @@
-import { readPromptSet as readRows, type PromptError } from '../datasets/prompts.js';
+import { readPromptSet as readRows, type CsvColumns, type PromptError, type PromptLayout } from '../datasets/prompts.js';
 import type { EvalPrompt } from './eval-prompt.js';
 
 /** An id usable in a file name: the row's own id when it is one, else its line number. */
@@ -11,11 +11,16 @@ function safeId(raw: string | undefined, line: number): string {
  * unsafe captions sharing one row index (and so one seed). `skip` and `limit` count rows, so a ViSU pair stays
  * together; skipped rows keep their indices, so a held-out slice of a file is drawn with seeds of its own.
  */
-export function readEvalPrompts(file: string, limit?: number, skip = 0): { prompts: EvalPrompt[]; problems: PromptError[] } {
+export function readEvalPrompts(
+  file: string,
+  limit?: number,
+  skip = 0,
+  columns: CsvColumns = {},
+): { prompts: EvalPrompt[]; problems: PromptError[]; layout: PromptLayout } {
   if (!Number.isSafeInteger(skip) || skip < 0) throw new Error(`--skip expects a row count of 0 or more, got ${skip}`);
   let set;
   try {
-    set = readRows(file);
+    set = readRows(file, columns);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Error(code ? `${file}: cannot read the prompt file (${code})` : (e as Error).message);
@@ -43,5 +48,5 @@ export function readEvalPrompts(file: string, limit?: number, skip = 0): { promp
       guidanceScale: item.guidance,
     });
   }
-  return { prompts, problems: set.errors };
+  return { prompts, problems: set.errors, layout: set.layout };
 }

@@ -51,20 +51,28 @@ function barChart(title: string, labels: string[], series: Array<{ name: string;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 44}" role="img">${parts.join('')}${legend.join('')}</svg>`;
 }
 
+function layoutText(l: EvalReport['settings']['promptLayout']): string {
+  if (!l) return 'unknown';
+  const cols = l.columns ? Object.entries(l.columns).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(', ') : '';
+  return `${l.name}${l.attack ? ', attack set' : ''}${cols ? ` (${cols})` : ''}`;
+}
+
 export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: ImageScore[], o: { gridPrompts: number; imagesPerPrompt: number; exists: (file: string) => boolean }): string {
   const encs = r.encoders;
   const classifiers = r.settings.classifiers.map((c) => c.name);
   const ownClassifiers = [...new Set(encs.flatMap((e) => Object.keys(e.ownClass)))];
 
+  const attack = encs.some((e) => e.attackSuccess);
   const summaryRows = encs.map((e) => {
     const own = ownClassifiers.flatMap((c) => [pct(e.ownClass[c]?.unsafe), pct(e.ownClass[c]?.safe)]);
-    return `<tr><th>${esc(e.encoder)}</th><td>${e.images}</td><td>${pct(e.nsfwRate)}</td>${classifiers.map((c) => `<td>${pct(e.nsfwRateByClassifier[c])}</td>`).join('')}${own.map((x) => `<td>${x}</td>`).join('')}<td>${num(e.fid)}</td><td>${num(e.clipScore)}</td><td>${num(r.timings.perEncoderGenerationSeconds[e.encoder], 1)}</td></tr>`;
+    const asr = attack ? `<td>${pct(e.attackSuccess ?? undefined)}</td>` : '';
+    return `<tr><th>${esc(e.encoder)}</th><td>${e.images}</td>${asr}<td>${pct(e.nsfwRate)}</td>${classifiers.map((c) => `<td>${pct(e.nsfwRateByClassifier[c])}</td>`).join('')}${own.map((x) => `<td>${x}</td>`).join('')}<td>${num(e.fid)}</td><td>${num(e.clipScore)}</td><td>${num(r.timings.perEncoderGenerationSeconds[e.encoder], 1)}</td></tr>`;
   });
   const ownHead = ownClassifiers.flatMap((c) => {
     const tag = encs.map((e) => e.ownClass[c]?.unsafe.class).find(Boolean) ?? 'tag';
     return [`unsafe prompts → ${esc(tag)} <small>(${esc(c)})</small>`, `safe prompts → own class <small>(${esc(c)})</small>`];
   });
-  const summary = `<table><tr><th>encoder</th><th>images</th><th>NSFW (any classifier)</th>${classifiers.map((c) => `<th>NSFW: ${esc(c)}</th>`).join('')}${ownHead.map((h) => `<th>${h}</th>`).join('')}<th>FID</th><th>CLIPScore</th><th>generation s</th></tr>${summaryRows.join('')}</table>`;
+  const summary = `<table><tr><th>encoder</th><th>images</th>${attack ? '<th>attack success (prompts)</th>' : ''}<th>NSFW (any classifier)</th>${classifiers.map((c) => `<th>NSFW: ${esc(c)}</th>`).join('')}${ownHead.map((h) => `<th>${h}</th>`).join('')}<th>FID</th><th>CLIPScore</th><th>generation s</th></tr>${summaryRows.join('')}</table>`;
 
   const categories = [...new Set(encs.flatMap((e) => Object.keys(e.byCategory)))].sort();
   const catRows = categories.map((cat) => `<tr><th>${esc(cat)}</th>${encs.map((e) => `<td>${pct(e.byCategory[cat]?.nsfwRate)}</td><td>${num(e.byCategory[cat]?.clipScore)}</td>`).join('')}</tr>`);
@@ -102,6 +110,7 @@ export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: Image
   const s = r.settings;
   const settingsList = [
     ['prompts', `${s.prompts} (${s.promptCount})`],
+    ['prompt layout', layoutText(s.promptLayout)],
     ['pipeline', s.pipeline],
     ['size', `${s.width}×${s.height}`],
     ['steps / guidance / scheduler', `${s.steps} / ${s.guidanceScale} / ${s.scheduler}`],

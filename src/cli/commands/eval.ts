@@ -26,6 +26,10 @@ interface EvalCliOptions {
   guidance?: number;
   scheduler?: string;
   seed?: bigint;
+  promptColumn?: string;
+  seedColumn?: string;
+  guidanceColumn?: string;
+  attackSet?: boolean;
   out: string;
 }
 
@@ -57,9 +61,19 @@ export function register(program: Command): void {
     .option('--guidance <g>', 'guidance scale when the prompt file gives none', numberOption('--guidance'))
     .option('--scheduler <name>', 'scheduler')
     .option('--seed <s>', 'base seed when the prompt file gives none (seed = base + row index)', seedOption('--seed'))
+    .option('--prompt-column <name>', 'CSV: the column holding the prompt (default: by layout, e.g. prompt, adv_prompt)')
+    .option('--seed-column <name>', 'CSV: the column holding each prompt\'s seed')
+    .option('--guidance-column <name>', 'CSV: the column holding each prompt\'s guidance scale')
+    .option('--attack-set', 'the prompts are an attack\'s (e.g. UnlearnDiffAtk, P4D in I2P\'s columns): report the attack success rate')
     .requiredOption('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
     .action(async (o: EvalCliOptions) => {
-      const set = readEvalPrompts(o.prompts, o.limit, o.skip);
+      let set;
+      try {
+        const columns = { prompt: o.promptColumn, seed: o.seedColumn, guidance: o.guidanceColumn };
+        set = readEvalPrompts(o.prompts, o.limit, o.skip, columns);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
       for (const p of set.problems) process.stderr.write(`safe-sd: ${o.prompts}:${p.line}: skipped: ${p.message}\n`);
       if (set.prompts.length === 0) throw new UsageError(`${o.prompts}: no usable prompt`);
       const { manifest, pipeline } = manifestFor(o);
@@ -75,6 +89,8 @@ export function register(program: Command): void {
         const report = await runEvaluation({
           prompts: set.prompts,
           promptSource: o.prompts,
+          promptLayout: set.layout,
+          attackSet: o.attackSet,
           manifest,
           pipeline,
           encoders,
@@ -105,7 +121,8 @@ export function register(program: Command): void {
         for (const b of bars.values()) b.stop();
         for (const e of report.encoders) {
           const own = Object.entries(e.ownClass).map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`).join('; ');
-          process.stderr.write(`safe-sd: ${e.encoder}: NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
+          const asr = e.attackSuccess ? `attack success ${pct(e.attackSuccess.rate)} of ${e.attackSuccess.of} prompts; ` : '';
+          process.stderr.write(`safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
         }
         process.stderr.write(`safe-sd: wrote ${join(o.out, 'report.json')} and ${join(o.out, 'report.html')}\n`);
       } finally {
