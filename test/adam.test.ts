@@ -76,3 +76,26 @@ test('a gradient that is zero outside a few rows (an embedding table) updates ex
   t.not(p[100], p0[100], 'a row whose gradient went back to zero still moves with its momentum');
   t.is(p[10], p0[10], 'a row that never had a gradient is left exactly as it was');
 });
+
+test('the zero test sees a lone value in either half of a pair, an odd tail, a gradient not 8-byte aligned', (t) => {
+  const n = 64 * 3 + 5;
+  for (const offset of [0, 1]) {
+    const opt = new Adam({ lr: 0.05 });
+    const p = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+    const p0 = Float32Array.from(p);
+    // An aligned gradient, or one that starts 4 bytes into its buffer (no float64 view of it exists).
+    const g = new Float32Array(n + offset).subarray(offset);
+    g[64 + 7] = 0.5; // the high half of a pair
+    g[128 + 10] = -0.25; // the low half of a pair
+    g[n - 1] = 0.125; // the odd tail
+    g[3] = -0; // a negative zero changes nothing
+    opt.update(new Map([['emb', p]]), new Map([['emb', g]]));
+    for (let i = 0; i < n; i++) {
+      const want = reference(p0[i], [g[i]], 0.05, 0.9, 0.999, 1e-8, 0);
+      t.true(Math.abs(p[i] - want) < 1e-6, `offset ${offset}, value ${i}: ${p[i]} vs ${want}`);
+    }
+    t.not(p[64 + 7], p0[64 + 7]);
+    t.not(p[n - 1], p0[n - 1]);
+    t.is(p[3], p0[3]);
+  }
+});

@@ -189,6 +189,32 @@ for (const axis of [-1, 1]) {
   test(`Softmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 35, -2, 2) }, build: (g, x) => g.op('Softmax', [x.x], { axis }) }));
   test(`LogSoftmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 36, -2, 2) }, build: (g, x) => g.op('LogSoftmax', [x.x], { axis }) }));
 }
+
+/** Attention's core: softmax(scores) times V, with V reached through a Transpose as the heads are. */
+function attentionCore(g: GraphBuilder, x: Record<string, string>): string {
+  const v = g.op('Transpose', [x.v], { perm: [0, 2, 1, 3] });
+  return g.op('MatMul', [g.op('Softmax', [x.s], { axis: -1 }), v]);
+}
+const coreInputs = () => ({ s: rand([2, 3, 5, 5], 37, -2, 2), v: rand([2, 5, 3, 4], 38) });
+
+test('softmax feeding a product (attention): gradients through the row sums of the product', (t) =>
+  gradcheck(t, { inputs: coreInputs(), build: attentionCore }));
+
+test("softmax feeding a product: the backward's row sums come from the product's output, not from P", (t) => {
+  const g = new GraphBuilder();
+  const x = { s: g.input('s', 'float32', [2, 3, 5, 5]), v: g.input('v', 'float32', [2, 5, 3, 4]) };
+  const loss = g.op('ReduceSum', [attentionCore(g, x)], { keepdims: 0 });
+  const forward = g.nodes.length;
+  buildGradients(g, loss, ['s', 'v']);
+  const { shapes } = interpret(g);
+  const backward = g.nodes.slice(forward);
+  const reduced = backward.filter((n) => n.op === 'ReduceSum').map((n) => shapes.get(n.inputs[0]));
+  t.deepEqual(reduced, [[2, 3, 5, 4]]);
+  // V's transposed copy is read in place by the product's flags rather than transposed again.
+  const vHeads = g.nodes.find((n) => n.op === 'Transpose')!.outputs[0];
+  const readers = backward.filter((n) => n.inputs.includes(vHeads));
+  t.deepEqual(readers.map((n) => [n.op, n.attrs.transB]), [['FusedMatMul', 1]]);
+});
 test('LayerNormalization over the last axis', (t) =>
   gradcheck(t, {
     inputs: { x: rand([2, 3, 6], 37, -2, 2), w: rand([6], 38, 0.5, 1.5), b: rand([6], 39) },

@@ -70,6 +70,7 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     if (n.outputs.some((o) => leadsToLoss.has(o))) for (const v of n.inputs) if (v) leadsToLoss.add(v);
   }
 
+  const passesBack = (o: string) => depends.has(o) && leadsToLoss.has(o);
   const contributions = new Map<string, string[]>();
   const gradOf = (v: string): string | undefined => {
     const parts = contributions.get(v);
@@ -90,7 +91,10 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     if (dys.every((d) => d === undefined)) continue;
     const rule = GRADIENT_RULES[n.op];
     if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from [${wrt.join(', ')}] to ${loss}`);
-    const ctx = context(g, n, dys, needs, shapes);
+    const ctx = context(g, n, dys, needs, shapes, {
+      gradient: gradOf,
+      users: (v) => nodes.filter((u) => u.inputs.includes(v) && producesGradient(u, types) && u.outputs.some(passesBack)),
+    });
     const grads = rule(ctx);
     grads.forEach((gr, k) => {
       if (!gr || !needs[k]) return;
@@ -107,7 +111,14 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
   return result;
 }
 
-function context(g: GraphBuilder, node: Node, dys: (string | undefined)[], needs: boolean[], shapes: Map<string, SShape>): GradContext {
+function context(
+  g: GraphBuilder,
+  node: Node,
+  dys: (string | undefined)[],
+  needs: boolean[],
+  shapes: Map<string, SShape>,
+  around: Pick<GradContext, 'gradient' | 'users'>,
+): GradContext {
   const name = `grad/${node.name}`;
   const shape = (v: string): SShape => shapes.get(v);
   const rank = (v: string): number => {
@@ -127,6 +138,7 @@ function context(g: GraphBuilder, node: Node, dys: (string | undefined)[], needs
     ints: (v) => constInts(g, v),
     op,
     sumTo: (grad, from, target) => sumTo(g, name, grad, from, target, shapes.get(target)),
+    ...around,
   };
 }
 

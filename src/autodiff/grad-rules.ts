@@ -17,6 +17,10 @@ export interface GradContext {
   op(type: string, inputs: string[], attrs?: Record<string, AttrValue>): string;
   /** Sum `grad` (whose shape is `from`) over the axes along which `target` was broadcast. */
   sumTo(grad: string, from: SShape, target: string): string;
+  /** The whole gradient of a value that only nodes later in the forward pass use (all of them differentiated). */
+  gradient(v: string): string | undefined;
+  /** The forward nodes that use `v` and pass a gradient back to it. */
+  users(v: string): Node[];
 }
 
 /** Gradients of a node's inputs (undefined where none is needed) from the gradients of its outputs. */
@@ -33,6 +37,35 @@ function transposeLast(c: GradContext, v: string, rank: number): string {
   const perm = range(0, rank);
   [perm[rank - 2], perm[rank - 1]] = [perm[rank - 1], perm[rank - 2]];
   return c.op('Transpose', [v], { perm });
+}
+
+/**
+ * a·b over the last two axes with either operand transposed there. Where that operand is itself a Transpose's
+ * output (attention's heads: Q, Kᵀ, V), ORT merges the two transposes into one that is no longer a swap of the last
+ * axes, cannot fold it into the product and copies the whole tensor; FusedMatMul's flags read it in place. Where
+ * the transposes cancel or merge into such a swap (a Linear's weight), ORT folds them itself.
+ */
+function productT(c: GradContext, a: string, b: string, transA: boolean, transB: boolean): string {
+  const folds = (v: string, on: boolean) => !on || !unfoldableTranspose(c, v);
+  if (folds(a, transA) && folds(b, transB)) {
+    return c.op('MatMul', [transA ? transposeLast(c, a, c.rank(a)) : a, transB ? transposeLast(c, b, c.rank(b)) : b]);
+  }
+  const flags = { transA: transA ? 1 : 0, transB: transB ? 1 : 0, alpha: 1 };
+  return c.g.op('FusedMatMul', [a, b], flags, { name: c.name, domain: 'com.microsoft' });
+}
+
+/** Whether `v` is a Transpose's output whose perm, then a swap of the last two axes, is neither identity nor swap. */
+function unfoldableTranspose(c: GradContext, v: string): boolean {
+  const producer = c.g.nodes.find((n) => n.outputs.includes(v));
+  if (producer?.op !== 'Transpose') return false;
+  const r = c.rank(v);
+  if (r < 3) return false;
+  const perm = (producer.attrs.perm as number[] | undefined) ?? range(0, r).reverse();
+  const swap = range(0, r);
+  [swap[r - 2], swap[r - 1]] = [swap[r - 1], swap[r - 2]];
+  const merged = swap.map((i) => perm[i]);
+  const same = (p: number[], q: number[]) => p.every((x, i) => x === q[i]);
+  return !same(merged, range(0, r)) && !same(merged, swap);
 }
 
 /** Gradient broadcast back over reduced axes: unsqueeze what keepdims=0 dropped, then expand to the input's shape. */
@@ -89,6 +122,26 @@ function pushOutput(c: GradContext, hint: string): string {
 
 function unary(f: (c: GradContext, x: string, y: string, grad: string) => string): GradientRule {
   return (c) => [f(c, c.node.inputs[0], c.node.outputs[0], dy(c))];
+}
+
+/**
+ * Softmax's backward needs rowsum(dP ⊙ P) over the softmax axis. When P's only use is P·V (attention), dP = dO·Vᵀ
+ * and that sum equals rowsum(dO ⊙ O) with O = P·V: FlashAttention's identity, computed on the [.., seq, head dim]
+ * output instead of the [.., seq, seq] probabilities, which leaves two passes over the large tensor instead of four.
+ */
+function attentionRowSums(c: GradContext, p: string, axis: number): string | undefined {
+  const shapeP = c.shape(p);
+  if (!shapeP || norm(axis, shapeP.length) !== shapeP.length - 1) return undefined;
+  const users = c.users(p);
+  const product = users.length === 1 ? users[0] : undefined;
+  if (product?.op !== 'MatMul' || product.inputs[0] !== p || product.inputs[1] === p) return undefined;
+  const o = product.outputs[0];
+  const shapeO = c.shape(o);
+  const rowsOf = (s: SShape) => JSON.stringify(s?.slice(0, -1));
+  const sameRows = shapeO?.length === shapeP.length && !shapeP.includes(null) && rowsOf(shapeO) === rowsOf(shapeP);
+  const dO = c.gradient(o);
+  if (!sameRows || !dO) return undefined;
+  return c.op('ReduceSum', [c.op('Mul', [dO, o]), c.g.constI64([-1])], { keepdims: 1 });
 }
 
 export const GRADIENT_RULES: Record<string, GradientRule> = {
@@ -171,8 +224,12 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     // followed by a reduction over the batch.
     const flatWeightGrad = () => c.op('Gemm', [c.op('Flatten', [a], { axis: ra - 1 }), c.op('Flatten', [dy(c)], { axis: ra - 1 })], { transA: 1 });
     return [
-      c.needs(0) ? c.sumTo(c.op('MatMul', [dy(c), transposeLast(c, b, rb)]), like(a), a) : undefined,
-      c.needs(1) ? (rb === 2 && ra > 2 ? flatWeightGrad() : c.sumTo(c.op('MatMul', [transposeLast(c, a, ra), dy(c)]), like(b), b)) : undefined,
+      c.needs(0) ? c.sumTo(productT(c, dy(c), b, false, true), like(a), a) : undefined,
+      c.needs(1)
+        ? rb === 2 && ra > 2
+          ? flatWeightGrad()
+          : c.sumTo(productT(c, a, dy(c), true, false), like(b), b)
+        : undefined,
     ];
   },
   Gemm: (c) => {
@@ -282,6 +339,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   Softmax: (c) => {
     const y = c.node.outputs[0];
     const axis = (c.node.attrs.axis as number | undefined) ?? -1;
+    const rowSums = attentionRowSums(c, y, axis);
+    if (rowSums) return [c.op('Mul', [c.op('Sub', [dy(c), rowSums]), y])];
     const gy = c.op('Mul', [dy(c), y]);
     const s = c.op('ReduceSum', [gy, c.g.constI64([axis])], { keepdims: 1 });
     return [c.op('Sub', [gy, c.op('Mul', [y, s])])];

@@ -65,12 +65,14 @@ export class Adam {
       const m = this.moment(this.m, name, p.length);
       const v = this.moment(this.v, name, p.length);
       const live = this.liveChunks(name, m, v);
+      const pairs = pairView(grad);
       for (let c = 0; c < live.length; c++) {
         const start = c * CHUNK;
         const end = Math.min(start + CHUNK, p.length);
         if (!live[c]) {
           // Both moments are zero here, so a zero gradient leaves them and the parameter exactly as they are.
-          if (k.wd === 0 && isZero(grad, start, end)) continue;
+          const zero = pairs && end % 2 === 0 ? pairsZero(pairs, start, end) : isZero(grad, start, end);
+          if (k.wd === 0 && zero) continue;
           live[c] = 1;
         }
         adamRange(p, grad, m, v, start, end, k);
@@ -133,6 +135,21 @@ interface StepConstants {
   wd: number;
   stepSize: number;
   bc2Sqrt: number;
+}
+
+/**
+ * The gradient read two values at a time: the zero test over a token embedding's untouched rows (3.2 M values for
+ * CLIP's vocabulary, every step) takes half the time. A pair is zero as a float64 exactly when both floats are +0
+ * (or the high one −0); any other pair, −0 included, counts as non-zero, which only costs an update that changes
+ * nothing.
+ */
+function pairView(a: Float32Array): Float64Array | undefined {
+  return a.byteOffset % 8 === 0 ? new Float64Array(a.buffer, a.byteOffset, a.length >> 1) : undefined;
+}
+
+function pairsZero(pairs: Float64Array, start: number, end: number): boolean {
+  for (let i = start >> 1; i < end >> 1; i++) if (pairs[i] !== 0) return false;
+  return true;
 }
 
 function isZero(a: Float32Array, start: number, end: number): boolean {
