@@ -15,7 +15,9 @@ import { weightsPath } from './fixtures.js';
 
 const GALLERY = fileURLToPath(new URL('./fixtures/retrieval/gallery.jsonl', import.meta.url));
 const temps: string[] = [];
-test.after.always(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+test.after.always(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 function temp(): string {
   const d = mkdtempSync(join(tmpdir(), 'retrieval-test-'));
   temps.push(d);
@@ -126,9 +128,9 @@ test('text embeddings: bare tower + CLIPModel projection, or finetune clip-model
     await e.close();
     t.is(e.projection, source);
     let err = 0;
-    got.forEach((g, i) =>
-      g.forEach((x, j) => (err = Math.max(err, Math.abs(x - want[i][j]) / (Math.abs(want[i][j]) + 1e-3)))),
-    );
+    for (const [i, g] of got.entries()) {
+      for (const [j, x] of g.entries()) err = Math.max(err, Math.abs(x - want[i][j]) / (Math.abs(want[i][j]) + 1e-3));
+    }
     t.log(`${source}: largest relative difference from the CLIPModel's text_embeds ${err.toExponential(1)}`);
     t.true(err < 3e-5, `${source}: ${err}`);
   }

@@ -91,9 +91,7 @@ function csvRows(path: string): Row[] {
   } catch (e) {
     const err = e as Error & { code?: string; lines?: number };
     if (err.code === 'CSV_QUOTE_NOT_CLOSED') {
-      throw new Error(
-        `${path}: line ${lastEnd + 1}: a quote opens a field and is never closed ${DOUBLED}`,
-      );
+      throw new Error(`${path}: line ${lastEnd + 1}: a quote opens a field and is never closed ${DOUBLED}`);
     }
     throw new Error(`${path}: line ${err.lines ?? lastEnd + 1}: unreadable CSV (${err.message})`);
   }

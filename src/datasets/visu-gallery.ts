@@ -24,7 +24,7 @@ export function readGallery(file: string, limit?: number, skip = 0): { rows: Gal
   if (!Number.isSafeInteger(skip) || skip < 0) throw new Error(`--skip expects a row count of 0 or more, got ${skip}`);
   if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1))
     throw new Error(`--limit expects a row count of 1 or more, got ${limit}`);
-  let set;
+  let set: ReturnType<typeof readVisuPrompts>;
   try {
     set = readVisuPrompts(file);
   } catch (e) {

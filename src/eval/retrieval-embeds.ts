@@ -60,7 +60,9 @@ export async function openTextEmbedder(
       for (let i = 0; i < texts.length; i += BATCH) {
         const chunk = texts.slice(i, i + BATCH);
         const ids = new BigInt64Array(chunk.length * S);
-        chunk.forEach((t, k) => tokenizer.encode(t).inputIds.forEach((id, j) => (ids[k * S + j] = BigInt(id))));
+        for (const [k, t] of chunk.entries()) {
+          for (const [j, id] of tokenizer.encode(t).inputIds.entries()) ids[k * S + j] = BigInt(id);
+        }
         const enc = await encoder.encode(ids, S);
         if (enc.textEmbeds) out.push(...rows(enc.textEmbeds));
         else out.push(...rows(enc.pooled).map((x) => project(x, clipProjection.data, p)));

@@ -56,10 +56,10 @@ function perK(s: Similarities, score: (top: number[], row: number) => number): A
   const sums = KS.map(() => 0);
   for (let i = 0; i < s.rows; i++) {
     const best = topK(s, i, Math.max(...KS));
-    KS.forEach((k, n) => (sums[n] += score(best.slice(0, k), i)));
+    for (const [n, k] of KS.entries()) sums[n] += score(best.slice(0, k), i);
   }
   const out = {} as AtK;
-  KS.forEach((k, n) => (out[k] = s.rows > 0 ? sums[n] / s.rows : Number.NaN));
+  for (const [n, k] of KS.entries()) out[k] = s.rows > 0 ? sums[n] / s.rows : Number.NaN;
   return out;
 }
 

@@ -9,6 +9,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { F32Tensor } from '../core/tensor.js';
 import { loadClip } from '../models/clip-loader.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import { ClipModel } from './clipscore.js';
@@ -82,7 +83,7 @@ export async function runRetrieval(o: RetrievalOptions): Promise<RetrievalReport
   const clip = await ClipModel.load(o.clipDir);
   const tokenizer = Tokenizer.load(o.clipDir);
   const loaded = loadClip(o.clipDir);
-  let projection;
+  let projection: F32Tensor;
   try {
     projection = loaded.weights.get('text_projection.weight');
   } finally {

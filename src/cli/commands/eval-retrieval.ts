@@ -54,7 +54,7 @@ export function register(program: Command): void {
       if (!file) throw new UsageError('--prompts <file> (or --gallery <file>) is required');
       if (!existsSync(file) || !statSync(file).isFile()) throw new UsageError(`--prompts ${file}: no such file`);
       if (o.examples < 0) throw new UsageError(`--examples expects 0 or more, got ${o.examples}`);
-      let set;
+      let set: ReturnType<typeof readGallery>;
       try {
         set = readGallery(file, o.limit, o.skip);
       } catch (e) {
