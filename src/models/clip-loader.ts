@@ -86,8 +86,10 @@ function requireVision(clip: LoadedClip): ClipVisionConfig {
 export interface TextEncoding {
   lastHidden: F32Tensor;
   pooled: F32Tensor;
-  /** hidden_states.0 .. hidden_states.L; the last is before final_layer_norm (clip skip reads these). */
+  /** hidden_states.0 .. hidden_states.L; the last is before final_layer_norm. */
   hiddenStates: F32Tensor[];
+  /** What a diffusion UNet is conditioned on: the clip-skipped state through final_layer_norm. */
+  conditioning: F32Tensor;
   textEmbeds?: F32Tensor;
 }
 
@@ -106,18 +108,28 @@ export class ClipTextEncoder {
 
   static async create(clip: LoadedClip, settings: SessionSettings = {}): Promise<ClipTextEncoder> {
     const config = requireText(clip);
-    const graph = buildClipTextGraph(clip.weights, config, { projectionDim: clip.projectionDim });
+    const graph = buildClipTextGraph(clip.weights, config, { projectionDim: clip.projectionDim, clipSkip: true });
     return new ClipTextEncoder(await createSession(serializeModel(graph), settings), config, clip.projectionDim);
   }
 
-  /** ids: [batch, seqLen] row-major token ids. */
-  async encode(ids: BigInt64Array, seqLen = this.config.maxPositions): Promise<TextEncoding> {
+  /**
+   * ids: [batch, seqLen] row-major token ids. `clipSkip` picks `conditioning` (0 or 1: the last layer, 2: the
+   * penultimate, ...; see ClipTextTransformer.forward).
+   */
+  async encode(ids: BigInt64Array, seqLen = this.config.maxPositions, clipSkip = 0): Promise<TextEncoding> {
     if (seqLen > this.config.maxPositions || ids.length % seqLen !== 0) {
       throw new Error(`text encoder: ${ids.length} ids are not rows of ${seqLen} tokens (at most ${this.config.maxPositions})`);
     }
-    const out = await run(this.session, { input_ids: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } });
+    if (!Number.isInteger(clipSkip) || clipSkip < 0 || clipSkip > this.config.layers) {
+      throw new Error(`clip skip ${clipSkip} is outside 0..${this.config.layers}, the encoder's layers`);
+    }
+    const out = await run(this.session, {
+      input_ids: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids },
+      clip_skip: { dtype: 'I64', shape: [], data: BigInt64Array.of(BigInt(clipSkip)) },
+    });
     const hiddenStates = Array.from({ length: this.config.layers + 1 }, (_, i) => out[`hidden_states.${i}`]);
-    return { lastHidden: out.last_hidden_state, pooled: out.pooler_output, hiddenStates, textEmbeds: out.text_embeds };
+    const { last_hidden_state: lastHidden, pooler_output: pooled, conditioning, text_embeds: textEmbeds } = out;
+    return { lastHidden, pooled, hiddenStates, conditioning, textEmbeds };
   }
 }
 

@@ -63,25 +63,26 @@ export function readClipVisionConfig(c: Config): ClipVisionConfig {
 }
 
 export class ClipAttention {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
-  readonly out: Linear;
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly out_proj: Linear;
   constructor(
     readonly s: Scope,
     readonly cfg: ClipEncoderConfig,
   ) {
     const d = cfg.hiddenSize;
-    this.q = new Linear(s.child('q_proj'), d, d);
-    this.k = new Linear(s.child('k_proj'), d, d);
-    this.v = new Linear(s.child('v_proj'), d, d);
-    this.out = new Linear(s.child('out_proj'), d, d);
+    this.q_proj = new Linear(s.child('q_proj'), d, d);
+    this.k_proj = new Linear(s.child('k_proj'), d, d);
+    this.v_proj = new Linear(s.child('v_proj'), d, d);
+    this.out_proj = new Linear(s.child('out_proj'), d, d);
   }
 
   forward(x: string, mask?: string): string {
     const { heads, hiddenSize } = this.cfg;
-    const o = attention(this.s, this.q.forward(x), this.k.forward(x), this.v.forward(x), heads, hiddenSize / heads, mask);
-    return this.out.forward(o);
+    const q = this.q_proj.forward(x);
+    const o = attention(this.s, q, this.k_proj.forward(x), this.v_proj.forward(x), heads, hiddenSize / heads, mask);
+    return this.out_proj.forward(o);
   }
 }
 
@@ -103,24 +104,24 @@ export class ClipMlp {
 
 /** Pre-norm residual block: x + attn(ln1(x)), then x + mlp(ln2(x)). */
 export class ClipEncoderLayer {
-  readonly selfAttn: ClipAttention;
-  readonly layerNorm1: LayerNorm;
+  readonly self_attn: ClipAttention;
+  readonly layer_norm1: LayerNorm;
   readonly mlp: ClipMlp;
-  readonly layerNorm2: LayerNorm;
+  readonly layer_norm2: LayerNorm;
   constructor(
     readonly s: Scope,
     cfg: ClipEncoderConfig,
   ) {
-    this.selfAttn = new ClipAttention(s.child('self_attn'), cfg);
-    this.layerNorm1 = new LayerNorm(s.child('layer_norm1'), cfg.hiddenSize, cfg.layerNormEps);
+    this.self_attn = new ClipAttention(s.child('self_attn'), cfg);
+    this.layer_norm1 = new LayerNorm(s.child('layer_norm1'), cfg.hiddenSize, cfg.layerNormEps);
     this.mlp = new ClipMlp(s.child('mlp'), cfg);
-    this.layerNorm2 = new LayerNorm(s.child('layer_norm2'), cfg.hiddenSize, cfg.layerNormEps);
+    this.layer_norm2 = new LayerNorm(s.child('layer_norm2'), cfg.hiddenSize, cfg.layerNormEps);
   }
 
   forward(x: string, mask?: string): string {
     const g = this.s.g;
-    const h = g.add(x, this.selfAttn.forward(this.layerNorm1.forward(x), mask), this.s.path);
-    return g.add(h, this.mlp.forward(this.layerNorm2.forward(h)), this.s.path);
+    const h = g.add(x, this.self_attn.forward(this.layer_norm1.forward(x), mask), this.s.path);
+    return g.add(h, this.mlp.forward(this.layer_norm2.forward(h)), this.s.path);
   }
 }
 
@@ -143,22 +144,22 @@ export class ClipEncoder {
 }
 
 export class ClipTextEmbeddings {
-  readonly tokenEmbedding: Embedding;
-  readonly positionEmbedding: Embedding;
+  readonly token_embedding: Embedding;
+  readonly position_embedding: Embedding;
   constructor(
     readonly s: Scope,
     cfg: ClipTextConfig,
   ) {
-    this.tokenEmbedding = new Embedding(s.child('token_embedding'), cfg.vocabSize, cfg.hiddenSize);
-    this.positionEmbedding = new Embedding(s.child('position_embedding'), cfg.maxPositions, cfg.hiddenSize);
+    this.token_embedding = new Embedding(s.child('token_embedding'), cfg.vocabSize, cfg.hiddenSize);
+    this.position_embedding = new Embedding(s.child('position_embedding'), cfg.maxPositions, cfg.hiddenSize);
   }
 
   /** ids [B, S] -> [B, S, D]; positions are 0..S-1, the first S rows of the position table. */
   forward(ids: string, seqLen: string): string {
     const g = this.s.g;
     const name = this.s.path;
-    const positions = g.op('Slice', [this.positionEmbedding.weight, g.constI64([0]), seqLen, g.constI64([0])], {}, { name });
-    return g.add(this.tokenEmbedding.forward(ids), positions, name);
+    const positions = g.op('Slice', [this.position_embedding.weight, g.constI64([0]), seqLen, g.constI64([0])], {}, { name });
+    return g.add(this.token_embedding.forward(ids), positions, name);
   }
 }
 
@@ -170,29 +171,47 @@ export interface ClipTextOutputs {
   pooled: string;
   /** hidden_states.0 (embeddings) .. hidden_states.L (last layer, before final_layer_norm). */
   hiddenStates: string[];
+  /** The clip-skipped state through final_layer_norm, where forward() was given a clip skip. */
+  conditioning?: string;
 }
 
 export class ClipTextTransformer {
   readonly embeddings: ClipTextEmbeddings;
   readonly encoder: ClipEncoder;
-  readonly finalLayerNorm: LayerNorm;
+  readonly final_layer_norm: LayerNorm;
   constructor(
     readonly s: Scope,
     readonly cfg: ClipTextConfig,
   ) {
     this.embeddings = new ClipTextEmbeddings(s.child('embeddings'), cfg);
     this.encoder = new ClipEncoder(s.child('encoder'), cfg);
-    this.finalLayerNorm = new LayerNorm(s.child('final_layer_norm'), cfg.hiddenSize, cfg.layerNormEps);
+    this.final_layer_norm = new LayerNorm(s.child('final_layer_norm'), cfg.hiddenSize, cfg.layerNormEps);
   }
 
-  /** ids: int64 [B, S] with S <= max_position_embeddings. */
-  forward(ids: string): ClipTextOutputs {
+  /**
+   * ids: int64 [B, S] with S <= max_position_embeddings. `clipSkip` (int64 scalar, 0..layers) adds `conditioning`,
+   * what a diffusion UNet reads: with 0 or 1 the last layer's state, with 2 the penultimate's, and so on (A1111's
+   * count; diffusers' clip_skip is one less), through final_layer_norm as stable-diffusion.cpp's
+   * CLIPTextModel::forward(..., clip_skip) and diffusers' encode_prompt apply it.
+   */
+  forward(ids: string, clipSkip?: string): ClipTextOutputs {
     const g = this.s.g;
     const name = this.s.path;
     const seqLen = g.op('Slice', [g.op('Shape', [ids], {}, { name }), g.constI64([1]), g.constI64([2])], {}, { name });
     const hiddenStates = this.encoder.forward(this.embeddings.forward(ids, seqLen), this.causalMask(seqLen));
-    const lastHiddenState = this.finalLayerNorm.forward(hiddenStates[hiddenStates.length - 1]);
-    return { lastHiddenState, pooled: this.pool(ids, lastHiddenState), hiddenStates };
+    const lastHiddenState = this.final_layer_norm.forward(hiddenStates[hiddenStates.length - 1]);
+    const conditioning = clipSkip === undefined ? undefined : this.final_layer_norm.forward(this.skipped(hiddenStates, clipSkip));
+    return { lastHiddenState, pooled: this.pool(ids, lastHiddenState), hiddenStates, conditioning };
+  }
+
+  /** hidden_states[L + 1 - max(clipSkip, 1)], picked in the graph so that one session serves every clip skip. */
+  private skipped(hiddenStates: string[], clipSkip: string): string {
+    const g = this.s.g;
+    const name = `${this.s.path}/clip_skip`;
+    const stacked = g.op('Concat', hiddenStates.map((h) => g.unsqueeze(h, [0], name)), { axis: 0 }, { name });
+    const counted = g.op('Max', [clipSkip, g.constI64([1], [])], {}, { name });
+    const index = g.op('Sub', [g.constI64([this.cfg.layers + 1], []), counted], {}, { name });
+    return g.op('Gather', [stacked, index], { axis: 0 }, { name });
   }
 
   /** [S, S] scores mask: a token attends to itself and earlier tokens only. */
@@ -228,18 +247,18 @@ export class ClipTextTransformer {
 }
 
 export class ClipVisionEmbeddings {
-  readonly classEmbedding: string;
-  readonly patchEmbedding: Conv2d;
-  readonly positionEmbedding: Embedding;
+  readonly class_embedding: string;
+  readonly patch_embedding: Conv2d;
+  readonly position_embedding: Embedding;
   constructor(
     readonly s: Scope,
     readonly cfg: ClipVisionConfig,
   ) {
     const d = cfg.hiddenSize;
-    this.classEmbedding = s.param('class_embedding', [d]);
-    this.patchEmbedding = new Conv2d(s.child('patch_embedding'), cfg.channels, d, cfg.patchSize, { stride: cfg.patchSize, bias: false });
+    this.class_embedding = s.param('class_embedding', [d]);
+    this.patch_embedding = new Conv2d(s.child('patch_embedding'), cfg.channels, d, cfg.patchSize, { stride: cfg.patchSize, bias: false });
     const patches = (cfg.imageSize / cfg.patchSize) ** 2;
-    this.positionEmbedding = new Embedding(s.child('position_embedding'), patches + 1, d);
+    this.position_embedding = new Embedding(s.child('position_embedding'), patches + 1, d);
   }
 
   /** pixels [B, C, H, W] -> [B, 1 + patches, D]: the class token, then the patches row by row. */
@@ -247,12 +266,12 @@ export class ClipVisionEmbeddings {
     const g = this.s.g;
     const name = this.s.path;
     const d = this.cfg.hiddenSize;
-    const patches = g.transpose(g.reshape(this.patchEmbedding.forward(pixels), [0, d, -1], name), [0, 2, 1], name);
+    const patches = g.transpose(g.reshape(this.patch_embedding.forward(pixels), [0, d, -1], name), [0, 2, 1], name);
     const batch = g.op('Slice', [g.op('Shape', [pixels], {}, { name }), g.constI64([0]), g.constI64([1])], {}, { name });
     const classShape = g.op('Concat', [batch, g.constI64([1, d])], { axis: 0 }, { name });
-    const cls = g.op('Expand', [g.reshape(this.classEmbedding, [1, 1, d], name), classShape], {}, { name });
+    const cls = g.op('Expand', [g.reshape(this.class_embedding, [1, 1, d], name), classShape], {}, { name });
     const tokens = g.op('Concat', [cls, patches], { axis: 1 }, { name });
-    return g.add(tokens, this.positionEmbedding.weight, name);
+    return g.add(tokens, this.position_embedding.weight, name);
   }
 }
 
@@ -264,26 +283,26 @@ export interface ClipVisionOutputs {
 
 export class ClipVisionTransformer {
   readonly embeddings: ClipVisionEmbeddings;
-  readonly preLayrnorm: LayerNorm;
+  readonly pre_layrnorm: LayerNorm;
   readonly encoder: ClipEncoder;
-  readonly postLayernorm: LayerNorm;
+  readonly post_layernorm: LayerNorm;
   constructor(
     readonly s: Scope,
     readonly cfg: ClipVisionConfig,
   ) {
     this.embeddings = new ClipVisionEmbeddings(s.child('embeddings'), cfg);
-    this.preLayrnorm = new LayerNorm(s.child('pre_layrnorm'), cfg.hiddenSize, cfg.layerNormEps);
+    this.pre_layrnorm = new LayerNorm(s.child('pre_layrnorm'), cfg.hiddenSize, cfg.layerNormEps);
     this.encoder = new ClipEncoder(s.child('encoder'), cfg);
-    this.postLayernorm = new LayerNorm(s.child('post_layernorm'), cfg.hiddenSize, cfg.layerNormEps);
+    this.post_layernorm = new LayerNorm(s.child('post_layernorm'), cfg.hiddenSize, cfg.layerNormEps);
   }
 
   /** last_hidden_state is the encoder's output as is; only the pooled class token is post-normed. */
   forward(pixels: string): ClipVisionOutputs {
     const g = this.s.g;
-    const hiddenStates = this.encoder.forward(this.preLayrnorm.forward(this.embeddings.forward(pixels)));
+    const hiddenStates = this.encoder.forward(this.pre_layrnorm.forward(this.embeddings.forward(pixels)));
     const lastHiddenState = hiddenStates[hiddenStates.length - 1];
     const cls = g.op('Gather', [lastHiddenState, g.constI64([0], [])], { axis: 1 }, { name: this.s.path });
-    return { lastHiddenState, pooled: this.postLayernorm.forward(cls), hiddenStates };
+    return { lastHiddenState, pooled: this.post_layernorm.forward(cls), hiddenStates };
   }
 }
 
@@ -307,16 +326,11 @@ function towerScope(root: Scope, prefix: string): Scope {
 /** Checkpoint keys that hold no parameter: the position_ids buffer older transformers saved. */
 const BUFFERS = [/(^|\.)embeddings\.position_ids$/];
 
-function refuseUnused(tower: Scope, ignore: RegExp[]): void {
-  const unused = tower.unused([...BUFFERS, ...ignore]);
-  if (unused.length) {
-    throw new Error(`${tower.weights.source}: weights the config does not account for (is num_hidden_layers right?): ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`);
-  }
-}
-
 export interface ClipGraphOptions {
   /** Projection width when the checkpoint has text_projection / visual_projection; absent for none. */
   projectionDim?: number;
+  /** Text graph: add the `clip_skip` input and the `conditioning` output (see ClipTextTransformer.forward). */
+  clipSkip?: boolean;
 }
 
 /** Keys of the other tower and of CLIPModel's head, which a single-tower graph leaves alone. */
@@ -324,8 +338,8 @@ const NOT_TEXT = [/^vision_model\./, /^visual_projection\./, /^logit_scale$/];
 const NOT_VISION = [/^text_model\./, /^text_projection\./, /^logit_scale$/];
 
 /**
- * Text graph: `input_ids` int64 [batch, seq] -> `last_hidden_state`, `pooler_output`, `hidden_states.0..L`, and
- * `text_embeds` when a projection width is given.
+ * Text graph: `input_ids` int64 [batch, seq] -> `last_hidden_state`, `pooler_output`, `hidden_states.0..L`,
+ * `text_embeds` when a projection width is given, and with `clipSkip`: `clip_skip` int64 [] -> `conditioning`.
  */
 export function buildClipTextGraph(weights: WeightStore, cfg: ClipTextConfig, opts: ClipGraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder();
@@ -333,16 +347,17 @@ export function buildClipTextGraph(weights: WeightStore, cfg: ClipTextConfig, op
   const prefix = textTowerPrefix(weights);
   const tower = new ClipTextTransformer(towerScope(root, prefix), cfg);
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-  const out = tower.forward(ids);
+  const out = tower.forward(ids, opts.clipSkip ? g.input('clip_skip', 'int64', []) : undefined);
   const d = cfg.hiddenSize;
   g.output(out.lastHiddenState, 'last_hidden_state', 'float32', ['batch', 'seq', d]);
+  if (out.conditioning) g.output(out.conditioning, 'conditioning', 'float32', ['batch', 'seq', d]);
   g.output(out.pooled, 'pooler_output', 'float32', ['batch', d]);
   out.hiddenStates.forEach((h, i) => g.output(h, `hidden_states.${i}`, 'float32', ['batch', 'seq', d]));
   if (opts.projectionDim !== undefined) {
     const projection = new Linear(root.child('text_projection'), d, opts.projectionDim, false);
     g.output(projection.forward(out.pooled), 'text_embeds', 'float32', ['batch', opts.projectionDim]);
   }
-  refuseUnused(root, opts.projectionDim === undefined ? [...NOT_TEXT, /^text_projection\./] : NOT_TEXT);
+  root.refuseUnused('CLIP text tower', [...BUFFERS, ...NOT_TEXT, ...(opts.projectionDim === undefined ? [/^text_projection\./] : [])]);
   return g;
 }
 
@@ -361,6 +376,6 @@ export function buildClipVisionGraph(weights: WeightStore, cfg: ClipVisionConfig
     const projection = new Linear(root.child('visual_projection'), d, opts.projectionDim, false);
     g.output(projection.forward(out.pooled), 'image_embeds', 'float32', ['batch', opts.projectionDim]);
   }
-  refuseUnused(root, opts.projectionDim === undefined ? [...NOT_VISION, /^visual_projection\./] : NOT_VISION);
+  root.refuseUnused('CLIP vision tower', [...BUFFERS, ...NOT_VISION, ...(opts.projectionDim === undefined ? [/^visual_projection\./] : [])]);
   return g;
 }

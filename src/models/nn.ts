@@ -1,3 +1,4 @@
+import { FLOAT32_SCOPE } from '../onnx/fp16.js';
 import type { AttentionKernel, Scope } from './scope.js';
 
 /** Layers shared by every architecture, each reading its weights under the names PyTorch gives them. */
@@ -32,7 +33,8 @@ export class Conv2d {
     readonly inChannels: number,
     readonly outChannels: number,
     readonly kernel: number,
-    readonly opts: { stride?: number; padding?: number; bias?: boolean } = {},
+    /** `padding`: one size for every side, or [top, left, bottom, right] (ONNX's order: begins, then ends). */
+    readonly opts: { stride?: number; padding?: number | [number, number, number, number]; bias?: boolean } = {},
   ) {
     this.weight = s.param('weight', [outChannels, inChannels, kernel, kernel]);
     if (opts.bias ?? true) this.bias = s.param('bias', [outChannels]);
@@ -40,9 +42,10 @@ export class Conv2d {
 
   forward(x: string): string {
     const p = this.opts.padding ?? 0;
+    const pads = typeof p === 'number' ? [p, p, p, p] : p;
     const st = this.opts.stride ?? 1;
     const inputs = this.bias ? [x, this.weight, this.bias] : [x, this.weight];
-    return this.s.g.op('Conv', inputs, { kernel_shape: [this.kernel, this.kernel], pads: [p, p, p, p], strides: [st, st] }, { name: this.s.path });
+    return this.s.g.op('Conv', inputs, { kernel_shape: [this.kernel, this.kernel], pads, strides: [st, st] }, { name: this.s.path });
   }
 }
 
@@ -145,23 +148,37 @@ export function activation(s: Scope, kind: string, x: string): string {
 
 /**
  * Scaled dot-product attention over [B, S, heads*headDim] projections; `mask` is added to the [B, H, Sq, Sk] scores.
- * `kernel` is the calling module's choice; the graph's Scope option `attentionKernel` overrides it.
+ * `kernel` is the calling module's choice; the graph's Scope option `attentionKernel` overrides it. `upcast`
+ * (diffusers' upcast_attention) keeps the scores and their softmax in float32 when the graph is made float16; the
+ * weights·V product then runs in float16 again, as diffusers casts the probabilities back before it. A fused
+ * kernel computes all three in one node, which then stays float32 as a whole.
  */
-export function attention(s: Scope, q: string, k: string, v: string, heads: number, headDim: number, mask?: string, kernel: AttentionKernel = 'plain'): string {
+export function attention(
+  s: Scope,
+  q: string,
+  k: string,
+  v: string,
+  heads: number,
+  headDim: number,
+  mask?: string,
+  kernel: AttentionKernel = 'plain',
+  upcast = false,
+): string {
   const g = s.g;
   const name = s.path;
+  const scoresName = upcast ? `${name}/${FLOAT32_SCOPE}` : name;
   const scale = 1 / Math.sqrt(headDim);
   // MultiHeadAttention takes an additive bias only as [B|1, H|1, Sq, Sk], so masked attention (CLIP) stays plain.
   if (!mask && (s.attentionKernel ?? kernel) === 'fused') {
-    return g.op('MultiHeadAttention', [q, k, v], { num_heads: heads, scale }, { name, domain: 'com.microsoft' });
+    return g.op('MultiHeadAttention', [q, k, v], { num_heads: heads, scale }, { name: scoresName, domain: 'com.microsoft' });
   }
   const split = (x: string, perm: number[]) => g.transpose(g.reshape(x, [0, 0, heads, headDim], name), perm, name);
   const qh = split(q, [0, 2, 1, 3]);
   const kt = split(k, [0, 2, 3, 1]);
   const vh = split(v, [0, 2, 1, 3]);
-  let scores = g.mul(g.matmul(qh, kt, name), g.scalarF32(scale), name);
-  if (mask) scores = g.add(scores, mask, name);
-  const probs = g.op('Softmax', [scores], { axis: -1 }, { name });
+  let scores = g.mul(g.matmul(qh, kt, scoresName), g.scalarF32(scale), scoresName);
+  if (mask) scores = g.add(scores, mask, scoresName);
+  const probs = g.op('Softmax', [scores], { axis: -1 }, { name: scoresName });
   const out = g.matmul(probs, vh, name);
   return g.reshape(g.transpose(out, [0, 2, 1, 3], name), [0, 0, heads * headDim], name);
 }

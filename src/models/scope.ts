@@ -102,4 +102,15 @@ export class Scope {
       .keys()
       .filter((k) => k.startsWith(prefix) && !this.shared.used.has(k) && !ignore.some((r) => r.test(k)));
   }
+
+  /**
+   * Fail on checkpoint keys under this scope that the module tree did not read (`ignore` aside): a leftover key
+   * means the config does not describe the checkpoint, and a graph built anyway would compute something else.
+   */
+  refuseUnused(model: string, ignore: RegExp[] = []): void {
+    const unused = this.unused(ignore);
+    if (!unused.length) return;
+    const some = `${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`;
+    throw new Error(`${this.weights.source}: ${unused.length} weight(s) not used by the ${model} its config describes: ${some}`);
+  }
 }

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { GraphBuilder } from '../onnx/graph.js';
 import { Config } from '../core/config.js';
 import { activation, attention, Conv2d, GroupNorm, LayerNorm, Linear } from './nn.js';
+import { Downsample2D, ResnetBlock2D, Upsample2D, type ResnetSettings } from './resnet.js';
 import { Scope } from './scope.js';
 import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
@@ -34,8 +35,8 @@ export interface UnetConfig {
   crossAttentionDim: number;
   useLinearProjection: boolean;
   /**
-   * diffusers computes attention scores in fp32 for these models; our graphs are fp32 so it changes nothing here,
-   * but a float16 conversion must keep the attention MatMul/Softmax nodes in fp32.
+   * Attention scores (Q·K and softmax) in float32 even in a float16 graph, as diffusers computes them for SD 2.1,
+   * whose scores overflow float16.
    */
   upcastAttention: boolean;
   normGroups: number;
@@ -182,49 +183,10 @@ export class TimestepEmbedding {
 }
 
 /** Shared per-block settings that every resnet and transformer of a UNet uses. */
-interface BlockSettings {
-  groups: number;
-  eps: number;
-  act: string;
-  timeEmbedDim: number;
+interface BlockSettings extends ResnetSettings {
   crossAttentionDim: number;
   useLinearProjection: boolean;
-}
-
-export class ResnetBlock2D {
-  readonly norm1: GroupNorm;
-  readonly conv1: Conv2d;
-  readonly time_emb_proj: Linear;
-  readonly norm2: GroupNorm;
-  readonly conv2: Conv2d;
-  readonly conv_shortcut?: Conv2d;
-  constructor(
-    readonly s: Scope,
-    inChannels: number,
-    outChannels: number,
-    readonly cfg: BlockSettings,
-    readonly outputScaleFactor = 1,
-  ) {
-    this.norm1 = new GroupNorm(s.child('norm1'), cfg.groups, inChannels, cfg.eps);
-    this.conv1 = new Conv2d(s.child('conv1'), inChannels, outChannels, 3, { padding: 1 });
-    this.time_emb_proj = new Linear(s.child('time_emb_proj'), cfg.timeEmbedDim, outChannels);
-    this.norm2 = new GroupNorm(s.child('norm2'), cfg.groups, outChannels, cfg.eps);
-    this.conv2 = new Conv2d(s.child('conv2'), outChannels, outChannels, 3, { padding: 1 });
-    if (inChannels !== outChannels) this.conv_shortcut = new Conv2d(s.child('conv_shortcut'), inChannels, outChannels, 1);
-  }
-
-  /** x [B, Cin, H, W], temb [B, T] -> [B, Cout, H, W] */
-  forward(x: string, temb: string): string {
-    const { s, cfg } = this;
-    const g = s.g;
-    let h = this.conv1.forward(activation(s, cfg.act, this.norm1.forward(x)));
-    const t = this.time_emb_proj.forward(activation(s, cfg.act, temb));
-    h = g.add(h, g.unsqueeze(t, [2, 3], s.path), s.path);
-    h = this.conv2.forward(activation(s, cfg.act, this.norm2.forward(h)));
-    const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x;
-    const out = g.add(skip, h, s.path);
-    return this.outputScaleFactor === 1 ? out : g.mul(out, g.scalarF32(1 / this.outputScaleFactor), s.path);
-  }
+  upcastAttention: boolean;
 }
 
 /** diffusers `Attention` with bias-free q/k/v projections and a biased `to_out.0`. */
@@ -240,6 +202,7 @@ export class Attention {
     contextDim: number,
     readonly heads: number,
     headDim: number,
+    readonly upcast: boolean,
   ) {
     this.headDim = headDim;
     const inner = heads * headDim;
@@ -257,7 +220,7 @@ export class Attention {
     // Measured at SD 1.5's 512 px shapes (docs/benchmarks.md): the fused kernel wins on self-attention over 4096
     // tokens, the plain path on cross-attention's 77 keys.
     const kernel = context === x ? 'fused' : 'plain';
-    return this.to_out.forward(attention(this.s, q, k, v, this.heads, this.headDim, undefined, kernel));
+    return this.to_out.forward(attention(this.s, q, k, v, this.heads, this.headDim, undefined, kernel, this.upcast));
   }
 }
 
@@ -279,21 +242,19 @@ export class GEGLU {
   }
 }
 
-/** diffusers `FeedForward`: `net.0` is the GEGLU, `net.1` dropout (no weights), `net.2` the output Linear. */
+/** diffusers `FeedForward`: `net.0` the GEGLU, `net.1` dropout (no weights), `net.2` the output Linear. */
 export class FeedForward {
-  readonly geglu: GEGLU;
-  readonly out: Linear;
+  readonly net: [GEGLU, null, Linear];
   constructor(
     readonly s: Scope,
     dim: number,
   ) {
     const net = s.child('net');
-    this.geglu = new GEGLU(net.child(0), dim, dim * 4);
-    this.out = new Linear(net.child(2), dim * 4, dim);
+    this.net = [new GEGLU(net.child(0), dim, dim * 4), null, new Linear(net.child(2), dim * 4, dim)];
   }
 
   forward(x: string): string {
-    return this.out.forward(this.geglu.forward(x));
+    return this.net[2].forward(this.net[0].forward(x));
   }
 }
 
@@ -310,11 +271,12 @@ export class BasicTransformerBlock {
     heads: number,
     headDim: number,
     crossAttentionDim: number,
+    upcastAttention: boolean,
   ) {
     this.norm1 = new LayerNorm(s.child('norm1'), dim, 1e-5);
-    this.attn1 = new Attention(s.child('attn1'), dim, dim, heads, headDim);
+    this.attn1 = new Attention(s.child('attn1'), dim, dim, heads, headDim, upcastAttention);
     this.norm2 = new LayerNorm(s.child('norm2'), dim, 1e-5);
-    this.attn2 = new Attention(s.child('attn2'), dim, crossAttentionDim, heads, headDim);
+    this.attn2 = new Attention(s.child('attn2'), dim, crossAttentionDim, heads, headDim, upcastAttention);
     this.norm3 = new LayerNorm(s.child('norm3'), dim, 1e-5);
     this.ff = new FeedForward(s.child('ff'), dim);
   }
@@ -351,7 +313,8 @@ export class Transformer2DModel {
     this.proj_in = cfg.useLinearProjection ? new Linear(s.child('proj_in'), channels, inner) : new Conv2d(s.child('proj_in'), channels, inner, 1);
     this.transformer_blocks = Array.from(
       { length: layers },
-      (_, k) => new BasicTransformerBlock(s.child('transformer_blocks').child(k), inner, heads, headDim, cfg.crossAttentionDim),
+      (_, k) =>
+        new BasicTransformerBlock(s.child('transformer_blocks').child(k), inner, heads, headDim, cfg.crossAttentionDim, cfg.upcastAttention),
     );
     this.proj_out = cfg.useLinearProjection ? new Linear(s.child('proj_out'), inner, channels) : new Conv2d(s.child('proj_out'), inner, channels, 1);
   }
@@ -369,46 +332,6 @@ export class Transformer2DModel {
     for (const block of this.transformer_blocks) h = block.forward(h, context);
     const out = this.proj_out instanceof Linear ? toImage(this.proj_out.forward(h)) : this.proj_out.forward(toImage(h));
     return g.add(out, x, name);
-  }
-}
-
-export class Downsample2D {
-  readonly conv: Conv2d;
-  constructor(
-    readonly s: Scope,
-    channels: number,
-    readonly padding: number,
-  ) {
-    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { stride: 2, padding });
-  }
-
-  forward(x: string): string {
-    const g = this.s.g;
-    // With padding 0, diffusers pads one row and column at the bottom/right so odd sizes round up.
-    const input = this.padding === 0 ? g.op('Pad', [x, g.constI64([0, 0, 0, 0, 0, 0, 1, 1])], { mode: 'constant' }, { name: this.s.path }) : x;
-    return this.conv.forward(input);
-  }
-}
-
-export class Upsample2D {
-  readonly conv: Conv2d;
-  constructor(
-    readonly s: Scope,
-    channels: number,
-  ) {
-    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { padding: 1 });
-  }
-
-  /**
-   * Nearest-neighbour upsampling to the spatial size of `like` (the skip connection it will be joined with), as
-   * diffusers does with `upsample_size`: twice the size when the latent divides evenly, else the skip's odd size.
-   */
-  forward(x: string, like: string): string {
-    const g = this.s.g;
-    const name = this.s.path;
-    const sizes = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 2 }, { name }), g.op('Shape', [like], { start: 2 }, { name })], { axis: 0 }, { name });
-    const up = g.op('Resize', [x, '', '', sizes], { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' }, { name });
-    return this.conv.forward(up);
   }
 }
 
@@ -548,6 +471,7 @@ export class UNet2DConditionModel {
       timeEmbedDim: cfg.timeEmbedDim,
       crossAttentionDim: cfg.crossAttentionDim,
       useLinearProjection: cfg.useLinearProjection,
+      upcastAttention: cfg.upcastAttention,
     };
     this.conv_in = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], cfg.convInKernel, { padding: (cfg.convInKernel - 1) >> 1 });
     this.time_proj = new Timesteps(s.child('time_proj'), ch[0], cfg.flipSinToCos, cfg.freqShift);
@@ -616,10 +540,7 @@ export class UNet2DConditionModel {
 export function buildUnetGraph(config: Config, weights: WeightStore): GraphBuilder {
   const root = Scope.root(new GraphBuilder(), weights);
   defineUnetGraph(root, parseUnetConfig(config));
-  const leftover = root.unused();
-  if (leftover.length) {
-    throw new Error(`${weights.source}: ${leftover.length} weights not used by the UNet that ${config.file} describes, e.g. ${leftover.slice(0, 3).join(', ')}`);
-  }
+  root.refuseUnused('UNet');
   return root.g;
 }
 

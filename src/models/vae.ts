@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { GraphBuilder } from '../onnx/graph.js';
 import { Config } from '../core/config.js';
 import { Conv2d, GroupNorm, activation, attention } from './nn.js';
+import { Downsample2D, ResnetBlock2D, Upsample2D, type ResnetSettings } from './resnet.js';
 import { Scope } from './scope.js';
 import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
@@ -66,38 +67,9 @@ export function readVaeConfig(c: Config): VaeConfig {
   };
 }
 
-/** `Conv2d` with zero padding (top, left, bottom, right); ONNX Conv pads are [h_begin, w_begin, h_end, w_end]. */
-function convPadded(conv: Conv2d, x: string, pads: [number, number, number, number], stride: number): string {
-  const inputs = conv.bias ? [x, conv.weight, conv.bias] : [x, conv.weight];
-  return conv.s.g.op('Conv', inputs, { kernel_shape: [conv.kernel, conv.kernel], pads, strides: [stride, stride] }, { name: conv.s.path });
-}
-
-class ResnetBlock2D {
-  readonly norm1: GroupNorm;
-  readonly conv1: Conv2d;
-  readonly norm2: GroupNorm;
-  readonly conv2: Conv2d;
-  readonly convShortcut?: Conv2d;
-
-  constructor(
-    readonly s: Scope,
-    readonly cfg: VaeConfig,
-    inC: number,
-    outC: number,
-  ) {
-    this.norm1 = new GroupNorm(s.child('norm1'), cfg.normNumGroups, inC, EPS);
-    this.conv1 = new Conv2d(s.child('conv1'), inC, outC, 3, { padding: 1 });
-    this.norm2 = new GroupNorm(s.child('norm2'), cfg.normNumGroups, outC, EPS);
-    this.conv2 = new Conv2d(s.child('conv2'), outC, outC, 3, { padding: 1 });
-    if (inC !== outC) this.convShortcut = new Conv2d(s.child('conv_shortcut'), inC, outC, 1);
-  }
-
-  forward(x: string): string {
-    const act = (v: string) => activation(this.s, this.cfg.actFn, v);
-    const h = this.conv2.forward(act(this.norm2.forward(this.conv1.forward(act(this.norm1.forward(x))))));
-    const shortcut = this.convShortcut ? this.convShortcut.forward(x) : x;
-    return this.s.g.add(shortcut, h, this.s.path);
-  }
+/** The VAE's resnets: no timestep embedding, the config's groups and activation. */
+function resnetSettings(cfg: VaeConfig): ResnetSettings {
+  return { groups: cfg.normNumGroups, eps: EPS, act: cfg.actFn, timeEmbedDim: null };
 }
 
 /**
@@ -124,27 +96,27 @@ class Projection {
   }
 }
 
-/** Single-head self-attention over the pixels of the lowest-resolution feature map, with a residual. */
-class MidAttention {
-  readonly groupNorm: GroupNorm;
-  readonly toQ: Projection;
-  readonly toK: Projection;
-  readonly toV: Projection;
-  readonly toOut: Projection;
+/** diffusers' `Attention` as the VAE's mid block has it: single-head self-attention over the pixels, with a residual. */
+class Attention {
+  readonly group_norm: GroupNorm;
+  readonly to_q: Projection;
+  readonly to_k: Projection;
+  readonly to_v: Projection;
+  readonly to_out: Projection;
 
   constructor(
     readonly s: Scope,
     cfg: VaeConfig,
     readonly channels: number,
   ) {
-    this.groupNorm = new GroupNorm(s.child('group_norm'), cfg.normNumGroups, channels, EPS);
+    this.group_norm = new GroupNorm(s.child('group_norm'), cfg.normNumGroups, channels, EPS);
     // diffusers before 0.15 named the projections query/key/value/proj_attn; such checkpoints still circulate.
     const legacy = !s.has('to_q.weight') && s.has('query.weight');
     const [q, k, v, out] = legacy ? ['query', 'key', 'value', 'proj_attn'] : ['to_q', 'to_k', 'to_v', 'to_out.0'];
-    this.toQ = new Projection(s.child(q), channels);
-    this.toK = new Projection(s.child(k), channels);
-    this.toV = new Projection(s.child(v), channels);
-    this.toOut = new Projection(s.child(out), channels);
+    this.to_q = new Projection(s.child(q), channels);
+    this.to_k = new Projection(s.child(k), channels);
+    this.to_v = new Projection(s.child(v), channels);
+    this.to_out = new Projection(s.child(out), channels);
   }
 
   forward(x: string): string {
@@ -152,83 +124,76 @@ class MidAttention {
     const name = this.s.path;
     const shape = g.op('Shape', [x], {}, { name });
     // [B, C, H, W] -> [B, HW, C]: each pixel is a token.
-    const tokens = g.transpose(g.reshape(this.groupNorm.forward(x), [0, this.channels, -1], name), [0, 2, 1], name);
-    const q = this.toQ.forward(tokens);
-    const k = this.toK.forward(tokens);
-    const v = this.toV.forward(tokens);
-    const attended = this.toOut.forward(attention(this.s, q, k, v, 1, this.channels));
+    const tokens = g.transpose(g.reshape(this.group_norm.forward(x), [0, this.channels, -1], name), [0, 2, 1], name);
+    const q = this.to_q.forward(tokens);
+    const k = this.to_k.forward(tokens);
+    const v = this.to_v.forward(tokens);
+    const attended = this.to_out.forward(attention(this.s, q, k, v, 1, this.channels));
     const back = g.op('Reshape', [g.transpose(attended, [0, 2, 1], name), shape], {}, { name });
     return g.add(back, x, name);
   }
 }
 
-class MidBlock {
+/** diffusers' `UNetMidBlock2D`: resnet, (attention), resnet. */
+class UNetMidBlock2D {
   readonly resnets: ResnetBlock2D[];
-  readonly attention?: MidAttention;
+  readonly attentions: Attention[];
   constructor(s: Scope, cfg: VaeConfig, channels: number) {
     const resnets = s.child('resnets');
-    this.resnets = [0, 1].map((i) => new ResnetBlock2D(resnets.child(i), cfg, channels, channels));
-    if (cfg.midBlockAddAttention) this.attention = new MidAttention(s.child('attentions').child(0), cfg, channels);
+    this.resnets = [0, 1].map((i) => new ResnetBlock2D(resnets.child(i), channels, channels, resnetSettings(cfg)));
+    this.attentions = cfg.midBlockAddAttention ? [new Attention(s.child('attentions').child(0), cfg, channels)] : [];
   }
+
   forward(x: string): string {
     let h = this.resnets[0].forward(x);
-    if (this.attention) h = this.attention.forward(h);
+    for (const attn of this.attentions) h = attn.forward(h);
     return this.resnets[1].forward(h);
   }
 }
 
-/** Stride-2 3×3 conv after padding one zero row/column at the bottom/right only (diffusers' Downsample2D, padding 0). */
-class Downsample {
-  readonly conv: Conv2d;
-  constructor(s: Scope, channels: number) {
-    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { stride: 2 });
-  }
-  forward(x: string): string {
-    return convPadded(this.conv, x, [0, 0, 1, 1], 2);
-  }
-}
-
-/** Nearest-neighbour 2× then a 3×3 conv (diffusers' Upsample2D with use_conv). */
-class Upsample {
-  readonly conv: Conv2d;
-  constructor(readonly s: Scope, channels: number) {
-    this.conv = new Conv2d(s.child('conv'), channels, channels, 3, { padding: 1 });
-  }
-  forward(x: string): string {
-    const g = this.s.g;
-    const up = g.op(
-      'Resize',
-      [x, '', g.constF32([1, 1, 2, 2])],
-      { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' },
-      { name: this.s.path },
-    );
-    return this.conv.forward(up);
-  }
-}
-
-/** DownEncoderBlock2D / UpDecoderBlock2D: resnets, then an optional resampler. */
-class ResampleBlock {
+/** diffusers' `DownEncoderBlock2D`: resnets, then a stride-2 downsampler except in the last block. */
+class DownEncoderBlock2D {
   readonly resnets: ResnetBlock2D[];
-  readonly sampler?: Downsample | Upsample;
-  constructor(s: Scope, cfg: VaeConfig, layers: number, inC: number, outC: number, sampler: 'down' | 'up' | null) {
+  readonly downsamplers: Downsample2D[];
+  constructor(s: Scope, cfg: VaeConfig, inC: number, outC: number, addDownsample: boolean) {
     const resnets = s.child('resnets');
-    this.resnets = Array.from({ length: layers }, (_, i) => new ResnetBlock2D(resnets.child(i), cfg, i === 0 ? inC : outC, outC));
-    if (sampler === 'down') this.sampler = new Downsample(s.child('downsamplers').child(0), outC);
-    if (sampler === 'up') this.sampler = new Upsample(s.child('upsamplers').child(0), outC);
+    this.resnets = Array.from({ length: cfg.layersPerBlock }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, resnetSettings(cfg)));
+    // The encoder's downsamplers have padding 0 (diffusers' downsample_padding=0 for DownEncoderBlock2D).
+    this.downsamplers = addDownsample ? [new Downsample2D(s.child('downsamplers').child(0), outC, 0)] : [];
   }
+
   forward(x: string): string {
     let h = x;
     for (const r of this.resnets) h = r.forward(h);
-    return this.sampler ? this.sampler.forward(h) : h;
+    for (const d of this.downsamplers) h = d.forward(h);
+    return h;
+  }
+}
+
+/** diffusers' `UpDecoderBlock2D`: one resnet more than the encoder's blocks, then a 2× upsampler except in the last. */
+class UpDecoderBlock2D {
+  readonly resnets: ResnetBlock2D[];
+  readonly upsamplers: Upsample2D[];
+  constructor(s: Scope, cfg: VaeConfig, inC: number, outC: number, addUpsample: boolean) {
+    const resnets = s.child('resnets');
+    this.resnets = Array.from({ length: cfg.layersPerBlock + 1 }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, resnetSettings(cfg)));
+    this.upsamplers = addUpsample ? [new Upsample2D(s.child('upsamplers').child(0), outC)] : [];
+  }
+
+  forward(x: string): string {
+    let h = x;
+    for (const r of this.resnets) h = r.forward(h);
+    for (const u of this.upsamplers) h = u.forward(h);
+    return h;
   }
 }
 
 class Encoder {
-  readonly convIn: Conv2d;
-  readonly downBlocks: ResampleBlock[];
-  readonly midBlock: MidBlock;
-  readonly convNormOut: GroupNorm;
-  readonly convOut: Conv2d;
+  readonly conv_in: Conv2d;
+  readonly down_blocks: DownEncoderBlock2D[];
+  readonly mid_block: UNetMidBlock2D;
+  readonly conv_norm_out: GroupNorm;
+  readonly conv_out: Conv2d;
 
   constructor(
     readonly s: Scope,
@@ -236,61 +201,48 @@ class Encoder {
   ) {
     const ch = cfg.blockOutChannels;
     const last = ch[ch.length - 1];
-    this.convIn = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], 3, { padding: 1 });
+    this.conv_in = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], 3, { padding: 1 });
     const blocks = s.child('down_blocks');
-    this.downBlocks = ch.map(
-      (outC, i) => new ResampleBlock(blocks.child(i), cfg, cfg.layersPerBlock, i === 0 ? ch[0] : ch[i - 1], outC, i < ch.length - 1 ? 'down' : null),
-    );
-    this.midBlock = new MidBlock(s.child('mid_block'), cfg, last);
-    this.convNormOut = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, last, EPS);
+    this.down_blocks = ch.map((outC, i) => new DownEncoderBlock2D(blocks.child(i), cfg, i === 0 ? ch[0] : ch[i - 1], outC, i < ch.length - 1));
+    this.mid_block = new UNetMidBlock2D(s.child('mid_block'), cfg, last);
+    this.conv_norm_out = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, last, EPS);
     // double_z: the last conv emits mean and log-variance stacked on the channel axis.
-    this.convOut = new Conv2d(s.child('conv_out'), last, 2 * cfg.latentChannels, 3, { padding: 1 });
+    this.conv_out = new Conv2d(s.child('conv_out'), last, 2 * cfg.latentChannels, 3, { padding: 1 });
   }
 
   forward(image: string): string {
-    let h = this.convIn.forward(image);
-    for (const b of this.downBlocks) h = b.forward(h);
-    h = this.midBlock.forward(h);
-    return this.convOut.forward(activation(this.s, this.cfg.actFn, this.convNormOut.forward(h)));
+    let h = this.conv_in.forward(image);
+    for (const b of this.down_blocks) h = b.forward(h);
+    h = this.mid_block.forward(h);
+    return this.conv_out.forward(activation(this.s, this.cfg.actFn, this.conv_norm_out.forward(h)));
   }
 }
 
 class Decoder {
-  readonly convIn: Conv2d;
-  readonly midBlock: MidBlock;
-  readonly upBlocks: ResampleBlock[];
-  readonly convNormOut: GroupNorm;
-  readonly convOut: Conv2d;
+  readonly conv_in: Conv2d;
+  readonly mid_block: UNetMidBlock2D;
+  readonly up_blocks: UpDecoderBlock2D[];
+  readonly conv_norm_out: GroupNorm;
+  readonly conv_out: Conv2d;
 
   constructor(
     readonly s: Scope,
     readonly cfg: VaeConfig,
   ) {
     const rev = [...cfg.blockOutChannels].reverse();
-    this.convIn = new Conv2d(s.child('conv_in'), cfg.latentChannels, rev[0], 3, { padding: 1 });
-    this.midBlock = new MidBlock(s.child('mid_block'), cfg, rev[0]);
+    this.conv_in = new Conv2d(s.child('conv_in'), cfg.latentChannels, rev[0], 3, { padding: 1 });
+    this.mid_block = new UNetMidBlock2D(s.child('mid_block'), cfg, rev[0]);
     const blocks = s.child('up_blocks');
-    this.upBlocks = rev.map(
-      (outC, i) => new ResampleBlock(blocks.child(i), cfg, cfg.layersPerBlock + 1, i === 0 ? rev[0] : rev[i - 1], outC, i < rev.length - 1 ? 'up' : null),
-    );
+    this.up_blocks = rev.map((outC, i) => new UpDecoderBlock2D(blocks.child(i), cfg, i === 0 ? rev[0] : rev[i - 1], outC, i < rev.length - 1));
     const first = cfg.blockOutChannels[0];
-    this.convNormOut = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, first, EPS);
-    this.convOut = new Conv2d(s.child('conv_out'), first, cfg.outChannels, 3, { padding: 1 });
+    this.conv_norm_out = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, first, EPS);
+    this.conv_out = new Conv2d(s.child('conv_out'), first, cfg.outChannels, 3, { padding: 1 });
   }
 
   forward(z: string): string {
-    let h = this.midBlock.forward(this.convIn.forward(z));
-    for (const b of this.upBlocks) h = b.forward(h);
-    return this.convOut.forward(activation(this.s, this.cfg.actFn, this.convNormOut.forward(h)));
-  }
-}
-
-/** Fail on checkpoint keys under `scopes` that the module tree did not read: they mean a layout we misread. */
-function checkAllUsed(scopes: Scope[]): void {
-  const unused = scopes.flatMap((s) => s.unused());
-  if (unused.length) {
-    const source = scopes[0].weights.source;
-    throw new Error(`${source}: ${unused.length} VAE weight(s) not used by the model: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`);
+    let h = this.mid_block.forward(this.conv_in.forward(z));
+    for (const b of this.up_blocks) h = b.forward(h);
+    return this.conv_out.forward(activation(this.s, this.cfg.actFn, this.conv_norm_out.forward(h)));
   }
 }
 
@@ -305,7 +257,7 @@ export function buildVaeEncoderGraph(cfg: VaeConfig, weights: WeightStore): Grap
   const encoder = new Encoder(root.child('encoder'), cfg);
   const L = cfg.latentChannels;
   const quant = cfg.useQuantConv ? new Conv2d(root.child('quant_conv'), 2 * L, 2 * L, 1) : undefined;
-  checkAllUsed(quant ? [encoder.s, root.child('quant_conv')] : [encoder.s]);
+  root.refuseUnused('VAE encoder', [/^decoder\./, /^post_quant_conv\./]);
 
   const image = g.input('image', 'float32', ['batch', cfg.inChannels, 'height', 'width']);
   let moments = encoder.forward(image);
@@ -330,7 +282,7 @@ export function buildVaeDecoderGraph(cfg: VaeConfig, weights: WeightStore): Grap
   const L = cfg.latentChannels;
   const postQuant = cfg.usePostQuantConv ? new Conv2d(root.child('post_quant_conv'), L, L, 1) : undefined;
   const decoder = new Decoder(root.child('decoder'), cfg);
-  checkAllUsed(postQuant ? [decoder.s, root.child('post_quant_conv')] : [decoder.s]);
+  root.refuseUnused('VAE decoder', [/^encoder\./, /^quant_conv\./]);
 
   const latents = g.input('latents', 'float32', ['batch', L, 'latent_height', 'latent_width']);
   let z = g.op('Div', [latents, g.scalarF32(cfg.scalingFactor)], {}, { name: 'unscale' });

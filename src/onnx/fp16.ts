@@ -8,6 +8,12 @@ import { interpret } from './interpret.js';
  */
 export const FLOAT32_OPS = new Set(['Softmax', 'LayerNormalization', 'InstanceNormalization', 'GroupNormalization']);
 
+/**
+ * A node-name segment (`<module>/float32/<op>`) that keeps a node in float32 whatever its op: a model marks what its
+ * config asks to compute in float32, such as the attention scores of SD 2.1 (diffusers' upcast_attention).
+ */
+export const FLOAT32_SCOPE = 'float32';
+
 const CAST_TO = { f32: 1, f16: 10 } as const;
 
 type Kind = 'f32' | 'f16' | 'other';
@@ -21,8 +27,8 @@ export interface Float16Options {
 
 /**
  * Turn a float32 graph into a mixed-precision one for GPU providers, in place: float weights become float16 and
- * every node computes in float16 except FLOAT32_OPS and `keepFloat32`, with Casts where the two meet. Graph inputs
- * and outputs keep their float32 types, so callers feed and read the same tensors as before.
+ * every node computes in float16 except FLOAT32_OPS, nodes under FLOAT32_SCOPE and `keepFloat32`, with Casts where
+ * the two meet. Graph inputs and outputs keep their float32 types, so callers feed and read the same tensors as before.
  */
 export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): GraphBuilder {
   // Element types in the float32 graph: a float output computed from float inputs follows the node's precision.
@@ -59,7 +65,8 @@ export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): Gr
   };
 
   for (const n of oldNodes) {
-    const mode: 'f32' | 'f16' = FLOAT32_OPS.has(n.op) || opts.keepFloat32?.(n) || n.outputs.some((o) => graphOutputs.has(o)) ? 'f32' : 'f16';
+    const float32 = FLOAT32_OPS.has(n.op) || n.name.includes(`/${FLOAT32_SCOPE}/`) || opts.keepFloat32?.(n);
+    const mode: 'f32' | 'f16' = float32 || n.outputs.some((o) => graphOutputs.has(o)) ? 'f32' : 'f16';
     let anyFloat = false;
     const inputs = n.inputs.map((x) => {
       const k = x === '' ? 'other' : kind.get(x);

@@ -1,39 +1,31 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClipTextEncoder, loadClip, openClip, type LoadedClip } from '../models/clip-loader.js';
-import { textTowerPrefix } from '../models/clip.js';
 import { readSingleFile, singleFileTextWeights } from '../models/single-file.js';
 import { AdaptedSession } from '../onnx/adapted-session.js';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../core/tensor.js';
 import type { Tokenizer } from './tokenizer.js';
 
-/** What the pipeline needs of a text tower: ids in, the last hidden state (and, for clip skip, every layer's) out. */
+/** What the pipeline needs of a text tower: ids in, the conditioning for a clip skip out. */
 interface TextTower {
   hiddenSize: number;
   /** Transformer layers; an exported encoder counts as one (it returns only its last hidden state). */
   layers: number;
-  encode(ids: BigInt64Array, seqLen: number): Promise<{ lastHidden: F32Tensor; hiddenStates?: F32Tensor[] }>;
+  encode(ids: BigInt64Array, seqLen: number, clipSkip: number): Promise<F32Tensor>;
   release(): Promise<void>;
 }
 
-type FinalNorm = { weight: Float32Array; bias: Float32Array; eps: number };
-
-/** A transformers CLIP text tower, built as our graph, with the final layer norm clip skip needs. */
-async function clipTower(loaded: LoadedClip, settings: SessionSettings): Promise<{ tower: TextTower; finalNorm: FinalNorm }> {
+/** A transformers CLIP text tower, built as our graph (clip skip included). */
+async function clipTower(loaded: LoadedClip, settings: SessionSettings): Promise<TextTower> {
   try {
-    if (!loaded.textConfig) throw new Error(`${loaded.dir}: a ${loaded.kind} has no text tower`);
-    const prefix = textTowerPrefix(loaded.weights);
-    const key = (k: string) => (prefix ? `${prefix}.final_layer_norm.${k}` : `final_layer_norm.${k}`);
-    const finalNorm = { weight: loaded.weights.get(key('weight')).data, bias: loaded.weights.get(key('bias')).data, eps: loaded.textConfig.layerNormEps };
     const clip = await ClipTextEncoder.create(loaded, settings);
-    const tower: TextTower = {
+    return {
       hiddenSize: clip.hiddenSize,
       layers: clip.config.layers,
-      encode: (ids, seqLen) => clip.encode(ids, seqLen),
+      encode: async (ids, seqLen, clipSkip) => (await clip.encode(ids, seqLen, clipSkip)).conditioning,
       release: () => clip.session.release(),
     };
-    return { tower, finalNorm };
   } finally {
     loaded.weights.close();
   }
@@ -48,9 +40,10 @@ async function onnxTower(file: string, settings: SessionSettings): Promise<TextT
   return {
     hiddenSize: width,
     layers: 1,
-    encode: async (ids, seqLen) => {
+    encode: async (ids, seqLen, clipSkip) => {
+      if (clipSkip > 1) throw new Error(`clip skip ${clipSkip}: ${file} is an exported encoder that returns only its last hidden state`);
       const [lastHidden] = await session.run([{ names: ['input_ids'], value: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } }]);
-      return { lastHidden };
+      return lastHidden;
     },
     release: () => session.release(),
   };
@@ -58,13 +51,12 @@ async function onnxTower(file: string, settings: SessionSettings): Promise<TextT
 
 /**
  * A text encoder as the pipeline uses it: prompts in, [n, 77, hidden] conditioning out, with clip skip applied the
- * way diffusers does (an earlier layer's hidden state through the final layer norm).
+ * way diffusers does (an earlier layer's hidden state through the final layer norm, inside the CLIP graph).
  */
 export class PromptEncoder {
   private constructor(
     readonly dir: string,
     private readonly tower: TextTower,
-    private readonly finalNorm?: FinalNorm,
   ) {}
 
   /**
@@ -74,12 +66,10 @@ export class PromptEncoder {
   static async load(path: string, settings: SessionSettings = {}, configDir?: string): Promise<PromptEncoder> {
     if (statSync(path).isFile()) {
       const ckpt = readSingleFile(path, configDir);
-      const { tower, finalNorm } = await clipTower(openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt)), settings);
-      return new PromptEncoder(path, tower, finalNorm);
+      return new PromptEncoder(path, await clipTower(openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt)), settings));
     }
     if (existsSync(join(path, 'model.onnx'))) return new PromptEncoder(path, await onnxTower(join(path, 'model.onnx'), settings));
-    const { tower, finalNorm } = await clipTower(loadClip(path), settings);
-    return new PromptEncoder(path, tower, finalNorm);
+    return new PromptEncoder(path, await clipTower(loadClip(path), settings));
   }
 
   get hiddenSize(): number {
@@ -105,30 +95,10 @@ export class PromptEncoder {
       }
       e.inputIds.forEach((id, j) => (ids[i * S + j] = BigInt(id)));
     });
-    const out = await this.tower.encode(ids, S);
-    if (clipSkip <= 1) return { embeds: out.lastHidden, warnings };
-    if (!out.hiddenStates || !this.finalNorm) throw new Error(`clip skip ${clipSkip}: ${this.dir} is an exported encoder that returns only its last hidden state`);
-    if (clipSkip > this.layers) throw new Error(`clip skip ${clipSkip} is more than the encoder's ${this.layers} layers`);
-    const h = out.hiddenStates[this.layers - (clipSkip - 1)];
-    return { embeds: { dtype: 'F32', shape: h.shape, data: layerNorm(h.data, this.finalNorm) }, warnings };
+    return { embeds: await this.tower.encode(ids, S, clipSkip), warnings };
   }
 
   async close(): Promise<void> {
     await this.tower.release();
   }
-}
-
-function layerNorm(x: Float32Array, { weight, bias, eps }: FinalNorm): Float32Array {
-  const D = weight.length;
-  const out = new Float32Array(x.length);
-  for (let row = 0; row < x.length; row += D) {
-    let mean = 0;
-    for (let i = 0; i < D; i++) mean += x[row + i];
-    mean /= D;
-    let v = 0;
-    for (let i = 0; i < D; i++) v += (x[row + i] - mean) ** 2;
-    const inv = 1 / Math.sqrt(v / D + eps);
-    for (let i = 0; i < D; i++) out[row + i] = (x[row + i] - mean) * inv * weight[i] + bias[i];
-  }
-  return out;
 }
