@@ -3,9 +3,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../src/core/safetensors.js';
+import { f32, numel, type F32Tensor, type Tensor } from '../src/core/tensor.js';
+import { MemoryWeights, SafetensorsWeights, type WeightStore } from '../src/core/weights.js';
+import { ClipTextTransformer, readClipTextConfig } from '../src/models/clip.js';
+import { Scope, type ScopeOptions } from '../src/models/scope.js';
 import { readSingleFile, singleFileTextWeights, singleFileUnetWeights, singleFileVaeWeights } from '../src/models/single-file.js';
-import type { F32Tensor, Tensor } from '../src/core/tensor.js';
-import { SafetensorsWeights, type WeightStore } from '../src/core/weights.js';
+import { defineUnetGraph, parseUnetConfig } from '../src/models/unet.js';
+import { GraphBuilder } from '../src/onnx/graph.js';
 import { LocalEngine } from '../src/pipeline/engine.js';
 import { manifestForModel } from '../src/pipeline/manifest.js';
 import { openPipelineSource } from '../src/pipeline/source.js';
@@ -184,6 +188,48 @@ test('SD 2.x defaults: OpenCLIP ViT-H (gelu, 16 heads, penultimate layer), linea
   t.is(Tokenizer.load(ckpt.tokenizer.dir, ckpt.tokenizer.configFile).padId, 0);
   t.is(openPipelineSource(file).nativeSize, 768);
   t.is(manifestForModel(file).pipelines[0].defaults.width, 768);
+});
+
+/**
+ * stabilityai/stable-diffusion-2-1 as diffusers and transformers load it (`sum(p.numel() for p in m.parameters())`),
+ * and its original config (v2-inference-v.yaml: num_head_channels 64, context_dim 1024; OpenCLIP ViT-H-14's text
+ * tower: width 1024, 16 heads, 24 layers (the last unused), vocabulary 49408): figures from outside this project's JSON.
+ */
+const SD21 = { unetParameters: 865_910_724, textEncoderParameters: 340_387_840, headDim: 64, contextDim: 1024, textHeads: 16, vocabSize: 49408 };
+
+/** The weight shapes a module tree asks for, each weight made up as a view of one zero buffer. */
+function askedShapes(define: (root: Scope) => void, options: ScopeOptions = {}): { shapes: Map<string, number[]>; g: GraphBuilder } {
+  const shapes = new Map<string, number[]>();
+  // Pages of a zeroed buffer that nothing writes are never committed: 200 MB of address space, no memory.
+  const zeros = new Float32Array(51 << 20);
+  const g = new GraphBuilder();
+  define(
+    Scope.root(g, new MemoryWeights(new Map()), '', {
+      ...options,
+      fabricate: (key, shape) => {
+        shapes.set(key, shape);
+        return f32(zeros.subarray(0, numel(shape)), shape);
+      },
+    }),
+  );
+  return { shapes, g };
+}
+
+const parameters = (shapes: Map<string, number[]>) => [...shapes.values()].reduce((n, s) => n + numel(s), 0);
+
+test('the SD 2.x configs build SD 2.1: its parameter counts, head dim 64 in every attention, a 1024-wide context', (t) => {
+  const ckpt = readSingleFile(detectionFile('sd2'));
+  const unet = askedShapes((root) => defineUnetGraph(root, parseUnetConfig(ckpt.unetConfig)), { attentionKernel: 'fused' });
+  t.is(parameters(unet.shapes), SD21.unetParameters);
+  const attentions = unet.g.nodes.filter((n) => n.op === 'MultiHeadAttention');
+  t.is(attentions.length, 2 * 16, 'self- and cross-attention of 16 transformer blocks');
+  for (const n of attentions) t.is(n.attrs.scale, 1 / Math.sqrt(SD21.headDim), n.name);
+  t.deepEqual(unet.shapes.get('down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight'), [320, SD21.contextDim]);
+  // The vocabulary is read from the checkpoint's token_embedding, which the detection file keeps 8 rows long.
+  const textConfig = { ...readClipTextConfig(ckpt.textConfig), vocabSize: SD21.vocabSize };
+  t.is(textConfig.heads, SD21.textHeads);
+  const text = askedShapes((root) => new ClipTextTransformer(root.child('text_model'), textConfig));
+  t.is(parameters(text.shapes), SD21.textEncoderParameters);
 });
 
 test('a checkpoint that is neither SD 1.x nor 2.x sized asks for its config folder', (t) => {

@@ -93,7 +93,7 @@ test('a config that does not describe the checkpoint names the weight', (t) => {
   }
 });
 
-test('SD 2.x options: Linear proj_in/proj_out, per-block head counts, upcast flag (same numbers as 1x1 convs)', async (t) => {
+test('use_linear_projection (SD 2.x): Linear proj_in/proj_out give the same numbers as 1x1 convs', async (t) => {
   // A 1x1 conv is a Linear on channels, so the tiny-sd weights with proj_* reshaped to [out, in] must give the golden.
   const file = SafetensorsFile.open(weightFiles(fixture('tiny-sd', 'unet'), 'diffusion_pytorch_model')[0]);
   const map = new Map<string, F32Tensor>();
@@ -105,7 +105,7 @@ test('SD 2.x options: Linear proj_in/proj_out, per-block head counts, upcast fla
   } finally {
     file.close();
   }
-  const g = buildUnetGraph(tinyConfig({ use_linear_projection: true, attention_head_dim: [8, 8, 8, 8], upcast_attention: true }), new MemoryWeights(map));
+  const g = buildUnetGraph(tinyConfig({ use_linear_projection: true }), new MemoryWeights(map));
   const out = (
     await run(await createSession(serializeModel(g)), {
       sample: goldenF32('sample'),
