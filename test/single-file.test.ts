@@ -193,12 +193,19 @@ test('SD 2.x defaults: OpenCLIP ViT-H (gelu, 16 heads, penultimate layer), linea
 /**
  * stabilityai/stable-diffusion-2-1 as diffusers and transformers load it (`sum(p.numel() for p in m.parameters())`),
  * and its original config (v2-inference-v.yaml: num_head_channels 64, context_dim 1024; OpenCLIP ViT-H-14's text
- * tower: width 1024, 16 heads, 24 layers (the last unused), vocabulary 49408): figures from outside this project's JSON.
+ * tower: width 1024, 16 heads, 24 layers (the last unused), vocabulary 49408): figures from outside this project.
  */
-const SD21 = { unetParameters: 865_910_724, textEncoderParameters: 340_387_840, headDim: 64, contextDim: 1024, textHeads: 16, vocabSize: 49408 };
+const SD21 = {
+  unetParameters: 865_910_724,
+  textEncoderParameters: 340_387_840,
+  headDim: 64,
+  contextDim: 1024,
+  textHeads: 16,
+  vocabSize: 49408,
+};
 
 /** The weight shapes a module tree asks for, each weight made up as a view of one zero buffer. */
-function askedShapes(define: (root: Scope) => void, options: ScopeOptions = {}): { shapes: Map<string, number[]>; g: GraphBuilder } {
+function askedShapes(define: (root: Scope) => void, options: ScopeOptions = {}) {
   const shapes = new Map<string, number[]>();
   // Pages of a zeroed buffer that nothing writes are never committed: 200 MB of address space, no memory.
   const zeros = new Float32Array(51 << 20);
@@ -217,14 +224,16 @@ function askedShapes(define: (root: Scope) => void, options: ScopeOptions = {}):
 
 const parameters = (shapes: Map<string, number[]>) => [...shapes.values()].reduce((n, s) => n + numel(s), 0);
 
-test('the SD 2.x configs build SD 2.1: its parameter counts, head dim 64 in every attention, a 1024-wide context', (t) => {
+test('the SD 2.x configs build SD 2.1: its parameter counts, head dim 64 everywhere, 1024-wide context', (t) => {
   const ckpt = readSingleFile(detectionFile('sd2'));
-  const unet = askedShapes((root) => defineUnetGraph(root, parseUnetConfig(ckpt.unetConfig)), { attentionKernel: 'fused' });
+  const unetConfig = parseUnetConfig(ckpt.unetConfig);
+  const unet = askedShapes((root) => defineUnetGraph(root, unetConfig), { attentionKernel: 'fused' });
   t.is(parameters(unet.shapes), SD21.unetParameters);
   const attentions = unet.g.nodes.filter((n) => n.op === 'MultiHeadAttention');
   t.is(attentions.length, 2 * 16, 'self- and cross-attention of 16 transformer blocks');
   for (const n of attentions) t.is(n.attrs.scale, 1 / Math.sqrt(SD21.headDim), n.name);
-  t.deepEqual(unet.shapes.get('down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight'), [320, SD21.contextDim]);
+  const toK = unet.shapes.get('down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight');
+  t.deepEqual(toK, [320, SD21.contextDim]);
   // The vocabulary is read from the checkpoint's token_embedding, which the detection file keeps 8 rows long.
   const textConfig = { ...readClipTextConfig(ckpt.textConfig), vocabSize: SD21.vocabSize };
   t.is(textConfig.heads, SD21.textHeads);

@@ -33,14 +33,24 @@ function fusedGraph(patch: Record<string, unknown>): GraphBuilder {
 /** Heads of each attention module's MultiHeadAttention node, by module path (`…transformer_blocks.0.attn1`). */
 function headsByModule(g: GraphBuilder): Map<string, number> {
   const heads = new Map<string, number>();
-  for (const n of g.nodes.filter((n) => n.op === 'MultiHeadAttention')) heads.set(n.name.split('/')[0], n.attrs.num_heads as number);
+  for (const n of g.nodes.filter((n) => n.op === 'MultiHeadAttention')) {
+    heads.set(n.name.split('/')[0], n.attrs.num_heads as number);
+  }
   return heads;
 }
 
 test('per-block head counts: down blocks in order, the mid block the last, up blocks reversed', (t) => {
   // tiny-sd's own config says 8 everywhere; distinct counts per block show which block reads which entry.
   const heads = headsByModule(fusedGraph({ num_attention_heads: [1, 2, 4, 8], attention_head_dim: 64 }));
-  const want: Record<string, number> = { 'down_blocks.0': 1, 'down_blocks.1': 2, 'down_blocks.2': 4, mid_block: 8, 'up_blocks.1': 4, 'up_blocks.2': 2, 'up_blocks.3': 1 };
+  const want: Record<string, number> = {
+    'down_blocks.0': 1,
+    'down_blocks.1': 2,
+    'down_blocks.2': 4,
+    mid_block: 8,
+    'up_blocks.1': 4,
+    'up_blocks.2': 2,
+    'up_blocks.3': 1,
+  };
   const blockOf = (module: string) => module.split('.attentions.')[0];
   t.is(heads.size, 2 * 2 * 3 + 2 + 2 * 3 * 3, 'self- and cross-attention of every transformer block');
   for (const [module, n] of heads) t.is(n, want[blockOf(module)], module);
@@ -80,7 +90,7 @@ function maxAbsDiff(a: F32Tensor, b: F32Tensor): number {
   return m;
 }
 
-test('upcast_attention: a float16 UNet computes attention scores (Q·K) in float32 where the config asks, and only there', async (t) => {
+test('upcast_attention: a float16 UNet computes attention scores (Q·K) in float32 where asked, only there', async (t) => {
   const build = (upcast: boolean) => {
     const weights = SafetensorsWeights.open(weightFiles(TINY_UNET, 'diffusion_pytorch_model'));
     try {

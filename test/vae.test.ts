@@ -75,7 +75,9 @@ test('a checkpoint with a weight the model does not read is refused, naming it',
   weights.close();
   extra.set('decoder.mid_block.resnets.0.time_emb_proj.weight', f32(new Float32Array(1), [1]));
   t.throws(() => buildVaeDecoderGraph(config, new MemoryWeights(extra, 'x.safetensors')), {
-    message: 'x.safetensors: 1 weight(s) not used by the VAE decoder its config describes: decoder.mid_block.resnets.0.time_emb_proj.weight',
+    message:
+      'x.safetensors: 1 weight(s) not used by the VAE decoder its config describes: ' +
+      'decoder.mid_block.resnets.0.time_emb_proj.weight',
   });
 });
 

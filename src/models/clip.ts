@@ -158,7 +158,8 @@ export class ClipTextEmbeddings {
   forward(ids: string, seqLen: string): string {
     const g = this.s.g;
     const name = this.s.path;
-    const positions = g.op('Slice', [this.position_embedding.weight, g.constI64([0]), seqLen, g.constI64([0])], {}, { name });
+    const table = this.position_embedding.weight;
+    const positions = g.op('Slice', [table, g.constI64([0]), seqLen, g.constI64([0])], {}, { name });
     return g.add(this.token_embedding.forward(ids), positions, name);
   }
 }
@@ -200,7 +201,7 @@ export class ClipTextTransformer {
     const seqLen = g.op('Slice', [g.op('Shape', [ids], {}, { name }), g.constI64([1]), g.constI64([2])], {}, { name });
     const hiddenStates = this.encoder.forward(this.embeddings.forward(ids, seqLen), this.causalMask(seqLen));
     const lastHiddenState = this.final_layer_norm.forward(hiddenStates[hiddenStates.length - 1]);
-    const conditioning = clipSkip === undefined ? undefined : this.final_layer_norm.forward(this.skipped(hiddenStates, clipSkip));
+    const conditioning = clipSkip && this.final_layer_norm.forward(this.skipped(hiddenStates, clipSkip));
     return { lastHiddenState, pooled: this.pool(ids, lastHiddenState), hiddenStates, conditioning };
   }
 
@@ -256,7 +257,8 @@ export class ClipVisionEmbeddings {
   ) {
     const d = cfg.hiddenSize;
     this.class_embedding = s.param('class_embedding', [d]);
-    this.patch_embedding = new Conv2d(s.child('patch_embedding'), cfg.channels, d, cfg.patchSize, { stride: cfg.patchSize, bias: false });
+    const patch = { stride: cfg.patchSize, bias: false };
+    this.patch_embedding = new Conv2d(s.child('patch_embedding'), cfg.channels, d, cfg.patchSize, patch);
     const patches = (cfg.imageSize / cfg.patchSize) ** 2;
     this.position_embedding = new Embedding(s.child('position_embedding'), patches + 1, d);
   }
@@ -357,7 +359,8 @@ export function buildClipTextGraph(weights: WeightStore, cfg: ClipTextConfig, op
     const projection = new Linear(root.child('text_projection'), d, opts.projectionDim, false);
     g.output(projection.forward(out.pooled), 'text_embeds', 'float32', ['batch', opts.projectionDim]);
   }
-  root.refuseUnused('CLIP text tower', [...BUFFERS, ...NOT_TEXT, ...(opts.projectionDim === undefined ? [/^text_projection\./] : [])]);
+  const noProjection = opts.projectionDim === undefined ? [/^text_projection\./] : [];
+  root.refuseUnused('CLIP text tower', [...BUFFERS, ...NOT_TEXT, ...noProjection]);
   return g;
 }
 
@@ -376,6 +379,7 @@ export function buildClipVisionGraph(weights: WeightStore, cfg: ClipVisionConfig
     const projection = new Linear(root.child('visual_projection'), d, opts.projectionDim, false);
     g.output(projection.forward(out.pooled), 'image_embeds', 'float32', ['batch', opts.projectionDim]);
   }
-  root.refuseUnused('CLIP vision tower', [...BUFFERS, ...NOT_VISION, ...(opts.projectionDim === undefined ? [/^visual_projection\./] : [])]);
+  const noProjection = opts.projectionDim === undefined ? [/^visual_projection\./] : [];
+  root.refuseUnused('CLIP vision tower', [...BUFFERS, ...NOT_VISION, ...noProjection]);
   return g;
 }

@@ -45,7 +45,8 @@ export class Conv2d {
     const pads = typeof p === 'number' ? [p, p, p, p] : p;
     const st = this.opts.stride ?? 1;
     const inputs = this.bias ? [x, this.weight, this.bias] : [x, this.weight];
-    return this.s.g.op('Conv', inputs, { kernel_shape: [this.kernel, this.kernel], pads, strides: [st, st] }, { name: this.s.path });
+    const attrs = { kernel_shape: [this.kernel, this.kernel], pads, strides: [st, st] };
+    return this.s.g.op('Conv', inputs, attrs, { name: this.s.path });
   }
 }
 
@@ -170,7 +171,8 @@ export function attention(
   const scale = 1 / Math.sqrt(headDim);
   // MultiHeadAttention takes an additive bias only as [B|1, H|1, Sq, Sk], so masked attention (CLIP) stays plain.
   if (!mask && (s.attentionKernel ?? kernel) === 'fused') {
-    return g.op('MultiHeadAttention', [q, k, v], { num_heads: heads, scale }, { name: scoresName, domain: 'com.microsoft' });
+    const attrs = { num_heads: heads, scale };
+    return g.op('MultiHeadAttention', [q, k, v], attrs, { name: scoresName, domain: 'com.microsoft' });
   }
   const split = (x: string, perm: number[]) => g.transpose(g.reshape(x, [0, 0, heads, headDim], name), perm, name);
   const qh = split(q, [0, 2, 1, 3]);

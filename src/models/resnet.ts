@@ -30,10 +30,14 @@ export class ResnetBlock2D {
   ) {
     this.norm1 = new GroupNorm(s.child('norm1'), cfg.groups, inChannels, cfg.eps);
     this.conv1 = new Conv2d(s.child('conv1'), inChannels, outChannels, 3, { padding: 1 });
-    if (cfg.timeEmbedDim !== null) this.time_emb_proj = new Linear(s.child('time_emb_proj'), cfg.timeEmbedDim, outChannels);
+    if (cfg.timeEmbedDim !== null) {
+      this.time_emb_proj = new Linear(s.child('time_emb_proj'), cfg.timeEmbedDim, outChannels);
+    }
     this.norm2 = new GroupNorm(s.child('norm2'), cfg.groups, outChannels, cfg.eps);
     this.conv2 = new Conv2d(s.child('conv2'), outChannels, outChannels, 3, { padding: 1 });
-    if (inChannels !== outChannels) this.conv_shortcut = new Conv2d(s.child('conv_shortcut'), inChannels, outChannels, 1);
+    if (inChannels !== outChannels) {
+      this.conv_shortcut = new Conv2d(s.child('conv_shortcut'), inChannels, outChannels, 1);
+    }
   }
 
   /** x [B, Cin, H, W], temb [B, T] (only where the block has time_emb_proj) -> [B, Cout, H, W] */
@@ -93,7 +97,8 @@ export class Upsample2D {
     const resize = { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' };
     if (!like) return this.conv.forward(g.op('Resize', [x, '', g.constF32([1, 1, 2, 2])], resize, { name }));
     const batchAndChannels = g.op('Shape', [x], { start: 0, end: 2 }, { name });
-    const sizes = g.op('Concat', [batchAndChannels, g.op('Shape', [like], { start: 2 }, { name })], { axis: 0 }, { name });
+    const spatial = g.op('Shape', [like], { start: 2 }, { name });
+    const sizes = g.op('Concat', [batchAndChannels, spatial], { axis: 0 }, { name });
     return this.conv.forward(g.op('Resize', [x, '', '', sizes], resize, { name }));
   }
 }

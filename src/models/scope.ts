@@ -111,6 +111,7 @@ export class Scope {
     const unused = this.unused(ignore);
     if (!unused.length) return;
     const some = `${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`;
-    throw new Error(`${this.weights.source}: ${unused.length} weight(s) not used by the ${model} its config describes: ${some}`);
+    const source = this.weights.source;
+    throw new Error(`${source}: ${unused.length} weight(s) not used by the ${model} its config describes: ${some}`);
   }
 }

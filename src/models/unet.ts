@@ -314,7 +314,14 @@ export class Transformer2DModel {
     this.transformer_blocks = Array.from(
       { length: layers },
       (_, k) =>
-        new BasicTransformerBlock(s.child('transformer_blocks').child(k), inner, heads, headDim, cfg.crossAttentionDim, cfg.upcastAttention),
+        new BasicTransformerBlock(
+          s.child('transformer_blocks').child(k),
+          inner,
+          heads,
+          headDim,
+          cfg.crossAttentionDim,
+          cfg.upcastAttention,
+        ),
     );
     this.proj_out = cfg.useLinearProjection ? new Linear(s.child('proj_out'), inner, channels) : new Conv2d(s.child('proj_out'), inner, channels, 1);
   }

@@ -96,7 +96,7 @@ class Projection {
   }
 }
 
-/** diffusers' `Attention` as the VAE's mid block has it: single-head self-attention over the pixels, with a residual. */
+/** diffusers' `Attention` as the VAE's mid block has it: one-head self-attention over the pixels, and a residual. */
 class Attention {
   readonly group_norm: GroupNorm;
   readonly to_q: Projection;
@@ -151,40 +151,41 @@ class UNetMidBlock2D {
   }
 }
 
+/** `count` resnets under `<s>.resnets`, the first taking `inC` channels to `outC`. */
+function resnetStack(s: Scope, cfg: VaeConfig, count: number, inC: number, outC: number): ResnetBlock2D[] {
+  const resnets = s.child('resnets');
+  const settings = resnetSettings(cfg);
+  return Array.from({ length: count }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, settings));
+}
+
 /** diffusers' `DownEncoderBlock2D`: resnets, then a stride-2 downsampler except in the last block. */
 class DownEncoderBlock2D {
   readonly resnets: ResnetBlock2D[];
   readonly downsamplers: Downsample2D[];
   constructor(s: Scope, cfg: VaeConfig, inC: number, outC: number, addDownsample: boolean) {
-    const resnets = s.child('resnets');
-    this.resnets = Array.from({ length: cfg.layersPerBlock }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, resnetSettings(cfg)));
+    this.resnets = resnetStack(s, cfg, cfg.layersPerBlock, inC, outC);
     // The encoder's downsamplers have padding 0 (diffusers' downsample_padding=0 for DownEncoderBlock2D).
     this.downsamplers = addDownsample ? [new Downsample2D(s.child('downsamplers').child(0), outC, 0)] : [];
   }
 
   forward(x: string): string {
-    let h = x;
-    for (const r of this.resnets) h = r.forward(h);
-    for (const d of this.downsamplers) h = d.forward(h);
-    return h;
+    const h = this.resnets.reduce((v, r) => r.forward(v), x);
+    return this.downsamplers.reduce((v, d) => d.forward(v), h);
   }
 }
 
-/** diffusers' `UpDecoderBlock2D`: one resnet more than the encoder's blocks, then a 2× upsampler except in the last. */
+/** diffusers' `UpDecoderBlock2D`: one resnet more than the encoder's, then a 2× upsampler except in the last. */
 class UpDecoderBlock2D {
   readonly resnets: ResnetBlock2D[];
   readonly upsamplers: Upsample2D[];
   constructor(s: Scope, cfg: VaeConfig, inC: number, outC: number, addUpsample: boolean) {
-    const resnets = s.child('resnets');
-    this.resnets = Array.from({ length: cfg.layersPerBlock + 1 }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, resnetSettings(cfg)));
+    this.resnets = resnetStack(s, cfg, cfg.layersPerBlock + 1, inC, outC);
     this.upsamplers = addUpsample ? [new Upsample2D(s.child('upsamplers').child(0), outC)] : [];
   }
 
   forward(x: string): string {
-    let h = x;
-    for (const r of this.resnets) h = r.forward(h);
-    for (const u of this.upsamplers) h = u.forward(h);
-    return h;
+    const h = this.resnets.reduce((v, r) => r.forward(v), x);
+    return this.upsamplers.reduce((v, u) => u.forward(v), h);
   }
 }
 
@@ -203,7 +204,9 @@ class Encoder {
     const last = ch[ch.length - 1];
     this.conv_in = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], 3, { padding: 1 });
     const blocks = s.child('down_blocks');
-    this.down_blocks = ch.map((outC, i) => new DownEncoderBlock2D(blocks.child(i), cfg, i === 0 ? ch[0] : ch[i - 1], outC, i < ch.length - 1));
+    this.down_blocks = ch.map(
+      (outC, i) => new DownEncoderBlock2D(blocks.child(i), cfg, i === 0 ? ch[0] : ch[i - 1], outC, i < ch.length - 1),
+    );
     this.mid_block = new UNetMidBlock2D(s.child('mid_block'), cfg, last);
     this.conv_norm_out = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, last, EPS);
     // double_z: the last conv emits mean and log-variance stacked on the channel axis.
@@ -233,7 +236,9 @@ class Decoder {
     this.conv_in = new Conv2d(s.child('conv_in'), cfg.latentChannels, rev[0], 3, { padding: 1 });
     this.mid_block = new UNetMidBlock2D(s.child('mid_block'), cfg, rev[0]);
     const blocks = s.child('up_blocks');
-    this.up_blocks = rev.map((outC, i) => new UpDecoderBlock2D(blocks.child(i), cfg, i === 0 ? rev[0] : rev[i - 1], outC, i < rev.length - 1));
+    this.up_blocks = rev.map(
+      (outC, i) => new UpDecoderBlock2D(blocks.child(i), cfg, i === 0 ? rev[0] : rev[i - 1], outC, i < rev.length - 1),
+    );
     const first = cfg.blockOutChannels[0];
     this.conv_norm_out = new GroupNorm(s.child('conv_norm_out'), cfg.normNumGroups, first, EPS);
     this.conv_out = new Conv2d(s.child('conv_out'), first, cfg.outChannels, 3, { padding: 1 });

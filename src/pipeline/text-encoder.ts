@@ -41,7 +41,9 @@ async function onnxTower(file: string, settings: SessionSettings): Promise<TextT
     hiddenSize: width,
     layers: 1,
     encode: async (ids, seqLen, clipSkip) => {
-      if (clipSkip > 1) throw new Error(`clip skip ${clipSkip}: ${file} is an exported encoder that returns only its last hidden state`);
+      if (clipSkip > 1) {
+        throw new Error(`clip skip ${clipSkip}: ${file} is an exported encoder: it returns only its last hidden state`);
+      }
       const [lastHidden] = await session.run([{ names: ['input_ids'], value: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } }]);
       return lastHidden;
     },
@@ -66,7 +68,8 @@ export class PromptEncoder {
   static async load(path: string, settings: SessionSettings = {}, configDir?: string): Promise<PromptEncoder> {
     if (statSync(path).isFile()) {
       const ckpt = readSingleFile(path, configDir);
-      return new PromptEncoder(path, await clipTower(openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt)), settings));
+      const loaded = openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt));
+      return new PromptEncoder(path, await clipTower(loaded, settings));
     }
     if (existsSync(join(path, 'model.onnx'))) return new PromptEncoder(path, await onnxTower(join(path, 'model.onnx'), settings));
     return new PromptEncoder(path, await clipTower(loadClip(path), settings));
