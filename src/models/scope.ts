@@ -96,7 +96,7 @@ export class Scope {
   }
 
   /** Checkpoint keys under this scope that no module consumed. */
-  unused(ignore: RegExp[] = []): string[] {
+  private unused(ignore: RegExp[]): string[] {
     const prefix = this.path ? `${this.path}.` : '';
     return this.weights
       .keys()
