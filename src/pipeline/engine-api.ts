@@ -80,6 +80,12 @@ export interface PipelineInfo {
   /** True when the engine sends previews: not when they would show what the safety action hides (blur, refuse). */
   previews?: boolean;
   limits: PipelineLimits;
+  /**
+   * Per scheduler name, the most steps its schedule runs with this model's config (PNDM, DDIM and DDPM run past the
+   * training timesteps at 1000 with SD's steps_offset 1; the multistep solvers repeat a noise level). Absent where
+   * the info came from elsewhere (a remote server's ListModels): the engine still refuses such counts.
+   */
+  maxSteps?: Record<string, number>;
 }
 
 export interface ModelsInfo {

@@ -19,8 +19,9 @@ import { encodePng, imagesToBytes } from '../core/png.js';
 import { TorchGenerator } from '../core/torch-generator.js';
 import { CleanEstimate, latentRgbFor, latentsToRgb, type LatentRgb } from './preview.js';
 import { SafetyCheck } from './safety.js';
-import { createScheduler } from './schedulers/index.js';
-import { resolveRequest } from './request.js';
+import { requireFiniteImages } from './finite-output.js';
+import { createScheduler, maxStepCounts } from './schedulers/index.js';
+import { LIMITS, resolveRequest } from './request.js';
 import { describeEncoder, openPipelineSource } from './source.js';
 import { StableDiffusion } from './stable-diffusion.js';
 import { PromptEncoder } from './text-encoder.js';
@@ -66,6 +67,7 @@ export class LocalEngine implements Engine {
         safety,
         previews: rgb !== undefined && (!p.safety || p.safety.action === 'flag'),
         limits: pipelineLimits(p.limits, source.nativeSize),
+        maxSteps: maxStepCounts(source.scheduler, LIMITS.maxSteps),
       });
       for (const e of p.encoders) {
         const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
@@ -178,6 +180,12 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, failure: 'cancelled', message: 'cancelled' });
         continue;
       }
+      try {
+        requireFiniteImages(images, r);
+      } catch (e) {
+        outcomes.set(id, { ok: false, failure: 'error', message: (e as Error).message });
+        continue;
+      }
       const rgbs = imagesToBytes(images);
       const checked = await safety?.check(rgbs.map((rgb) => ({ rgb, width, height })));
       const out: GeneratedImage[] = rgbs.map((made, i) => {
@@ -247,6 +255,7 @@ export class LocalEngine implements Engine {
     const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
     const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
     const images = await sd.decode(latents.get('cli')!, r.numImages, r.height, r.width);
+    requireFiniteImages(images, r);
     return { images, pngs: toPngs(images, r) };
   }
 

@@ -53,6 +53,10 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
   if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps) bad(`steps ${req.steps} is outside 1..${LIMITS.maxSteps}`);
   if (!Number.isFinite(req.guidanceScale) || req.guidanceScale < 0) bad(`guidance scale ${req.guidanceScale} must be a finite number >= 0`);
   if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);
+  const maxSteps = pipeline.maxSteps?.[req.scheduler] ?? LIMITS.maxSteps;
+  if (req.steps > maxSteps) {
+    bad(`steps ${req.steps} is outside 1..${maxSteps} for scheduler '${req.scheduler}' with pipeline '${pipeline.name}': beyond that its schedule repeats a noise level or runs past the model's training timesteps`);
+  }
   if (!Number.isInteger(req.numImages) || req.numImages < 1 || req.numImages > LIMITS.maxImages) bad(`num_images ${req.numImages} is outside 1..${LIMITS.maxImages}`);
   if (!Number.isInteger(req.clipSkip) || req.clipSkip < 0 || req.clipSkip > encoder.layers) bad(`clip skip ${req.clipSkip} is outside 0..${encoder.layers}`);
   if (req.seed < 0n || req.seed >= 2n ** 64n) bad(`seed ${req.seed} is outside 0..2^64-1`);

@@ -2,6 +2,7 @@ import type { Config } from '../../core/config.js';
 import {
   checkLengths,
   checkStepCount,
+  requireTrainTimesteps,
   drawNoise,
   PREDICTION_TYPES,
   requireTimesteps,
@@ -44,6 +45,7 @@ export class DDIMScheduler implements Scheduler {
     checkStepCount(n, this.trainSteps, 'DDIMScheduler');
     this.numInferenceSteps = n;
     this.timesteps = spacedTimesteps(this.spacing, this.trainSteps, n, this.stepsOffset, true);
+    requireTrainTimesteps('DDIMScheduler', n, this.timesteps, this.trainSteps);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

@@ -2,6 +2,7 @@ import type { Config } from '../../core/config.js';
 import {
   checkLengths,
   checkStepCount,
+  requireTrainTimesteps,
   drawNoise,
   PREDICTION_TYPES,
   requireTimesteps,
@@ -42,6 +43,7 @@ export class DDPMScheduler implements Scheduler {
   setTimesteps(n: number): void {
     checkStepCount(n, this.trainSteps, 'DDPMScheduler');
     this.timesteps = spacedTimesteps(this.spacing, this.trainSteps, n, this.stepsOffset, true);
+    requireTrainTimesteps('DDPMScheduler', n, this.timesteps, this.trainSteps);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

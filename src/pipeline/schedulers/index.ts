@@ -7,7 +7,7 @@ import { EulerDiscreteScheduler } from './euler-discrete.js';
 import { HeunDiscreteScheduler } from './heun-discrete.js';
 import { LMSDiscreteScheduler } from './lms-discrete.js';
 import { PNDMScheduler } from './pndm.js';
-import type { Scheduler, SchedulerOptions } from './scheduler.js';
+import { StepCountError, type Scheduler, type SchedulerOptions } from './scheduler.js';
 import { UniPCMultistepScheduler } from './unipc-multistep.js';
 
 export type { NoiseSource, Scheduler, SchedulerOptions } from './scheduler.js';
@@ -66,4 +66,33 @@ export function createScheduler(
   }
   const preset = name !== undefined ? (NAMES[name]?.config ?? {}) : {};
   return factory(new Config(config.file, { ...config.raw, ...preset, ...overrides }), options);
+}
+
+/**
+ * Per short name, the largest step count up to `cap` whose schedule the scheduler can run with this config. The
+ * refused counts sit at the top of the range (they come from timestep collisions once steps near the training
+ * timesteps), so every count below the largest runs; test/scheduler-step-limits.test.ts checks that for SD's
+ * configs. A name the config cannot take at all (an unsupported option) is left out: its requests fail as before.
+ */
+export function maxStepCounts(config: Config, cap: number): Record<string, number> {
+  const limits: Record<string, number> = {};
+  const top = Math.min(cap, config.int('num_train_timesteps', 1000));
+  for (const name of SCHEDULER_NAMES) {
+    let scheduler: Scheduler;
+    try {
+      scheduler = createScheduler(name, config);
+    } catch {
+      continue;
+    }
+    for (let n = top; n >= 1; n--) {
+      try {
+        scheduler.setTimesteps(n);
+        limits[name] = n;
+        break;
+      } catch (e) {
+        if (!(e instanceof StepCountError)) throw e;
+      }
+    }
+  }
+  return limits;
 }

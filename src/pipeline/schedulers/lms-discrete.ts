@@ -1,5 +1,5 @@
 import type { Config } from '../../core/config.js';
-import { checkLengths, PREDICTION_TYPES, type PredictionType } from './scheduler.js';
+import { checkLengths, PREDICTION_TYPES, requireDistinctSigmas, type PredictionType } from './scheduler.js';
 import { oneOf } from './schedule.js';
 import { denoised, SigmaScheduler } from './sigma-scheduler.js';
 
@@ -26,6 +26,7 @@ export class LMSDiscreteScheduler extends SigmaScheduler {
 
   override setTimesteps(n: number): void {
     super.setTimesteps(n);
+    requireDistinctSigmas(this.name, n, this.sigmas);
     this.derivatives = [];
   }
 

@@ -1,7 +1,7 @@
 import type { Config } from '../../core/config.js';
-import { checkStepCount, PREDICTION_TYPES, type PredictionType } from './scheduler.js';
+import { checkStepCount, PREDICTION_TYPES, requireDistinctSigmas, type PredictionType } from './scheduler.js';
 import { oneOf, refuseUnsupported, roundHalfEven, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, trainSigmas, type TimestepSpacing } from './schedule.js';
-import { karrasSigmas, logTable, sigmaToT } from './sigmas.js';
+import { interpTable, karrasSigmas, logTable, sigmaToT } from './sigmas.js';
 
 /**
  * What DPM-Solver++ and UniPC share: integer timesteps spaced over n + 1 points with the last (t = 0) dropped, the
@@ -63,8 +63,10 @@ export class MultistepSchedule {
       timesteps = roundKarras ? t.map(roundHalfEven) : t;
       if (this.finalSigmaMin && karrasFinalOwnMin) final = sigmas[n - 1];
     } else {
-      sigmas = timesteps.map((t) => this.trainSigmas[t]);
+      // np.interp, as diffusers: a leading schedule's first timestep can lie past the table and takes its end.
+      sigmas = timesteps.map((t) => interpTable(t, this.trainSigmas));
     }
+    requireDistinctSigmas(this.name, n, sigmas);
     return { timesteps, sigmas: [...sigmas, final].map(Math.fround) };
   }
 }

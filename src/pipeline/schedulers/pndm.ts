@@ -1,5 +1,5 @@
 import type { Config } from '../../core/config.js';
-import { checkLengths, checkStepCount, requireTimesteps, type Scheduler } from './scheduler.js';
+import { checkLengths, checkStepCount, requireTimesteps, requireTrainTimesteps, type Scheduler } from './scheduler.js';
 import { alphaCumprodAt, oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod } from './schedule.js';
 
 /**
@@ -36,7 +36,9 @@ export class PNDMScheduler implements Scheduler {
     checkStepCount(n, this.trainSteps, 'PNDMScheduler');
     this.stride = Math.floor(this.trainSteps / n);
     const asc = spacedTimesteps(this.spacing, this.trainSteps, n, this.stepsOffset, true).reverse();
-    this.timesteps = [...asc.slice(0, -1), asc[asc.length - 2], asc[asc.length - 1]].reverse();
+    requireTrainTimesteps('PNDMScheduler', n, asc, this.trainSteps);
+    // numpy's slices: with one step there is no second-to-last timestep to repeat.
+    this.timesteps = [...asc.slice(0, -1), ...asc.slice(-2, -1), ...asc.slice(-1)].reverse();
     this.ets = [];
     this.counter = 0;
     this.curSample = undefined;

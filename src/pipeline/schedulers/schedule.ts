@@ -92,8 +92,9 @@ export function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** np.linspace(start, stop, num) in float64: start + i * step, the last value exactly stop. */
+/** np.linspace(start, stop, num) in float64: start + i * step, the last value exactly stop (one value: start). */
 export function npLinspace(start: number, stop: number, num: number): number[] {
+  if (num === 1) return [start];
   const out: number[] = [];
   const step = (stop - start) / (num - 1);
   for (let i = 0; i < num; i++) out.push(num > 1 && i === num - 1 ? stop : i * step + start);

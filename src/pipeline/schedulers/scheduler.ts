@@ -1,3 +1,5 @@
+import { InvalidRequestError } from '../engine-api.js';
+
 /** What every scheduler offers the denoising loop; the names follow diffusers' SchedulerMixin. */
 export interface Scheduler {
   /** The timesteps of the loop, one model call each (Heun repeats inner ones for its second call). */
@@ -63,5 +65,30 @@ export type PredictionType = (typeof PREDICTION_TYPES)[number];
 export function checkStepCount(n: number, trainSteps: number, who: string): void {
   if (!Number.isInteger(n) || n < 1 || n > trainSteps) {
     throw new Error(`${who}: ${n} inference steps, expected an integer from 1 to num_train_timesteps (${trainSteps})`);
+  }
+}
+
+/**
+ * A step count the scheduler's schedule cannot run with this model's config (diffusers fails on it too: an
+ * IndexError, or a division by a zero step that fills the image with NaN). A request error, not a crash.
+ */
+export class StepCountError extends InvalidRequestError {
+  override name = 'StepCountError';
+}
+
+/** The schedulers that index ᾱ by timestep: every timestep must be a training timestep. */
+export function requireTrainTimesteps(who: string, n: number, timesteps: readonly number[], trainSteps: number): void {
+  const past = timesteps.find((t) => t >= trainSteps);
+  if (past !== undefined) {
+    throw new StepCountError(`${who} cannot run ${n} steps with this model's schedule: timestep ${past} lies past its ${trainSteps} training timesteps`);
+  }
+}
+
+/** The multistep solvers divide by the gap between consecutive noise levels: two equal ones give NaN. */
+export function requireDistinctSigmas(who: string, n: number, sigmas: readonly number[]): void {
+  for (let i = 1; i < n; i++) {
+    if (!(sigmas[i] < sigmas[i - 1])) {
+      throw new StepCountError(`${who} cannot run ${n} steps with this model's schedule: steps ${i - 1} and ${i} share the noise level ${sigmas[i]}, which its multistep update divides by`);
+    }
   }
 }
