@@ -40,7 +40,7 @@ function noise(n: number): Float32Array {
 function runLoop(name: string, config: Config, steps: number, initial = noise(16)): Float32Array {
   const s = createScheduler(name, config, {}, { noise });
   s.setTimesteps(steps);
-  let x = initial.map((v) => v * s.initNoiseSigma);
+  let x: Float32Array = initial.map((v) => v * s.initNoiseSigma);
   for (const t of s.timesteps) {
     const eps = s.scaleModelInput(x, t).map((v) => 0.1 * v + 0.3 * Math.sin(0.01 * t));
     x = s.step(eps, t, x);
