@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { InputError } from './errors.js';
+import { readUtf8 } from './text-file.js';
 
 /** A model's config.json, with typed accessors whose errors name the file and the key. */
 export class Config {
@@ -8,21 +10,21 @@ export class Config {
   ) {}
 
   static read(file: string): Config {
-    if (!existsSync(file)) throw new Error(`${file}: missing config file`);
+    if (!existsSync(file)) throw new InputError(`${file}: missing config file`);
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(file, 'utf8'));
+      raw = JSON.parse(readUtf8(file));
     } catch (e) {
-      throw new Error(`${file}: not valid JSON: ${(e as Error).message}`);
+      throw new InputError(`${file}: not valid JSON: ${(e as Error).message}`);
     }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${file}: not a JSON object`);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError(`${file}: not a JSON object`);
     return new Config(file, raw as Record<string, unknown>);
   }
 
   /** The config of a nested section, e.g. `text_config` of a CLIPModel. */
   section(key: string): Config {
     const v = this.raw[key];
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${this.file}: missing config key '${key}'`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InputError(`${this.file}: missing config key '${key}'`);
     return new Config(`${this.file}#${key}`, v as Record<string, unknown>);
   }
 
@@ -32,7 +34,7 @@ export class Config {
 
   private fail(key: string, want: string): never {
     const v = this.raw[key];
-    throw new Error(v === undefined || v === null ? `${this.file}: missing config key '${key}'` : `${this.file}: config key '${key}' is ${JSON.stringify(v)}, expected ${want}`);
+    throw new InputError(v === undefined || v === null ? `${this.file}: missing config key '${key}'` : `${this.file}: config key '${key}' is ${JSON.stringify(v)}, expected ${want}`);
   }
 
   int(key: string, fallback?: number): number {

@@ -1,5 +1,6 @@
 import { crc32, deflateSync } from 'node:zlib';
 import type { F32Tensor } from './tensor.js';
+import { InputError } from './errors.js';
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -78,15 +79,15 @@ export function imagesToPngs(images: F32Tensor, text: Record<string, string> = {
 /** The tEXt and uncompressed iTXt chunks of a PNG, keyword → text; CRCs are checked. */
 export function readPngText(bytes: Uint8Array): Record<string, string> {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not a PNG file');
+  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new InputError('not a PNG file');
   const out: Record<string, string> = {};
   let at = SIGNATURE.length;
   while (at + 12 <= buf.length) {
     const length = buf.readUInt32BE(at);
     const type = buf.toString('latin1', at + 4, at + 8);
     const end = at + 8 + length;
-    if (end + 4 > buf.length) throw new Error(`PNG chunk ${type} at byte ${at} runs past the end of the file`);
-    if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end)) throw new Error(`PNG chunk ${type} at byte ${at}: bad CRC`);
+    if (end + 4 > buf.length) throw new InputError(`PNG chunk ${type} at byte ${at} runs past the end of the file`);
+    if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end)) throw new InputError(`PNG chunk ${type} at byte ${at}: bad CRC`);
     const data = buf.subarray(at + 8, end);
     const nul = data.indexOf(0);
     if (type === 'tEXt' && nul > 0) out[data.toString('latin1', 0, nul)] = data.toString('latin1', nul + 1);

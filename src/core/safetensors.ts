@@ -1,10 +1,11 @@
 import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, rmSync } from 'node:fs';
 import { DTYPE_BYTES, numel, toF32, type DType, type F32Tensor, type Tensor, type TensorData } from './tensor.js';
+import { InputError } from './errors.js';
 
 /** A header larger than this is not a real checkpoint (SD 1.5's is about 100 KB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends InputError {
   constructor(
     readonly file: string,
     message: string,
@@ -25,7 +26,7 @@ export interface TensorEntry {
 }
 
 function isDType(s: unknown): s is DType {
-  return typeof s === 'string' && s in DTYPE_BYTES;
+  return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
 }
 
 /**
@@ -156,10 +157,13 @@ function readHeader(path: string, fd: number): { entries: Map<string, TensorEntr
   const entries = new Map<string, TensorEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    // JSON.parse keeps "__proto__" as an own key; copied into an object later it would replace the prototype.
+    if (name === '__proto__') throw new SafetensorsError(path, 'a tensor named "__proto__" is not accepted');
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Object.values(raw).some((v) => typeof v !== 'string')) {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || Object.values(raw).some((v) => typeof v !== 'string')) {
         throw new SafetensorsError(path, '__metadata__ must map strings to strings');
       }
+      if (Object.hasOwn(raw, '__proto__')) throw new SafetensorsError(path, '__metadata__ key "__proto__" is not accepted');
       metadata = raw as Record<string, string>;
       continue;
     }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
 import type { F32Tensor } from './tensor.js';
+import { InputError } from './errors.js';
 
 /** Where a module tree finds its weights, by checkpoint key. */
 export interface WeightStore {
@@ -51,7 +52,7 @@ export class SafetensorsWeights implements WeightStore {
 
   get(key: string): F32Tensor {
     const f = this.byKey.get(key);
-    if (!f) throw new Error(`${this.source}: missing weight ${key}`);
+    if (!f) throw new InputError(`${this.source}: missing weight ${key}`);
     return f.readF32(key);
   }
 
@@ -77,7 +78,7 @@ export class MemoryWeights implements WeightStore {
   }
   get(key: string): F32Tensor {
     const t = this.map.get(key);
-    if (!t) throw new Error(`${this.source}: missing weight ${key}`);
+    if (!t) throw new InputError(`${this.source}: missing weight ${key}`);
     return t;
   }
 }
@@ -125,17 +126,17 @@ export function weightFiles(dir: string, stem: 'model' | 'diffusion_pytorch_mode
       try {
         map = JSON.parse(readFileSync(index, 'utf8')).weight_map;
       } catch (e) {
-        throw new Error(`${index}: not a valid shard index: ${(e as Error).message}`);
+        throw new InputError(`${index}: not a valid shard index: ${(e as Error).message}`);
       }
       return [...new Set(Object.values(map))].map((f) => join(dir, f));
     }
   }
   for (const pickle of [`${stem}.bin`, `${stem}.ckpt`, `${stem}.pt`, 'pytorch_model.bin']) {
     if (existsSync(join(dir, pickle))) {
-      throw new Error(
+      throw new InputError(
         `${join(dir, pickle)}: pickle checkpoints are not loaded (unpickling runs arbitrary code); convert it to safetensors first`,
       );
     }
   }
-  throw new Error(`${dir}: no ${stem}.safetensors (or .fp16 variant, or sharded index) found`);
+  throw new InputError(`${dir}: no ${stem}.safetensors (or .fp16 variant, or sharded index) found`);
 }

@@ -1,8 +1,10 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { clipPreprocess } from '../models/clip-preprocess.js';
 import { SafetensorsFile } from '../core/safetensors.js';
 import type { F32Tensor } from '../core/tensor.js';
+import { InputError } from '../core/errors.js';
+import { readUtf8 } from '../core/text-file.js';
 
 /**
  * ViSU-style training data: JSONL rows `{id, safe, nsfw, tag, safe_image, nsfw_image}`, each a safe caption, the same
@@ -35,7 +37,7 @@ export interface VisuData {
   problems: DataProblem[];
 }
 
-export class DataError extends Error {
+export class DataError extends InputError {
   override name = 'DataError';
 }
 
@@ -76,7 +78,7 @@ export function readVisu(path: string, opts: ReadOptions = {}): VisuData {
   const rows: VisuRow[] = [];
   const problems: DataProblem[] = [];
   const ids = new Set<string>();
-  const lines = readFileSync(file, 'utf8').split('\n');
+  const lines = readUtf8(file).split('\n');
   lines.forEach((raw, i) => {
     if (!raw.trim()) return;
     const line = i + 1;

@@ -3,6 +3,7 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, sta
 import { basename, join, resolve } from 'node:path';
 import { Config } from '../core/config.js';
 import { weightFiles } from '../core/weights.js';
+import { InputError } from '../core/errors.js';
 
 /**
  * A Stable Diffusion pipeline folder as diffusers saves it: `model_index.json` naming the components, one folder
@@ -49,7 +50,7 @@ type ComponentName = (typeof REQUIRED)[number];
 /** model_index.json maps each component to [library, class]; [null, null] marks an absent optional one. */
 function readModelIndex(root: string): Record<ComponentName, string> {
   const file = join(root, 'model_index.json');
-  if (!existsSync(file)) throw new Error(`${root}: not a diffusers pipeline folder (no model_index.json)`);
+  if (!existsSync(file)) throw new InputError(`${root}: not a diffusers pipeline folder (no model_index.json)`);
   const index = Config.read(file).raw;
   const classes = {} as Record<ComponentName, string>;
   const unlisted: string[] = [];
@@ -58,7 +59,7 @@ function readModelIndex(root: string): Record<ComponentName, string> {
     if (Array.isArray(entry) && entry.length === 2 && typeof entry[1] === 'string') classes[name] = entry[1];
     else unlisted.push(name);
   }
-  if (unlisted.length) throw new Error(`${file}: the pipeline needs component(s) ${unlisted.join(', ')}, which are not listed as [library, class]`);
+  if (unlisted.length) throw new InputError(`${file}: the pipeline needs component(s) ${unlisted.join(', ')}, which are not listed as [library, class]`);
   return classes;
 }
 
@@ -67,7 +68,7 @@ function tokenizerFiles(dir: string): string[] {
   let core: string[];
   if (present('tokenizer.json')) core = ['tokenizer.json'];
   else if (present('vocab.json') && present('merges.txt')) core = ['vocab.json', 'merges.txt'];
-  else throw new Error(`${dir}: no tokenizer.json, nor vocab.json with merges.txt`);
+  else throw new InputError(`${dir}: no tokenizer.json, nor vocab.json with merges.txt`);
   const extras = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'].filter((f) => !core.includes(f) && present(f));
   return [...core, ...extras].map((f) => join(dir, f));
 }
@@ -78,7 +79,7 @@ export function readDiffusersFolder(path: string): DiffusersFolder {
   const missing = REQUIRED.filter((name) => !existsSync(join(root, name)) || !statSync(join(root, name)).isDirectory());
   if (missing.length) {
     const what = missing.map((name) => `${name}/ (${classes[name]})`).join(', ');
-    throw new Error(`${root}: missing component folder${missing.length > 1 ? 's' : ''} ${what}, listed in model_index.json`);
+    throw new InputError(`${root}: missing component folder${missing.length > 1 ? 's' : ''} ${what}, listed in model_index.json`);
   }
   const model = (name: 'unet' | 'vae' | 'text_encoder', stem: 'model' | 'diffusion_pytorch_model'): ModelComponent => {
     const dir = join(root, name);

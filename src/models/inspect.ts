@@ -7,6 +7,7 @@ import { SafetensorsFile } from '../core/safetensors.js';
 import { CLIP_TEXT_PREFIX, OPENCLIP_TEXT_PREFIX, readSingleFile, refusePickle, UNET_PREFIX, VAE_PREFIX } from './single-file.js';
 import { numel } from '../core/tensor.js';
 import { weightFiles } from '../core/weights.js';
+import { InputError } from '../core/errors.js';
 
 /**
  * What a checkpoint on disk is, from its headers and configs alone (no tensor data is read): diffusers pipeline,
@@ -143,6 +144,10 @@ function onnxExport(dir: string): Inspection {
 function singleFile(file: string): Inspection {
   const f = SafetensorsFile.open(file);
   const names = f.names;
+  if (names.length === 0) {
+    f.close();
+    throw new InputError(`${file}: holds no tensors, so it is no checkpoint`);
+  }
   const shape = (suffix: string, prefix: string) => {
     const key = names.find((k) => k.startsWith(prefix) && k.endsWith(suffix));
     return key ? f.entry(key).shape : undefined;
@@ -181,7 +186,7 @@ function singleFile(file: string): Inspection {
 
 export function inspectPath(path: string): Inspection {
   const abs = resolve(path);
-  if (!existsSync(abs)) throw new Error(`${abs}: no such file or folder`);
+  if (!existsSync(abs)) throw new InputError(`${abs}: no such file or folder`);
   if (statSync(abs).isFile()) {
     refusePickle(abs);
     const ext = extname(abs).toLowerCase();
@@ -192,13 +197,13 @@ export function inspectPath(path: string): Inspection {
       part.bytes = statSync(abs).size;
       return { path: abs, kind: 'ONNX model', parts: [part], notes: [] };
     }
-    throw new Error(`${abs}: not a .safetensors or .onnx file`);
+    throw new InputError(`${abs}: not a .safetensors or .onnx file`);
   }
   if (existsSync(join(abs, 'unet', 'model.onnx'))) return onnxExport(abs);
   if (existsSync(join(abs, 'model_index.json'))) return diffusersPipeline(abs);
   if (existsSync(join(abs, 'model.onnx'))) return { path: abs, kind: 'ONNX model folder', parts: [onnxPart(basename(abs), abs)], notes: [] };
   if (existsSync(join(abs, 'config.json'))) return clipFolder(abs);
-  throw new Error(`${abs}: not a model folder (no model_index.json, config.json, model.onnx or unet/model.onnx)`);
+  throw new InputError(`${abs}: not a model folder (no model_index.json, config.json, model.onnx or unet/model.onnx)`);
 }
 
 /** The hidden size of an inspected encoder (CLIP folder, or a pipeline's own), for `--pipeline` fit checks. */

@@ -6,6 +6,7 @@ import { RenamedWeights, type WeightSource } from './renamed-weights.js';
 import { parseUnetConfig, SD15_UNET_CONFIG, type UnetConfig } from './unet.js';
 import { readVaeConfig } from './vae.js';
 import { SafetensorsWeights } from '../core/weights.js';
+import { InputError } from '../core/errors.js';
 
 /**
  * Stable Diffusion 1.x / 2.x single-file checkpoints (the original LDM layout that A1111 and civitai distribute:
@@ -45,7 +46,7 @@ const PICKLE_EXTENSIONS = ['.ckpt', '.pt', '.pth', '.bin', '.pkl'];
 export function refusePickle(path: string): void {
   const ext = extname(path).toLowerCase();
   if (PICKLE_EXTENSIONS.includes(ext)) {
-    throw new Error(
+    throw new InputError(
       `${path}: ${ext} checkpoints are Python pickles, which are never loaded here (unpickling runs arbitrary code). ` +
         `Convert it to safetensors first, on a machine you trust, e.g. with diffusers: ` +
         `StableDiffusionPipeline.from_single_file('${path}').save_pretrained('out/') ` +
@@ -76,7 +77,7 @@ function withSizes(file: string, sizes: Record<string, unknown>): Config {
 
 function shapeOf(w: SafetensorsWeights, key: string): number[] {
   const s = w.shape(key);
-  if (!s) throw new Error(`${w.source}: missing tensor ${key}; not a Stable Diffusion 1.x / 2.x checkpoint`);
+  if (!s) throw new InputError(`${w.source}: missing tensor ${key}; not a Stable Diffusion 1.x / 2.x checkpoint`);
   return s;
 }
 
@@ -108,14 +109,14 @@ function clipLayerCount(keys: string[]): number {
 export function readSingleFile(path: string, configDir?: string): SingleFileCheckpoint {
   const file = resolve(path);
   refusePickle(file);
-  if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such checkpoint file`);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new InputError(`${file}: no such checkpoint file`);
   const w = SafetensorsWeights.open([file]);
   try {
     const keys = w.keys();
     const textEncoderKind = keys.some((k) => k.startsWith(OPENCLIP_TEXT_PREFIX)) ? 'openclip' : keys.some((k) => k.startsWith(CLIP_TEXT_PREFIX)) ? 'clip' : undefined;
     if (!keys.some((k) => k.startsWith(UNET_PREFIX)) || !keys.some((k) => k.startsWith(VAE_PREFIX)) || !textEncoderKind) {
       const sdxl = keys.some((k) => k.startsWith('conditioner.embedders.'));
-      throw new Error(
+      throw new InputError(
         sdxl
           ? `${file}: an SDXL checkpoint (conditioner.embedders.*); only SD 1.x / 2.x single files are supported`
           : `${file}: not a Stable Diffusion single-file checkpoint (needs ${UNET_PREFIX}*, ${VAE_PREFIX}* and ${CLIP_TEXT_PREFIX}* or ${OPENCLIP_TEXT_PREFIX}* tensors)`,
@@ -146,7 +147,7 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
     const cross = crossKey ? shapeOf(w, crossKey)[1] : undefined;
     const expected = family === 'sd2' ? 1024 : 768;
     if (cross !== expected) {
-      throw new Error(`${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`);
+      throw new InputError(`${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`);
     }
     const projIn = keys.find((k) => k.startsWith(UNET_PREFIX) && k.endsWith('.proj_in.weight'));
     const textSizes =

@@ -1,3 +1,5 @@
+import { InputError } from '../core/errors.js';
+
 /**
  * The contract between the server and the generation engine that runs inside each inference worker thread.
  * The server owns queueing, batching decisions, cancellation and the gRPC surface; the engine owns the models.
@@ -95,7 +97,7 @@ export interface ModelsInfo {
 }
 
 /** Bad request contents: the server maps it to INVALID_ARGUMENT, the CLI to exit code 2. */
-export class InvalidRequestError extends Error {
+export class InvalidRequestError extends InputError {
   override name = 'InvalidRequestError';
 }
 

@@ -1,8 +1,10 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { SAFETY_ACTIONS, type SafetyAction, type SafetySettings } from './safety.js';
 import type { PipelineLimits } from './engine-api.js';
 import { openPipelineSource } from './source.js';
+import { InputError } from '../core/errors.js';
+import { readUtf8 } from '../core/text-file.js';
 
 /** Generation settings a pipeline uses when a request leaves them out. */
 export interface PipelineDefaults {
@@ -70,7 +72,7 @@ function positiveInt(file: string, where: string, v: unknown): number | undefine
 }
 
 function fail(file: string, msg: string): never {
-  throw new Error(`${file}: ${msg}`);
+  throw new InputError(`${file}: ${msg}`);
 }
 
 function obj(file: string, where: string, v: unknown): Record<string, unknown> {
@@ -101,7 +103,7 @@ export function readManifest(file: string): Manifest {
   if (!existsSync(abs)) fail(abs, 'manifest not found');
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(abs, 'utf8'));
+    raw = JSON.parse(readUtf8(abs));
   } catch (e) {
     fail(abs, `not valid JSON: ${(e as Error).message}`);
   }

@@ -9,6 +9,7 @@ import { buildVaeDecoderGraph, loadVae, readVaeConfig } from '../models/vae.js';
 import { readOnnxSignature } from '../onnx/signature.js';
 import { convertToFloat16 } from '../onnx/fp16.js';
 import type { GraphBuilder } from '../onnx/graph.js';
+import { InputError } from '../core/errors.js';
 
 /**
  * Where a pipeline's parts come from, whatever the checkpoint's form: a diffusers folder, a single-file SD 1.x / 2.x
@@ -121,7 +122,7 @@ function fromSingleFile(file: string, configDir?: string): PipelineSource {
 
 function fixedDim(file: string, value: string, dims: Array<number | string>, axis: number): number {
   const d = dims.at(axis);
-  if (typeof d !== 'number') throw new Error(`${file}: input '${value}' has no fixed size on axis ${axis} (dims [${dims}])`);
+  if (typeof d !== 'number') throw new InputError(`${file}: input '${value}' has no fixed size on axis ${axis} (dims [${dims}])`);
   return d;
 }
 
@@ -131,12 +132,12 @@ function fromOnnx(root: string): PipelineSource {
   const input = (names: string[], index: number) => unet.inputs.find((i) => names.includes(i.name)) ?? unet.inputs[index];
   const sample = input(['sample'], 0);
   const states = input(['encoder_hidden_states'], 2);
-  if (!sample || !states) throw new Error(`${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ${unet.inputs.map((i) => i.name).join(', ')}`);
+  if (!sample || !states) throw new InputError(`${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ${unet.inputs.map((i) => i.name).join(', ')}`);
   const optional = (sub: string, file: string) => (existsSync(join(root, sub, file)) ? Config.read(join(root, sub, file)) : undefined);
   const unetConfig = optional('unet', 'config.json');
   const vaeConfig = optional('vae_decoder', 'config.json');
   const scheduler = optional('scheduler', 'scheduler_config.json');
-  if (!scheduler) throw new Error(`${root}: no scheduler/scheduler_config.json in the ONNX export`);
+  if (!scheduler) throw new InputError(`${root}: no scheduler/scheduler_config.json in the ONNX export`);
   // optimum copies each component's config beside its model; diffusers' script writes none (SD defaults apply).
   const vaeScale = vaeConfig ? 2 ** (vaeConfig.ints('block_out_channels').length - 1) : 8;
   const tokenizerDir = join(root, 'tokenizer');
@@ -159,9 +160,9 @@ function fromOnnx(root: string): PipelineSource {
 /** Open a pipeline: a `.safetensors` single file (with an optional config folder), an ONNX export or a diffusers folder. */
 export function openPipelineSource(path: string, configDir?: string): PipelineSource {
   const abs = resolve(path);
-  if (!existsSync(abs)) throw new Error(`${abs}: no such file or folder`);
+  if (!existsSync(abs)) throw new InputError(`${abs}: no such file or folder`);
   if (statSync(abs).isFile()) return fromSingleFile(abs, configDir);
-  if (configDir) throw new Error(`${abs}: a config folder is only for single-file checkpoints`);
+  if (configDir) throw new InputError(`${abs}: a config folder is only for single-file checkpoints`);
   return isOnnxExport(abs) ? fromOnnx(abs) : fromDiffusers(abs);
 }
 
@@ -175,7 +176,7 @@ export function describeEncoder(path: string, configDir?: string): { hiddenSize:
   if (existsSync(onnx)) {
     const out = readOnnxSignature(onnx).outputs[0];
     const width = out?.dims.at(-1);
-    if (typeof width !== 'number') throw new Error(`${onnx}: its first output has no fixed hidden size`);
+    if (typeof width !== 'number') throw new InputError(`${onnx}: its first output has no fixed hidden size`);
     return { hiddenSize: width, layers: 1 };
   }
   const c = Config.read(join(path, 'config.json'));

@@ -4,6 +4,7 @@ import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { loadClassifiers } from '../../classifiers/load.js';
 import { readEvalPrompts } from '../../eval/prompt-sets.js';
+import type { EvalReport } from '../../eval/report.js';
 import { runEvaluation } from '../../eval/run.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
@@ -125,6 +126,7 @@ export function register(program: Command): void {
           process.stderr.write(`safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
         }
         process.stderr.write(`safe-sd: wrote ${join(o.out, 'report.json')} and ${join(o.out, 'report.html')}\n`);
+        exitForCompleteness(report);
       } finally {
         for (const b of bars.values()) b.stop();
         for (const c of classifiers) await c.close();
@@ -134,4 +136,20 @@ export function register(program: Command): void {
 
 function pct(r: number | null): string {
   return r === null ? '-' : `${(100 * r).toFixed(1)}%`;
+}
+
+/**
+ * The exit code of a run (README, "Exit codes"): 0 when every expected image exists, 3 when some rows failed to
+ * generate (the report covers the rest), 1 when no image exists at all. Bad input exits 2 before anything runs.
+ */
+function exitForCompleteness(report: EvalReport): void {
+  const made = report.encoders.reduce((a, e) => a + e.images, 0);
+  const expected = report.counts.expectedImages;
+  const failed = Object.keys(report.counts.failedJobs).length;
+  if (made === expected) return;
+  const first = Object.entries(report.counts.failedJobs)[0];
+  const why = first ? `; first failure ${first[0]}: ${first[1]}` : '';
+  if (made === 0) throw new Error(`no image was produced: all ${expected} failed (${failed} failed generations${why})`);
+  process.stderr.write(`safe-sd: ${expected - made} of ${expected} images are missing (${failed} failed generations${why})\n`);
+  process.exitCode = 3;
 }
