@@ -1,8 +1,22 @@
+/** The longest message an InputError keeps: a fuzzed header can name a megabyte-long tensor. */
+export const MAX_MESSAGE_CHARS = 600;
+
 /**
- * Something the user handed in is wrong: a file's contents, a request field, a command-line option. The message is
- * one line that names the input and what is wrong with it. The CLI prints it and exits 2; the server answers
- * INVALID_ARGUMENT for the request errors among them. Any other error is the program's own failure (exit 1).
+ * Something the user handed in is wrong: a file's contents, a request field, a command-line option. The CLI prints
+ * the message and exits 2; the server answers INVALID_ARGUMENT for the request errors among them. Any other error
+ * is the program's own failure (exit 1). The message is one readable line whatever the input held: control
+ * characters (a newline in a tensor name) are escaped and it is cut at MAX_MESSAGE_CHARS.
  */
 export class InputError extends Error {
   override name = 'InputError';
+
+  constructor(message: string) {
+    super(oneLine(message));
+  }
+}
+
+function oneLine(message: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is escaped here
+  const flat = message.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return flat.length > MAX_MESSAGE_CHARS ? `${flat.slice(0, MAX_MESSAGE_CHARS - 1)}…` : flat;
 }

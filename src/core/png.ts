@@ -76,6 +76,11 @@ export function imagesToPngs(images: F32Tensor, text: Record<string, string> = {
   return imagesToBytes(images).map((rgb) => encodePng(rgb, w, h, text));
 }
 
+/** A keyword is any Latin-1 text, "__proto__" included: defined as an own key, never assigned to the prototype. */
+function setText(out: Record<string, string>, keyword: string, text: string): void {
+  Object.defineProperty(out, keyword, { value: text, enumerable: true, writable: true, configurable: true });
+}
+
 /** The tEXt and uncompressed iTXt chunks of a PNG, keyword → text; CRCs are checked. */
 export function readPngText(bytes: Uint8Array): Record<string, string> {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -90,11 +95,11 @@ export function readPngText(bytes: Uint8Array): Record<string, string> {
     if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end)) throw new InputError(`PNG chunk ${type} at byte ${at}: bad CRC`);
     const data = buf.subarray(at + 8, end);
     const nul = data.indexOf(0);
-    if (type === 'tEXt' && nul > 0) out[data.toString('latin1', 0, nul)] = data.toString('latin1', nul + 1);
+    if (type === 'tEXt' && nul > 0) setText(out, data.toString('latin1', 0, nul), data.toString('latin1', nul + 1));
     if (type === 'iTXt' && nul > 0 && data[nul + 1] === 0) {
       const langEnd = data.indexOf(0, nul + 3);
       const keyEnd = data.indexOf(0, langEnd + 1);
-      out[data.toString('latin1', 0, nul)] = data.toString('utf8', keyEnd + 1);
+      setText(out, data.toString('latin1', 0, nul), data.toString('utf8', keyEnd + 1));
     }
     if (type === 'IEND') break;
     at = end + 4;

@@ -1,5 +1,6 @@
 import { parse } from 'csv-parse/sync';
 import { readTextFile, type PromptError, type PromptItem, type PromptLayout, type PromptSet } from './prompt-item.js';
+import { InputError } from '../core/errors.js';
 
 /** Columns named by the user, for a CSV whose layout is none of the known ones (or to override them). */
 export interface CsvColumns {
@@ -91,9 +92,9 @@ function csvRows(path: string): Row[] {
   } catch (e) {
     const err = e as Error & { code?: string; lines?: number };
     if (err.code === 'CSV_QUOTE_NOT_CLOSED') {
-      throw new Error(`${path}: line ${lastEnd + 1}: a quote opens a field and is never closed ${DOUBLED}`);
+      throw new InputError(`${path}: line ${lastEnd + 1}: a quote opens a field and is never closed ${DOUBLED}`);
     }
-    throw new Error(`${path}: line ${err.lines ?? lastEnd + 1}: unreadable CSV (${err.message})`);
+    throw new InputError(`${path}: line ${err.lines ?? lastEnd + 1}: unreadable CSV (${err.message})`);
   }
   return parsed.map(({ record, info, raw }) => {
     const breaks = raw.replace(/\r?\n$/, '').split('\n').length - 1;
@@ -104,7 +105,7 @@ function csvRows(path: string): Row[] {
       } catch (e) {
         // A quote inside an unquoted field (allowed above) fails the strict parse too; only a bad close is a swallow.
         if ((e as { code?: string }).code !== 'CSV_INVALID_CLOSING_QUOTE') return row;
-        throw new Error(
+        throw new InputError(
           `${path}: line ${row.first}: a quote opened here closes only on line ${row.last}, ` +
             `swallowing the rows between ${DOUBLED}`,
         );
@@ -124,7 +125,7 @@ function column(
 ): number {
   if (named !== undefined) {
     const i = header.indexOf(named);
-    if (i < 0) throw new Error(`${path}: no ${what} column '${named}' (columns: ${header.join(', ')})`);
+    if (i < 0) throw new InputError(`${path}: no ${what} column '${named}' (columns: ${header.join(', ')})`);
     return i;
   }
   return candidates.map((n) => header.indexOf(n)).find((i) => i >= 0) ?? -1;
@@ -136,11 +137,11 @@ function column(
  */
 export function readCsvPrompts(path: string, named: CsvColumns = {}): PromptSet {
   const rows = csvRows(path);
-  if (rows.length === 0) throw new Error(`${path}: empty CSV, expected a header with a prompt column`);
+  if (rows.length === 0) throw new InputError(`${path}: empty CSV, expected a header with a prompt column`);
   const header = rows[0].record.map((h) => h.trim());
   const layout = LAYOUTS.find((l) => l.test(header))!;
   const promptCol = column(path, header, named.prompt, layout.prompt, 'prompt');
-  if (promptCol < 0) throw new Error(`${path}: header has no prompt column (columns: ${header.join(', ')}); name one`);
+  if (promptCol < 0) throw new InputError(`${path}: header has no prompt column (columns: ${header.join(', ')}); name one`);
   const idx = {
     seed: column(path, header, named.seed, COLUMNS.seed, 'seed'),
     guidance: column(path, header, named.guidance, COLUMNS.guidance, 'guidance'),

@@ -1,6 +1,7 @@
 import { extname } from 'node:path';
 import { readCsvPrompts, type CsvColumns } from './csv-prompts.js';
 import { readTextFile, type PromptError, type PromptItem, type PromptSet } from './prompt-item.js';
+import { InputError } from '../core/errors.js';
 
 export type { CsvColumns } from './csv-prompts.js';
 export type { PromptError, PromptItem, PromptLayout, PromptSet } from './prompt-item.js';
@@ -14,7 +15,7 @@ export function readPromptSet(path: string, columns: CsvColumns = {}): PromptSet
   const ext = extname(path).toLowerCase();
   if (ext === '.csv') return readCsvPrompts(path, columns);
   if (Object.values(columns).some((c) => c !== undefined)) {
-    throw new Error(`${path}: column names apply to CSV files only`);
+    throw new InputError(`${path}: column names apply to CSV files only`);
   }
   if (ext === '.jsonl') return readVisuPrompts(path);
   return readTextPrompts(path);

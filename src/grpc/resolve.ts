@@ -9,6 +9,12 @@ import type { CompareRequestMsg, GenerateRequestMsg } from './proto.js';
 
 type Common = Omit<GenerateRequestMsg, 'encoder'>;
 
+/** uint64 arrives as a decimal string; another transport (JSON) may hand over anything, so refuse it readably. */
+function seed(v: unknown): bigint {
+  if ((typeof v === 'string' && /^\d{1,20}$/.test(v)) || (typeof v === 'number' && Number.isSafeInteger(v))) return BigInt(v);
+  throw new InvalidRequestError(`seed ${JSON.stringify(String(v)).slice(0, 40)} is not an unsigned integer`);
+}
+
 /** proto3 optional fields arrive with a `_field` oneof marker; zero means "the pipeline's default". */
 function partial(msg: Common, encoder: string): PartialRequest {
   return {
@@ -16,7 +22,7 @@ function partial(msg: Common, encoder: string): PartialRequest {
     encoder,
     prompt: msg.prompt ?? '',
     negativePrompt: msg.negativePrompt ?? '',
-    seed: msg._seed && msg.seed !== undefined ? BigInt(msg.seed) : undefined,
+    seed: msg._seed && msg.seed !== undefined ? seed(msg.seed) : undefined,
     steps: msg.steps,
     guidanceScale: msg._guidanceScale ? Number(msg.guidanceScale) : undefined,
     width: msg.width,
