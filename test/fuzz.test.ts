@@ -22,6 +22,7 @@ import type { GenerationRequest, ModelsInfo } from '../src/pipeline/engine-api.j
 import { readManifest } from '../src/pipeline/manifest.js';
 import { LIMITS } from '../src/pipeline/request.js';
 import { SCHEDULER_NAMES } from '../src/pipeline/schedulers/index.js';
+import { Tokenizer } from '../src/pipeline/tokenizer.js';
 import { weightsPath } from './fixtures.js';
 
 const CORPUS = new URL('./fixtures/fuzz/', import.meta.url).pathname;
@@ -274,4 +275,21 @@ test('fuzz: gRPC request fields resolve to a runnable request or INVALID_ARGUMEN
     // biome-ignore lint/suspicious/noExplicitAny: as above
     for (const r of resolveCompare(MODELS, msg as any)) valid(r);
   }), 1500);
+});
+
+// --- prompt text ----------------------------------------------------------------------------------------------------
+
+test('fuzz: any prompt text (lone surrogates, emoji, control characters) tokenizes to 77 ids of the vocabulary', (t) => {
+  const tok = Tokenizer.load(weightsPath('toy-sd', 'tokenizer'));
+  const spec = JSON.parse(readFileSync(weightsPath('toy-sd', 'tokenizer', 'tokenizer.json'), 'utf8'));
+  const size = Object.keys(spec.model.vocab).length + spec.added_tokens.length;
+  const text = fc.oneof(fc.string({ unit: 'binary', maxLength: 300 }), fc.string({ unit: fc.constantFrom('\ud800', '😀', '\u0000', ' ', 'a', '</w>', '<|endoftext|>'), maxLength: 200 }));
+  check(t, text, (s) => {
+    const e = tok.encode(s);
+    if (e.inputIds.length !== tok.maxLength || !e.inputIds.every((id) => Number.isInteger(id) && id >= 0 && id < size)) {
+      throw new Error(`ids ${JSON.stringify(e.inputIds)}`);
+    }
+    tok.decode(e.inputIds);
+    return true;
+  }, 150);
 });
