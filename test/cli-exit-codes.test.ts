@@ -98,3 +98,14 @@ test('eval exits 1 when no row was generated', async (t) => {
   t.is(r.code, 1, r.stderr);
   t.regex(lastLine(r.stderr), /^safe-sd: no image was produced: all 2 failed/);
 });
+
+test('inspect reads a bare .onnx file by its own name, and refuses a corrupt one with exit 2', async (t) => {
+  const ok = await cli('inspect', 'eval/classifiers/shape_classifier.onnx');
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /inputs: image: float\[batch,3,64,64\]/);
+  const bad = join(mkdtempSync(join(tmpdir(), 'onnx-')), 'model.onnx');
+  writeFileSync(bad, 'hello');
+  const r = await cli('inspect', bad);
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /not a readable ONNX model \(unsupported protobuf wire type 4\)/);
+});

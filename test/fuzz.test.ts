@@ -17,6 +17,9 @@ import { encodePng, readPngText } from '../src/core/png.js';
 import { SafetensorsFile } from '../src/core/safetensors.js';
 import { readPromptSet } from '../src/datasets/prompts.js';
 import { readVisu } from '../src/finetune/data.js';
+import { GraphBuilder } from '../src/onnx/graph.js';
+import { serializeModel } from '../src/onnx/serialize.js';
+import { readOnnxSignature } from '../src/onnx/signature.js';
 import { resolveCompare, resolveGenerate } from '../src/grpc/resolve.js';
 import type { GenerationRequest, ModelsInfo } from '../src/pipeline/engine-api.js';
 import { readManifest } from '../src/pipeline/manifest.js';
@@ -115,6 +118,27 @@ test('fuzz: safetensors files open and read every tensor, or refuse with one rea
 test('a safetensors header claiming 2^64 - 1 bytes is refused before anything is allocated for it', (t) => {
   const file = tempFile('huge.safetensors', safetensorsBytes('{}', new Uint8Array(0), 2n ** 64n - 1n));
   t.throws(() => SafetensorsFile.open(file), { instanceOf: InputError, message: /exceeds the \d+-byte limit/ });
+});
+
+// --- ONNX models (protobuf) ---------------------------------------------------------------------------------------
+
+function tinyModel(): Buffer {
+  const g = new GraphBuilder();
+  const x = g.input('x', 'float32', ['batch', 4]);
+  const w = g.initializer('w', { dtype: 'F32', shape: [4, 2], data: new Float32Array(8) });
+  g.output(g.op('MatMul', [x, w]), 'y', 'float32', ['batch', 2]);
+  return Buffer.from(serializeModel(g));
+}
+
+test('fuzz: ONNX model signatures are read or the file is refused with one readable error', (t) => {
+  const model = tinyModel();
+  t.deepEqual(readOnnxSignature(tempFile('tiny.onnx', model)).inputs.map((i) => i.name), ['x']);
+  const mutated = fc.tuple(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), fc.option(fc.nat())).map(([flips, cut]) => {
+    const bytes = Buffer.from(model);
+    for (const [at, v] of flips) bytes[at % bytes.length] = v;
+    return cut === null ? bytes : bytes.subarray(0, cut % (bytes.length + 1));
+  });
+  check(t, fc.oneof(mutated, fc.uint8Array({ maxLength: 64 })), (bytes) => parsesOrRefuses(() => readOnnxSignature(tempFile('m.onnx', bytes))), 400);
 });
 
 // --- configs and manifests ----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { readOnnxSignature, type OnnxValueInfo } from '../onnx/signature.js';
 import { Config } from '../core/config.js';
 import { readDiffusersFolder } from './diffusers-folder.js';
@@ -114,8 +114,7 @@ function clipFolder(dir: string): Inspection {
   return { path: dir, kind, parts: [weightsPart(kind, weightFiles(dir, 'model'), details)], notes: [] };
 }
 
-function onnxPart(name: string, dir: string): PartInfo {
-  const model = join(dir, 'model.onnx');
+function onnxPart(name: string, dir: string, model = join(dir, 'model.onnx')): PartInfo {
   const sig = readOnnxSignature(model);
   // External data (weights over the protobuf limit) lies beside the model.
   const files = readdirSync(dir).filter((f) => f !== 'config.json').map((f) => join(dir, f));
@@ -192,7 +191,7 @@ export function inspectPath(path: string): Inspection {
     const ext = extname(abs).toLowerCase();
     if (ext === '.safetensors') return singleFile(abs);
     if (ext === '.onnx') {
-      const part = onnxPart(basename(abs), abs.slice(0, -basename(abs).length));
+      const part = onnxPart(basename(abs), dirname(abs), abs);
       part.files = [abs];
       part.bytes = statSync(abs).size;
       return { path: abs, kind: 'ONNX model', parts: [part], notes: [] };

@@ -1,4 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { InputError } from '../core/errors.js';
 
 /**
  * The inputs and outputs of an ONNX model file, read without loading it: the protobuf is walked field by field and
@@ -162,7 +163,7 @@ export function readOnnxSignature(path: string): OnnxSignature {
     sig.inputs = sig.inputs.filter((i) => !initializerNames.has(i.name));
     return sig;
   } catch (e) {
-    throw new Error(`${path}: not a readable ONNX model (${(e as Error).message})`);
+    throw new InputError(`${path}: not a readable ONNX model (${(e as Error).message})`);
   } finally {
     closeSync(fd);
   }
