@@ -206,6 +206,8 @@ test('fuzz: prompt files (JSONL, CSV, text) give prompts and per-row problems, o
     fc.string({ unit: 'binary' }).map((text) => ({ ext: 'txt', text })),
   );
   for (const { name, bytes } of corpus('prompts')) t.true(parsesOrRefuses(() => readPromptSet(tempFile(name, bytes))), name);
+  const objectId = readPromptSet(join(CORPUS, 'prompts-object-id.jsonl'));
+  t.deepEqual([objectId.prompts.length, objectId.errors[0]?.message], [2, 'id {"toString":false} is not a string or a number']);
   check(t, arb, ({ ext, text }) => parsesOrRefuses(() => {
     const set = readPromptSet(tempFile(`prompts.${ext}`, text));
     for (const p of set.prompts) if (typeof p.text !== 'string' || !p.text.trim()) throw new Error(`empty prompt from line ${p.line}`);

@@ -58,6 +58,11 @@ export function readVisuPrompts(path: string): PromptSet {
         errors.push({ line, message: `missing or empty ${missing.join(' and ')}` });
         return;
       }
+      if (r.id !== undefined && typeof r.id !== 'string' && typeof r.id !== 'number') {
+        // String() of an object can throw ({"toString": false}) or say "[object Object]": neither is an id.
+        errors.push({ line, message: `id ${JSON.stringify(r.id).slice(0, 60)} is not a string or a number` });
+        return;
+      }
       const id = r.id === undefined ? undefined : String(r.id);
       const tag = typeof r.tag === 'string' ? r.tag : undefined;
       const image = (k: string) => (typeof r[k] === 'string' && r[k] ? (r[k] as string) : undefined);

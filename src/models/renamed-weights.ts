@@ -1,5 +1,6 @@
 import type { F32Tensor } from '../core/tensor.js';
 import type { WeightStore } from '../core/weights.js';
+import { InputError } from '../core/errors.js';
 
 /** Where a renamed weight comes from: a key of the inner store, optionally a block of its rows (a fused tensor). */
 export interface WeightSource {
@@ -50,11 +51,11 @@ export class RenamedWeights implements WeightStore {
 
   get(key: string): F32Tensor {
     const src = this.renamed.get(key) ?? (this.own.has(key) ? { key } : undefined);
-    if (!src) throw new Error(`${this.source}: missing weight ${key}`);
+    if (!src) throw new InputError(`${this.source}: missing weight ${key}`);
     const t = this.inner.get(src.key);
     if (!src.rows) return t;
     const [start, end] = src.rows;
-    if (end > t.shape[0]) throw new Error(`${this.source}: ${src.key} has ${t.shape[0]} rows; ${key} needs rows ${start}..${end}`);
+    if (end > t.shape[0]) throw new InputError(`${this.source}: ${src.key} has ${t.shape[0]} rows; ${key} needs rows ${start}..${end}`);
     const rowSize = t.shape.slice(1).reduce((a, b) => a * b, 1);
     return { dtype: 'F32', shape: [end - start, ...t.shape.slice(1)], data: t.data.slice(start * rowSize, end * rowSize) };
   }

@@ -1,6 +1,7 @@
 import { GraphBuilder } from '../onnx/graph.js';
 import { shapeEquals, type F32Tensor } from '../core/tensor.js';
 import type { WeightStore } from '../core/weights.js';
+import { InputError } from '../core/errors.js';
 
 /**
  * A module's place in the checkpoint tree while a graph is built. `child('q_proj')` descends one level, `param`
@@ -79,9 +80,9 @@ export class Scope {
       return this.g.initializer(key, made);
     }
     const actual = this.weights.shape(key);
-    if (!actual) throw new Error(`${this.weights.source}: missing weight ${key} (expected shape [${shape}])`);
+    if (!actual) throw new InputError(`${this.weights.source}: missing weight ${key} (expected shape [${shape}])`);
     if (!shapeEquals(actual, shape)) {
-      throw new Error(`${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`);
+      throw new InputError(`${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`);
     }
     this.shared.used.add(key);
     if (this.shared.options.asInput?.(key)) {
