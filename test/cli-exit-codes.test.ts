@@ -4,6 +4,8 @@ import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { InputError } from '../src/core/errors.js';
+import { inspectPath } from '../src/models/inspect.js';
 import { weightsPath } from './fixtures.js';
 
 const exec = promisify(execFile);
@@ -48,13 +50,18 @@ const corrupt: Array<[string, () => string, RegExp]> = [
 ];
 
 for (const [what, make, message] of corrupt) {
-  test(`inspect refuses a safetensors file with ${what}: exit 2, one line`, async (t) => {
-    const r = await cli('inspect', make());
-    t.is(r.code, 2, r.stderr);
-    t.regex(r.stderr, message);
-    t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  test(`inspect refuses a safetensors file with ${what}: an input error of one line`, (t) => {
+    const err = t.throws(() => inspectPath(make()), { instanceOf: InputError, message });
+    t.false(err!.message.includes('\n'));
   });
 }
+
+test('inspect exits 2 with one line on a corrupt safetensors file', async (t) => {
+  const r = await cli('inspect', safetensors('{"a": '));
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /^safe-sd: .*model\.safetensors: header is not valid JSON/);
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+});
 
 test('generate on a truncated diffusers folder exits 2 with one line naming the file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'truncated-'));
