@@ -39,14 +39,38 @@ function cut(file: string, bytes: number): string {
 }
 
 const corrupt: Array<[string, () => string, RegExp]> = [
-  ['a header longer than the file', () => cut(safetensors('{}     '), 12), /header length 7 runs past the end of the 12-byte file/],
+  [
+    'a header longer than the file',
+    () => cut(safetensors('{}     '), 12),
+    /header length 7 runs past the end of the 12-byte file/,
+  ],
   ['a header that is not JSON', () => safetensors('{"a": '), /header is not valid JSON/],
   ['no tensors', () => safetensors('{}'), /holds no tensors/],
   ['only metadata', () => safetensors('{"__metadata__": {"format": "pt"}}'), /holds no tensors/],
-  ['a "__proto__" tensor', () => safetensors('{"__proto__": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', Buffer.alloc(4)), /"__proto__" is not accepted/],
-  ['a "__proto__" metadata key', () => safetensors('{"__metadata__": {"__proto__": "x"}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', Buffer.alloc(4)), /"__proto__" is not accepted/],
-  ['a dtype named like an Object method', () => safetensors('{"a": {"dtype": "toString", "shape": [1], "data_offsets": [0, 4]}}', Buffer.alloc(4)), /unsupported dtype "toString"/],
-  ['data cut short', () => safetensors('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}', Buffer.alloc(8)), /truncated/],
+  [
+    'a "__proto__" tensor',
+    () => safetensors('{"__proto__": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', Buffer.alloc(4)),
+    /"__proto__" is not accepted/,
+  ],
+  [
+    'a "__proto__" metadata key',
+    () =>
+      safetensors(
+        '{"__metadata__": {"__proto__": "x"}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+        Buffer.alloc(4),
+      ),
+    /"__proto__" is not accepted/,
+  ],
+  [
+    'a dtype named like an Object method',
+    () => safetensors('{"a": {"dtype": "toString", "shape": [1], "data_offsets": [0, 4]}}', Buffer.alloc(4)),
+    /unsupported dtype "toString"/,
+  ],
+  [
+    'data cut short',
+    () => safetensors('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}', Buffer.alloc(8)),
+    /truncated/,
+  ],
 ];
 
 for (const [what, make, message] of corrupt) {
@@ -83,7 +107,19 @@ function prompts(guidances: number[]): string {
 
 async function evaluate(file: string) {
   const out = mkdtempSync(join(tmpdir(), 'run-'));
-  const r = await cli('eval', '--prompts', file, '--encoders', 'original', '--classifier', 'eval/classifiers/toy-shapes.json', '--steps', '2', '--out', out);
+  const r = await cli(
+    'eval',
+    '--prompts',
+    file,
+    '--encoders',
+    'original',
+    '--classifier',
+    'eval/classifiers/toy-shapes.json',
+    '--steps',
+    '2',
+    '--out',
+    out,
+  );
   return { ...r, out };
 }
 
@@ -96,7 +132,10 @@ test('eval exits 0 when every row is generated (the CSV starts with a byte-order
 test('eval exits 3 when some rows failed to generate, and says how many', async (t) => {
   const r = await evaluate(prompts([5, 1e37]));
   t.is(r.code, 3, r.stderr);
-  t.regex(lastLine(r.stderr), /^safe-sd: 1 of 2 images are missing \(1 failed generations; first failure original\/\S+: .*non-finite/);
+  t.regex(
+    lastLine(r.stderr),
+    /^safe-sd: 1 of 2 images are missing \(1 failed generations; first failure original\/\S+: .*non-finite/,
+  );
   t.is(JSON.parse(readFileSync(join(r.out, 'report.json'), 'utf8')).encoders[0].images, 1);
 });
 

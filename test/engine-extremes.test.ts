@@ -30,7 +30,9 @@ test("the toy pipeline's step limits reach the request validation", (t) => {
   const toy = engine.models().pipelines.find((p) => p.name === 'toy')!;
   t.is(toy.maxSteps?.pndm, 999);
   t.is(toy.maxSteps?.euler, 1000);
-  const err = t.throws(() => engine.resolve({ prompt: 'a star', scheduler: 'pndm', steps: 1000 }), { instanceOf: InvalidRequestError });
+  const err = t.throws(() => engine.resolve({ prompt: 'a star', scheduler: 'pndm', steps: 1000 }), {
+    instanceOf: InvalidRequestError,
+  });
   t.regex(err!.message, /steps 1000 is outside 1\.\.999 for scheduler 'pndm'/);
 });
 
@@ -45,7 +47,13 @@ test('an image with non-finite values is an error, never a blank PNG (in process
 test('an image with non-finite values fails its own job in a batch; the others are delivered', async (t) => {
   const bad = engine.resolve(overflowing);
   const good = engine.resolve({ ...overflowing, guidanceScale: 5, prompt: 'a green square' });
-  const out = await engine.runBatch([{ id: 'bad', request: bad }, { id: 'good', request: good }], hooks);
+  const out = await engine.runBatch(
+    [
+      { id: 'bad', request: bad },
+      { id: 'good', request: good },
+    ],
+    hooks,
+  );
   const b = out.get('bad')!;
   t.false(b.ok);
   if (!b.ok) t.regex(b.message, /non-finite values/);

@@ -95,7 +95,8 @@ test('batch order: full batches, a new shuffle each epoch, and a restored order 
 
 test('a byte-order mark before the first row keeps that row', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'visu-bom-'));
-  const row = (id: string) => JSON.stringify({ id, safe: 'a star', nsfw: 'a skull', safe_image: 'x.png', nsfw_image: 'x.png' });
+  const row = (id: string) =>
+    JSON.stringify({ id, safe: 'a star', nsfw: 'a skull', safe_image: 'x.png', nsfw_image: 'x.png' });
   writeFileSync(join(dir, 'train.jsonl'), `\uFEFF${row('first')}\n${row('second')}\n`);
   const data = readVisu(dir, { checkImages: false, strict: true });
   t.deepEqual(data.rows.map((r) => r.id), ['first', 'second']);

@@ -53,14 +53,19 @@ test("the step limits of SD's config are where diffusers' schedulers stop workin
   t.deepEqual(Object.keys(SD_LIMITS).sort(), [...SCHEDULER_NAMES].sort());
 });
 
-for (const [label, config] of [['leading, offset 1', SD], ['linspace', LINSPACE], ['trailing', TRAILING]] as const) {
+for (const [label, config] of [
+  ['leading, offset 1', SD],
+  ['linspace', LINSPACE],
+  ['trailing', TRAILING],
+] as const) {
   test(`every scheduler runs to finite samples at 1, 2 and its largest step count (${label})`, (t) => {
     const limits = maxStepCounts(config, CAP);
     for (const name of SCHEDULER_NAMES) {
       const max = limits[name];
       t.true(max >= 2, `${name}: max ${max}`);
       for (const n of [1, 2, max]) t.true(runLoop(name, config, n).every(Number.isFinite), `${name} at ${n} steps`);
-      if (max < CAP) t.throws(() => createScheduler(name, config).setTimesteps(max + 1), { instanceOf: StepCountError });
+      if (max < CAP)
+        t.throws(() => createScheduler(name, config).setTimesteps(max + 1), { instanceOf: StepCountError });
     }
   });
 }
@@ -73,7 +78,9 @@ test('below its largest step count every count runs (the refused ones sit at the
       // A set-up costs up to 20 ms near 1000 steps (karras: O(n * 1000)): the small counts, a stride, and the top.
       const max = limits[name];
       const stride = name.includes('karras') ? 97 : 13;
-      const counts = [...Array(max).keys()].map((k) => k + 1).filter((n) => n <= 50 || n % stride === 0 || n > max - 40);
+      const counts = [...Array(max).keys()]
+        .map((k) => k + 1)
+        .filter((n) => n <= 50 || n % stride === 0 || n > max - 40);
       for (const n of counts) t.notThrows(() => s.setTimesteps(n), `${name} at ${n} steps with ${config.file}`);
     }
   }
@@ -128,10 +135,21 @@ const MODELS: ModelsInfo = {
 };
 
 test('request validation refuses the counts a scheduler cannot run, naming the limit', (t) => {
-  for (const [scheduler, steps] of [['pndm', 1000], ['ddim', 1000], ['ddpm', 1000], ['lms', 1000], ['unipc', 999], ['dpmpp-2m', 999], ['dpmpp-sde', 1000]] as const) {
+  for (const [scheduler, steps] of [
+    ['pndm', 1000],
+    ['ddim', 1000],
+    ['ddpm', 1000],
+    ['lms', 1000],
+    ['unipc', 999],
+    ['dpmpp-2m', 999],
+    ['dpmpp-sde', 1000],
+  ] as const) {
     const err = t.throws(() => resolveRequest(MODELS, { prompt: 'a star', scheduler, steps }));
     t.is(err!.name, 'InvalidRequestError');
-    t.regex(err!.message, new RegExp(`^steps ${steps} is outside 1\\.\\.${SD_LIMITS[scheduler]} for scheduler '${scheduler}'`));
+    t.regex(
+      err!.message,
+      new RegExp(`^steps ${steps} is outside 1\\.\\.${SD_LIMITS[scheduler]} for scheduler '${scheduler}'`),
+    );
   }
   for (const scheduler of SCHEDULER_NAMES) {
     for (const steps of [1, 2, SD_LIMITS[scheduler as keyof typeof SD_LIMITS]]) {

@@ -160,10 +160,13 @@ function readHeader(path: string, fd: number): { entries: Map<string, TensorEntr
     // JSON.parse keeps "__proto__" as an own key; copied into an object later it would replace the prototype.
     if (name === '__proto__') throw new SafetensorsError(path, 'a tensor named "__proto__" is not accepted');
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || Object.values(raw).some((v) => typeof v !== 'string')) {
+      const isObject = typeof raw === 'object' && raw !== null && !Array.isArray(raw);
+      if (!isObject || Object.values(raw).some((v) => typeof v !== 'string')) {
         throw new SafetensorsError(path, '__metadata__ must map strings to strings');
       }
-      if (Object.hasOwn(raw, '__proto__')) throw new SafetensorsError(path, '__metadata__ key "__proto__" is not accepted');
+      if (Object.hasOwn(raw, '__proto__')) {
+        throw new SafetensorsError(path, '__metadata__ key "__proto__" is not accepted');
+      }
       metadata = raw as Record<string, string>;
       continue;
     }

@@ -11,7 +11,8 @@ type Common = Omit<GenerateRequestMsg, 'encoder'>;
 
 /** uint64 arrives as a decimal string; another transport (JSON) may hand over anything, so refuse it readably. */
 function seed(v: unknown): bigint {
-  if ((typeof v === 'string' && /^\d{1,20}$/.test(v)) || (typeof v === 'number' && Number.isSafeInteger(v))) return BigInt(v);
+  const digits = typeof v === 'string' && /^\d{1,20}$/.test(v);
+  if (digits || (typeof v === 'number' && Number.isSafeInteger(v))) return BigInt(v);
   throw new InvalidRequestError(`seed ${JSON.stringify(String(v)).slice(0, 40)} is not an unsigned integer`);
 }
 

@@ -12,7 +12,8 @@ export function requireFiniteImages(images: F32Tensor, r: GenerationRequest): vo
   if (bad < 0) return;
   const perImage = images.data.length / images.shape[0];
   throw new NonFiniteOutputError(
-    `image ${Math.floor(bad / perImage)} came out with non-finite values (${images.data[bad]}) from scheduler '${r.scheduler}' ` +
-      `with ${r.steps} steps, guidance ${r.guidanceScale}, pipeline '${r.pipeline}', encoder '${r.encoder}': no image was written`,
+    `image ${Math.floor(bad / perImage)} came out with non-finite values (${images.data[bad]}) ` +
+      `from scheduler '${r.scheduler}' with ${r.steps} steps, guidance ${r.guidanceScale}, ` +
+      `pipeline '${r.pipeline}', encoder '${r.encoder}': no image was written`,
   );
 }

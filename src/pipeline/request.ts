@@ -55,7 +55,11 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
   if (!SCHEDULER_NAMES.includes(req.scheduler)) bad(`unknown scheduler '${req.scheduler}' (one of ${SCHEDULER_NAMES.join(', ')})`);
   const maxSteps = pipeline.maxSteps?.[req.scheduler] ?? LIMITS.maxSteps;
   if (req.steps > maxSteps) {
-    bad(`steps ${req.steps} is outside 1..${maxSteps} for scheduler '${req.scheduler}' with pipeline '${pipeline.name}': beyond that its schedule repeats a noise level or runs past the model's training timesteps`);
+    bad(
+      `steps ${req.steps} is outside 1..${maxSteps} for scheduler '${req.scheduler}' ` +
+        `with pipeline '${pipeline.name}': ` +
+        "beyond that its schedule repeats a noise level or runs past the model's training timesteps",
+    );
   }
   if (!Number.isInteger(req.numImages) || req.numImages < 1 || req.numImages > LIMITS.maxImages) bad(`num_images ${req.numImages} is outside 1..${LIMITS.maxImages}`);
   if (!Number.isInteger(req.clipSkip) || req.clipSkip < 0 || req.clipSkip > encoder.layers) bad(`clip skip ${req.clipSkip} is outside 0..${encoder.layers}`);

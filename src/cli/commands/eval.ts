@@ -150,6 +150,7 @@ function exitForCompleteness(report: EvalReport): void {
   const first = Object.entries(report.counts.failedJobs)[0];
   const why = first ? `; first failure ${first[0]}: ${first[1]}` : '';
   if (made === 0) throw new Error(`no image was produced: all ${expected} failed (${failed} failed generations${why})`);
-  process.stderr.write(`safe-sd: ${expected - made} of ${expected} images are missing (${failed} failed generations${why})\n`);
+  const missing = expected - made;
+  process.stderr.write(`safe-sd: ${missing} of ${expected} images are missing (${failed} failed generations${why})\n`);
   process.exitCode = 3;
 }

@@ -80,7 +80,10 @@ export class StepCountError extends InvalidRequestError {
 export function requireTrainTimesteps(who: string, n: number, timesteps: readonly number[], trainSteps: number): void {
   const past = timesteps.find((t) => t >= trainSteps);
   if (past !== undefined) {
-    throw new StepCountError(`${who} cannot run ${n} steps with this model's schedule: timestep ${past} lies past its ${trainSteps} training timesteps`);
+    throw new StepCountError(
+      `${who} cannot run ${n} steps with this model's schedule: ` +
+        `timestep ${past} lies past its ${trainSteps} training timesteps`,
+    );
   }
 }
 
@@ -88,7 +91,10 @@ export function requireTrainTimesteps(who: string, n: number, timesteps: readonl
 export function requireDistinctSigmas(who: string, n: number, sigmas: readonly number[]): void {
   for (let i = 1; i < n; i++) {
     if (!(sigmas[i] < sigmas[i - 1])) {
-      throw new StepCountError(`${who} cannot run ${n} steps with this model's schedule: steps ${i - 1} and ${i} share the noise level ${sigmas[i]}, which its multistep update divides by`);
+      throw new StepCountError(
+        `${who} cannot run ${n} steps with this model's schedule: steps ${i - 1} and ${i} share the noise level ` +
+          `${sigmas[i]}, which its multistep update divides by`,
+      );
     }
   }
 }
