@@ -21,12 +21,13 @@ import { GraphBuilder } from '../src/onnx/graph.js';
 import { serializeModel } from '../src/onnx/serialize.js';
 import { readOnnxSignature } from '../src/onnx/signature.js';
 import { resolveCompare, resolveGenerate } from '../src/grpc/resolve.js';
-import type { GenerationRequest, ModelsInfo } from '../src/pipeline/engine-api.js';
+import type { GenerationRequest } from '../src/pipeline/engine-api.js';
 import { readManifest } from '../src/pipeline/manifest.js';
 import { LIMITS } from '../src/pipeline/request.js';
 import { SCHEDULER_NAMES } from '../src/pipeline/schedulers/index.js';
 import { Tokenizer } from '../src/pipeline/tokenizer.js';
 import { weightsPath } from './fixtures.js';
+import { toyModelsInfo } from './helpers/toy-models-info.js';
 
 const CORPUS = new URL('./fixtures/fuzz/', import.meta.url).pathname;
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -371,26 +372,7 @@ test('fuzz: PNG text chunks are read or the file is refused with one readable er
 
 // --- gRPC request fields ------------------------------------------------------------------------------------------
 
-const MODELS: ModelsInfo = {
-  defaultPipeline: 'toy',
-  pipelines: [
-    {
-      name: 'toy',
-      defaultEncoder: 'original',
-      defaultWidth: 64,
-      defaultHeight: 64,
-      defaultSteps: 25,
-      defaultGuidanceScale: 5,
-      defaultScheduler: 'pndm',
-      crossAttentionDim: 32,
-      maxSteps: { pndm: 999, unipc: 998 },
-    },
-  ],
-  encoders: [
-    { name: 'original', pipeline: 'toy', hiddenSize: 32, source: 'x', safeClip: false, layers: 2 },
-    { name: 'safe', pipeline: 'toy', hiddenSize: 32, source: 'y', safeClip: true, layers: 2 },
-  ],
-};
+const MODELS = toyModelsInfo({ pndm: 999, unipc: 998 }, ['original', 'safe']);
 
 const int32 = fc.oneof(fc.integer(), fc.constantFrom(0, 1, 8, 64, 999, 1000, 1001, 2049, -8));
 const requestFields = fc.record(

@@ -3,8 +3,8 @@ import { Config } from '../src/core/config.js';
 import { resolveRequest } from '../src/pipeline/request.js';
 import { createScheduler, maxStepCounts, SCHEDULER_NAMES } from '../src/pipeline/schedulers/index.js';
 import { StepCountError } from '../src/pipeline/schedulers/scheduler.js';
-import type { ModelsInfo } from '../src/pipeline/engine-api.js';
 import { weightsPath } from './fixtures.js';
+import { toyModelsInfo } from './helpers/toy-models-info.js';
 
 // SD 1.x's scheduler config (leading spacing, steps_offset 1), as the toy model ships it.
 const SD = Config.read(weightsPath('toy-sd', 'scheduler', 'scheduler_config.json'));
@@ -116,23 +116,7 @@ test('DPM-Solver++ with karras sigmas at one step goes from sigma_max to the pre
   t.true(err < 1e-5);
 });
 
-const MODELS: ModelsInfo = {
-  defaultPipeline: 'toy',
-  pipelines: [
-    {
-      name: 'toy',
-      defaultEncoder: 'original',
-      defaultWidth: 64,
-      defaultHeight: 64,
-      defaultSteps: 25,
-      defaultGuidanceScale: 5,
-      defaultScheduler: 'pndm',
-      crossAttentionDim: 32,
-      maxSteps: maxStepCounts(SD, CAP),
-    },
-  ],
-  encoders: [{ name: 'original', pipeline: 'toy', hiddenSize: 32, source: 'x', safeClip: false, layers: 2 }],
-};
+const MODELS = toyModelsInfo(maxStepCounts(SD, CAP));
 
 test('request validation refuses the counts a scheduler cannot run, naming the limit', (t) => {
   for (const [scheduler, steps] of [
