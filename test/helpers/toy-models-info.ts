@@ -14,6 +14,7 @@ export function toyModelsInfo(maxSteps: Record<string, number>, encoders = ['ori
         defaultGuidanceScale: 5,
         defaultScheduler: 'pndm',
         crossAttentionDim: 32,
+        limits: { maxPixels: 4 * 64 * 64, maxBatchPixels: 16 * 64 * 64 },
         maxSteps,
       },
     ],
