@@ -1,18 +1,22 @@
 /**
- * Generation spread over one or more `safe-sd serve` addresses. Each server takes jobs from one shared queue (a few
- * at a time, so its own batching can group them). A job that fails with a transient status (UNAVAILABLE, a
- * deadline, ...) goes back to the queue for any server; a server that fails several calls in a row is dropped for
- * the rest of the run, and its jobs go to the others. A job that no server could do after `maxAttempts` tries, or
- * that every server has left, is reported failed; the run goes on.
+ * Generation spread over one or more `safe-sd serve` targets. A target is one address, a load balancer in front of
+ * replicas, or a `dns:///name:port` / `ipv4:a,b` target that grpc-js balances itself (../grpc/targets.ts). Each
+ * target takes jobs from one shared queue (a few per address at a time, so the servers' batching can group them).
+ * A job that fails with a transient status (UNAVAILABLE, a deadline, ...) goes back to the queue for any target;
+ * a target that fails several times in a row is dropped for the rest of the run, and its jobs go to the others.
+ * Calls that fail together (a replica dying with several of them in flight) count as one failure, so one replica
+ * lost behind a balancer does not drop the balancer. A job that no target could do after `maxAttempts` tries, or
+ * that every target has left, is reported failed; the run goes on.
  */
 import * as grpc from '@grpc/grpc-js';
 import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../grpc/proto.js';
+import { balancedChannelOptions, channelTarget, countAddresses } from '../grpc/targets.js';
 import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.CANCELLED, grpc.status.ABORTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
 
 export interface RemoteOptions {
-  /** Calls in flight per server. */
+  /** Calls in flight per server address (a balanced target: per address it resolves to). */
   concurrency?: number;
   /** Tries of one job, over all servers. */
   maxAttempts?: number;
@@ -29,7 +33,15 @@ interface Server {
   address: string;
   client: DiffusionClient;
   failures: number;
+  /** When the last failure was seen: calls started before it that fail too are the same failure. */
+  lastFailureAt: number;
   dead: boolean;
+}
+
+/** `--servers`: one target with a scheme (`dns:///name:port`, `ipv4:a:1,b:2`), or a comma-separated list of addresses. */
+export function parseServers(spec: string): string[] {
+  if (/^(dns|ipv4|ipv6|unix):/.test(spec.trim())) return [spec.trim()];
+  return spec.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
 interface Queued {
@@ -65,8 +77,9 @@ export class RemoteGenerator implements ImageGenerator {
     this.where = addresses.join(',');
     this.servers = addresses.map((address) => ({
       address,
-      client: createDiffusionClient(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 256 * 1024 * 1024 }),
+      client: createDiffusionClient(channelTarget(address), grpc.credentials.createInsecure(), balancedChannelOptions()),
       failures: 0,
+      lastFailureAt: 0,
       dead: false,
     }));
     const token = opts.token ?? process.env.SAFE_SD_TOKEN;
@@ -107,8 +120,9 @@ export class RemoteGenerator implements ImageGenerator {
           if (!TRANSIENT.has(err.code)) {
             outcome = { ok: false, message };
           } else {
-            server.failures++;
-            if (server.failures >= maxFailures) {
+            if (started > server.lastFailureAt) server.failures++;
+            server.lastFailureAt = performance.now();
+            if (server.failures >= maxFailures && !server.dead) {
               server.dead = true;
               this.dropped.push({ address: server.address, reason: message });
             }
@@ -123,7 +137,8 @@ export class RemoteGenerator implements ImageGenerator {
       }
     };
 
-    await Promise.all(this.servers.flatMap((server) => Array.from({ length: concurrency }, () => lane(server))));
+    const addresses = await Promise.all(this.servers.map((server) => countAddresses(channelTarget(server.address))));
+    await Promise.all(this.servers.flatMap((server, i) => Array.from({ length: concurrency * addresses[i]! }, () => lane(server))));
     // Every server was dropped: what is left fails (a rerun retries it).
     for (const item of queue.splice(0)) {
       await done(item.job, { ok: false, message: `no server left to run it${item.lastError ? `; last error: ${item.lastError}` : ''}` });

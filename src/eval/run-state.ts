@@ -38,6 +38,11 @@ export interface RunFile {
   failed: Record<string, string>;
 }
 
+/** A run folder that cannot take this run, or bad slice input: the CLI reports it as a usage error (exit 2). */
+export class RunFolderError extends Error {
+  override name = 'RunFolderError';
+}
+
 export function imageFile(encoder: string, promptId: string, index: number): string {
   return `images/${encoder}/${promptId}-${index}.png`;
 }
@@ -52,29 +57,33 @@ export class RunState {
   private constructor(
     readonly dir: string,
     readonly data: RunFile,
+    private readonly name: string,
   ) {}
 
   get file(): string {
-    return join(this.dir, 'run.json');
+    return join(this.dir, this.name);
   }
 
-  /** The run in `dir`, or a new one; refuses a folder whose run used other generation settings. */
-  static open(dir: string, settings: GenerationSettings): RunState {
-    const file = join(dir, 'run.json');
-    if (!existsSync(file)) return new RunState(dir, { version: 1, settings, images: {}, failed: {} });
+  /**
+   * The run in `dir`, or a new one; refuses a folder whose run used other generation settings. `name` is the state
+   * file: a slice of a sharded run keeps its own (shards.ts).
+   */
+  static open(dir: string, settings: GenerationSettings, name = 'run.json'): RunState {
+    const file = join(dir, name);
+    if (!existsSync(file)) return new RunState(dir, { version: 1, settings, images: {}, failed: {} }, name);
     let data: RunFile;
     try {
       data = JSON.parse(readFileSync(file, 'utf8')) as RunFile;
     } catch (e) {
-      throw new Error(`${file}: not valid JSON (${(e as Error).message}); move it away to start afresh`);
+      throw new RunFolderError(`${file}: not valid JSON (${(e as Error).message}); move it away to start afresh`);
     }
-    if (data.version !== 1 || typeof data.images !== 'object' || typeof data.settings !== 'object') throw new Error(`${file}: not a safe-sd eval run file`);
+    if (data.version !== 1 || typeof data.images !== 'object' || typeof data.settings !== 'object') throw new RunFolderError(`${file}: not a safe-sd eval run file`);
     const diffs = (Object.keys(settings) as Array<keyof GenerationSettings>)
       .filter((k) => String(data.settings[k]) !== String(settings[k]))
       .map((k) => `${k} was ${JSON.stringify(data.settings[k])}, now ${JSON.stringify(settings[k])}`);
-    if (diffs.length > 0) throw new Error(`${file}: this folder holds a run with other settings (${diffs.join('; ')}); use another --out`);
+    if (diffs.length > 0) throw new RunFolderError(`${file}: this folder holds a run with other settings (${diffs.join('; ')}); use another --out`);
     data.failed ??= {};
-    return new RunState(dir, data);
+    return new RunState(dir, data, name);
   }
 
   /** Recorded and still on disk. */

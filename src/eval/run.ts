@@ -19,7 +19,19 @@ import type { GenJob, ImageGenerator, JobSettings } from './generation.js';
 import type { EvalReport } from './report.js';
 import type { PromptLayout } from '../datasets/prompts.js';
 import { renderReport } from './report-html.js';
-import { imageFile, RunState, writeFileAtomic, type GenerationSettings } from './run-state.js';
+import { imageFile, RunFolderError, RunState, writeFileAtomic, type GenerationSettings, type ImageRecord } from './run-state.js';
+import {
+  claimPlan,
+  collectShards,
+  makePlan,
+  planPrompts,
+  readPlan,
+  refuseSharded,
+  shardPrompts,
+  shardStateFile,
+  type ScoringPlan,
+  type ShardSpec,
+} from './shards.js';
 
 export interface EvalOptions {
   prompts: EvalPrompt[];
@@ -96,12 +108,13 @@ function isAttackSet(o: EvalOptions): boolean {
   return !!(o.attackSet || o.promptLayout?.attack);
 }
 
-export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
-  const warnings: string[] = [];
-  const warn = (m: string) => {
-    warnings.push(m);
-    o.onWarning?.(m);
-  };
+interface Resolved {
+  entry: PipelineEntry;
+  settings: GenerationSettings;
+}
+
+/** The run's pipeline and the settings that decide its pictures; refuses unknown encoders and repeated prompt ids. */
+function resolveRun(o: EvalOptions): Resolved {
   const p = pipelineEntry(o.manifest, o.pipeline);
   if (!o.servers?.length) {
     const unknown = o.encoders.filter((e) => !p.encoders.some((x) => x.name === e));
@@ -123,22 +136,29 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
     imagesPerPrompt: o.imagesPerPrompt ?? 1,
     negativePrompt: o.negativePrompt ?? '',
   };
-  mkdirSync(o.out, { recursive: true });
-  const state = RunState.open(o.out, settings);
-  for (const e of o.encoders) mkdirSync(join(o.out, 'images', e), { recursive: true });
+  return { entry: p, settings };
+}
 
-  // Generation: only what run.json does not already hold.
+interface Generated {
+  generatedThisRun: number;
+  dropped: EvalReport['counts']['droppedServers'];
+  generationSeconds: number;
+}
+
+/** Generates what `state` does not already hold for these prompts, saving the state after every job. */
+async function generateMissing(o: EvalOptions, settings: GenerationSettings, state: RunState, prompts: EvalPrompt[], warn: (m: string) => void): Promise<Generated> {
+  for (const e of o.encoders) mkdirSync(join(o.out, 'images', e), { recursive: true });
   const n = settings.imagesPerPrompt;
   const jobs: GenJob[] = [];
   for (const encoder of o.encoders) {
-    for (const q of o.prompts) {
+    for (const q of prompts) {
       const missing = Array.from({ length: n }, (_, k) => imageFile(encoder, q.id, k)).filter((f) => !state.has(f));
       if (missing.length > 0) jobs.push({ encoder, promptId: q.id, prompt: q.text, seed: promptSeed(q, BigInt(settings.baseSeed)), guidanceScale: q.guidanceScale });
     }
   }
   const jobSettings: JobSettings = { ...settings, numImages: n };
   let generatedThisRun = 0;
-  let dropped: EvalReport['counts']['droppedServers'] = [];
+  let dropped: Generated['dropped'] = [];
   const genStarted = performance.now();
   if (jobs.length > 0) {
     const generator: ImageGenerator = o.servers?.length ? new RemoteGenerator(o.servers, o.remote) : new LocalGenerator(o.manifest, o.batchSize);
@@ -173,11 +193,160 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
     }
   }
   state.save();
-  const generationSeconds = (performance.now() - genStarted) / 1000;
+  return { generatedThisRun, dropped, generationSeconds: (performance.now() - genStarted) / 1000 };
+}
 
-  // Scoring.
+function collector(o: { onWarning?: (m: string) => void }): { warnings: string[]; warn: (m: string) => void } {
+  const warnings: string[] = [];
+  return {
+    warnings,
+    warn: (m) => {
+      warnings.push(m);
+      o.onWarning?.(m);
+    },
+  };
+}
+
+export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
+  const { warnings, warn } = collector(o);
+  const { entry, settings } = resolveRun(o);
+  mkdirSync(o.out, { recursive: true });
+  refuseSharded(o.out);
+  const state = RunState.open(o.out, settings);
+  const generated = await generateMissing(o, settings, state, o.prompts, warn);
+  const clipDir = o.clipDir === null ? null : (o.clipDir ?? defaultClipDir(entry) ?? null);
+  return scoreRun({
+    out: o.out,
+    settings,
+    prompts: o.prompts,
+    promptSource: o.promptSource,
+    promptLayout: o.promptLayout ?? null,
+    attackSet: isAttackSet(o),
+    encoders: o.encoders,
+    records: Object.values(state.data.images),
+    has: (f) => state.has(f),
+    failedJobs: { ...state.data.failed },
+    generatedBy: o.servers?.length ? o.servers.join(',') : 'in-process',
+    generated,
+    classifiers: o.classifiers,
+    clipDir,
+    fidRef: o.fidRef,
+    fidModel: o.fidModel,
+    gridPrompts: o.gridPrompts,
+    onProgress: o.onProgress,
+    warnings,
+    warn,
+  });
+}
+
+export interface ShardResult {
+  shard: ShardSpec;
+  /** Prompts in this slice. */
+  prompts: number;
+  generatedThisRun: number;
+  failedJobs: Record<string, string>;
+  droppedServers: EvalReport['counts']['droppedServers'];
+}
+
+/**
+ * Slice `shard` of a run: claims or checks the folder's plan, then generates what the slice's state file lacks.
+ * Scoring waits for the merge, which sees every slice's pictures.
+ */
+export async function runShard(
+  o: EvalOptions,
+  shard: ShardSpec,
+  scoring: Omit<ScoringPlan, 'clip' | 'promptLayout' | 'attackSet'> & { clip?: string },
+): Promise<ShardResult> {
+  const { warn } = collector(o);
+  const { entry, settings } = resolveRun(o);
+  const clip = o.clipDir === null ? null : (scoring.clip ?? defaultClipDir(entry) ?? null);
+  mkdirSync(o.out, { recursive: true });
+  const plan = { ...scoring, clip, promptLayout: o.promptLayout ?? null, attackSet: isAttackSet(o) };
+  claimPlan(o.out, makePlan(shard.count, settings, o.encoders, o.promptSource, o.prompts, plan));
+  const state = RunState.open(o.out, settings, shardStateFile(shard));
+  const prompts = shardPrompts(o.prompts, shard);
+  const generated = await generateMissing(o, settings, state, prompts, warn);
+  return { shard, prompts: prompts.length, generatedThisRun: generated.generatedThisRun, failedJobs: { ...state.data.failed }, droppedServers: generated.dropped };
+}
+
+export interface MergeOptions {
+  /** Loads the classifiers the plan names (their specs as `--classifier` took them). */
+  loadClassifiers(specs: string[]): Promise<ImageClassifier[]>;
+  gridPrompts?: number;
+  onWarning?: (message: string) => void;
+  onProgress?: EvalOptions['onProgress'];
+}
+
+/**
+ * Scores a sharded run once every slice is complete and writes its report: the report a single process would
+ * have written for the same plan (the same pictures, in the same order). An incomplete run is refused, naming the
+ * missing slices and rows.
+ */
+export async function mergeEvaluation(dir: string, o: MergeOptions): Promise<EvalReport> {
+  const { warnings, warn } = collector(o);
+  const plan = readPlan(dir);
+  const { states, missing } = collectShards(dir, plan);
+  if (missing.length > 0) throw new RunFolderError(`${dir}: the run is incomplete: ${missing.join('; ')}; run those slices again, then merge`);
+  const records = states.flatMap((s) => Object.values(s.data.images));
+  const byFile = new Set(records.map((r) => r.file));
+  const classifiers = await o.loadClassifiers(plan.scoring.classifiers);
+  try {
+    return await scoreRun({
+      out: dir,
+      settings: plan.settings,
+      prompts: planPrompts(plan),
+      promptSource: plan.promptSource,
+      promptLayout: plan.scoring.promptLayout,
+      attackSet: plan.scoring.attackSet,
+      encoders: plan.encoders,
+      records,
+      has: (f) => byFile.has(f),
+      failedJobs: {},
+      generatedBy: `${plan.shards} slices`,
+      generated: { generatedThisRun: 0, dropped: [], generationSeconds: records.reduce((a, r) => a + r.seconds, 0) },
+      classifiers,
+      clipDir: plan.scoring.clip,
+      fidRef: plan.scoring.fidRef ?? undefined,
+      fidModel: plan.scoring.fidModel ?? undefined,
+      gridPrompts: o.gridPrompts,
+      onProgress: o.onProgress,
+      warnings,
+      warn,
+    });
+  } finally {
+    for (const c of classifiers) await c.close();
+  }
+}
+
+interface ScoreInput {
+  out: string;
+  settings: GenerationSettings;
+  prompts: EvalPrompt[];
+  promptSource: string;
+  promptLayout: PromptLayout | null;
+  attackSet: boolean;
+  encoders: string[];
+  records: ImageRecord[];
+  has(file: string): boolean;
+  failedJobs: Record<string, string>;
+  generatedBy: string;
+  generated: Generated;
+  classifiers: ImageClassifier[];
+  clipDir: string | null;
+  fidRef?: string;
+  fidModel?: string;
+  gridPrompts?: number;
+  onProgress?: EvalOptions['onProgress'];
+  warnings: string[];
+  warn(m: string): void;
+}
+
+/** Scores every recorded picture and writes report.json, scores.json and report.html. */
+async function scoreRun(o: ScoreInput): Promise<EvalReport> {
+  const { settings, warn } = o;
+  const n = settings.imagesPerPrompt;
   const scoreStarted = performance.now();
-  const clipDir = o.clipDir === null ? undefined : (o.clipDir ?? defaultClipDir(p));
+  const clipDir = o.clipDir ?? undefined;
   if (!clipDir) warn('no CLIPModel for this pipeline (give --clip <dir>): CLIPScore and FD-CLIP are left out');
   const clip = clipDir ? await ClipModel.load(clipDir) : undefined;
   let features: FeatureExtractor | undefined;
@@ -192,7 +361,7 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
     const sets: EncoderImages[] = o.encoders.map((encoder) => ({
       encoder,
       images: o.prompts.flatMap((prompt) =>
-        Array.from({ length: n }, (_, index) => ({ prompt, index, file: imageFile(encoder, prompt.id, index) })).filter((i) => state.has(i.file)),
+        Array.from({ length: n }, (_, index) => ({ prompt, index, file: imageFile(encoder, prompt.id, index) })).filter((i) => o.has(i.file)),
       ),
     }));
     const progress = { done: 0, total: sets.reduce((a, s) => a + s.images.length, 0) };
@@ -204,7 +373,7 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
         clip,
         features,
         reference: reference?.stats,
-        attackSet: isAttackSet(o),
+        attackSet: o.attackSet,
         onWarning: warn,
         onProgress: (d, t) => o.onProgress?.('score', d, t),
       }, progress);
@@ -212,15 +381,15 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
       scores.push(...r.scores);
     }
     const perEncoder: Record<string, number> = {};
-    for (const r of Object.values(state.data.images)) perEncoder[r.encoder] = (perEncoder[r.encoder] ?? 0) + r.seconds;
+    for (const r of o.records) perEncoder[r.encoder] = (perEncoder[r.encoder] ?? 0) + r.seconds;
     const report: EvalReport = {
       settings: {
         ...settings,
         prompts: o.promptSource,
-        promptLayout: o.promptLayout ? { ...o.promptLayout, attack: isAttackSet(o) } : null,
+        promptLayout: o.promptLayout ? { ...o.promptLayout, attack: o.attackSet } : null,
         promptCount: o.prompts.length,
         encoders: o.encoders,
-        generatedBy: o.servers?.length ? o.servers.join(',') : 'in-process',
+        generatedBy: o.generatedBy,
         classifiers: o.classifiers.map((c) => ({ name: c.name, classes: c.classes })),
         clip: clipDir ?? null,
         fidFeatures: features?.id ?? null,
@@ -230,13 +399,13 @@ export async function runEvaluation(o: EvalOptions): Promise<EvalReport> {
       counts: {
         prompts: o.prompts.length,
         expectedImages: o.prompts.length * n * o.encoders.length,
-        generatedThisRun,
-        failedJobs: { ...state.data.failed },
-        droppedServers: dropped,
+        generatedThisRun: o.generated.generatedThisRun,
+        failedJobs: o.failedJobs,
+        droppedServers: o.generated.dropped,
       },
-      timings: { generationSeconds, scoringSeconds: (performance.now() - scoreStarted) / 1000, perEncoderGenerationSeconds: perEncoder },
+      timings: { generationSeconds: o.generated.generationSeconds, scoringSeconds: (performance.now() - scoreStarted) / 1000, perEncoderGenerationSeconds: perEncoder },
       conventions: CONVENTIONS,
-      warnings,
+      warnings: o.warnings,
     };
     writeFileAtomic(join(o.out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
     writeFileAtomic(join(o.out, 'scores.json'), `${JSON.stringify(scores)}\n`);

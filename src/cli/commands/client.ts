@@ -13,6 +13,7 @@ import {
   type ImageMsg,
   type ListModelsResponseMsg,
 } from '../../grpc/proto.js';
+import { balancedChannelOptions, channelTarget } from '../../grpc/targets.js';
 import { UsageError } from '../errors.js';
 import { intOption } from './serve.js';
 
@@ -26,7 +27,7 @@ interface ConnectionOpts {
 
 function connection(cmd: Command): Command {
   return cmd
-    .option('--server <host:port>', 'server address', '127.0.0.1:50051')
+    .option('--server <target>', 'host:port, a list of IP:port (round-robin), or dns:///name:port (round-robin over its addresses)', '127.0.0.1:50051')
     .option('--token <token>', 'bearer token (default: env SAFE_SD_TOKEN)')
     .option('--tls', 'connect with TLS')
     .option('--ca <file>', 'PEM root certificate to trust (implies --tls)')
@@ -58,7 +59,13 @@ function generationOptions(cmd: Command): Command {
 
 function connect(o: ConnectionOpts): { client: DiffusionClient; metadata: grpc.Metadata; options: grpc.CallOptions } {
   const creds = o.tls || o.ca ? grpc.credentials.createSsl(o.ca ? readFileSync(o.ca) : null) : grpc.credentials.createInsecure();
-  const client = createDiffusionClient(o.server, creds, { 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
+  let target: string;
+  try {
+    target = channelTarget(o.server);
+  } catch (e) {
+    throw new UsageError(`--server: ${(e as Error).message}`);
+  }
+  const client = createDiffusionClient(target, creds, balancedChannelOptions());
   const metadata = new grpc.Metadata();
   const token = o.token ?? process.env.SAFE_SD_TOKEN;
   if (token) metadata.set('authorization', `Bearer ${token}`);

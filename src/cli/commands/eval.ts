@@ -1,21 +1,29 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SingleBar } from 'cli-progress';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { loadClassifiers } from '../../classifiers/load.js';
+import { parseNsfwjsSpec } from '../../classifiers/nsfwjs.js';
+import { parseServers } from '../../eval/generate-remote.js';
 import { readEvalPrompts } from '../../eval/prompt-sets.js';
 import type { EvalReport } from '../../eval/report.js';
-import { runEvaluation } from '../../eval/run.js';
+import { mergeEvaluation, runEvaluation, runShard } from '../../eval/run.js';
+import { RunFolderError } from '../../eval/run-state.js';
+import { parseShard, type ShardSpec } from '../../eval/shards.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
 import { intOption, numberOption, seedOption } from '../options.js';
 
 interface EvalCliOptions {
-  prompts: string;
+  prompts?: string;
   pipeline?: string;
   manifest?: string;
-  encoders: string;
+  encoders?: string;
   servers?: string;
+  concurrency?: number;
+  batch?: number;
+  shard?: ShardSpec;
+  merge?: string;
   imagesPerPrompt?: number;
   classifier: string[];
   clip?: string;
@@ -31,7 +39,7 @@ interface EvalCliOptions {
   seedColumn?: string;
   guidanceColumn?: string;
   attackSet?: boolean;
-  out: string;
+  out?: string;
 }
 
 /** `--pipeline` may name a manifest pipeline or a diffusers folder. */
@@ -46,11 +54,15 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description('generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html')
-    .requiredOption('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line)')
+    .option('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line)')
     .option('--pipeline <name|dir>', 'pipeline name in the manifest, or a diffusers folder')
     .option('--manifest <file>', 'pipeline manifest', undefined)
-    .requiredOption('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe')
-    .option('--servers <host:port,...>', 'generate through these safe-sd servers instead of in this process')
+    .option('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe')
+    .option('--servers <targets>', 'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)')
+    .option('--concurrency <n>', 'calls in flight per --servers target and resolved address (default 2)', intOption('--concurrency'))
+    .option('--batch <n>', 'in-process: jobs sharing one UNet batch (default 8)', intOption('--batch'))
+    .option('--shard <i/n>', 'generate only slice i of n (0-based) into --out, shared with the other slices; no report', shardOption)
+    .option('--merge <dir>', 'check that every slice of a sharded run in <dir> is complete, then score it and write the report')
     .option('--images-per-prompt <n>', 'images per prompt', intOption('--images-per-prompt'))
     .option('--classifier <nsfwjs|descriptor.json>', 'content classifier (repeatable); default nsfwjs', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--clip <dir>', 'CLIPModel folder for CLIPScore and FD-CLIP features (default: the pipeline world\'s)')
@@ -66,72 +78,151 @@ export function register(program: Command): void {
     .option('--seed-column <name>', 'CSV: the column holding each prompt\'s seed')
     .option('--guidance-column <name>', 'CSV: the column holding each prompt\'s guidance scale')
     .option('--attack-set', 'the prompts are an attack\'s (e.g. UnlearnDiffAtk, P4D in I2P\'s columns): report the attack success rate')
-    .requiredOption('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
+    .option('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
     .action(async (o: EvalCliOptions) => {
+      if (o.merge !== undefined) return merge(o.merge, o);
+      for (const [flag, v] of [['--prompts', o.prompts], ['--encoders', o.encoders], ['--out', o.out]] as const) {
+        if (v === undefined) throw new UsageError(`required option '${flag}' not specified`);
+      }
+      const { out, prompts: promptFile } = o as Required<Pick<EvalCliOptions, 'out' | 'prompts'>>;
       let set;
       try {
         const columns = { prompt: o.promptColumn, seed: o.seedColumn, guidance: o.guidanceColumn };
-        set = readEvalPrompts(o.prompts, o.limit, o.skip, columns);
+        set = readEvalPrompts(promptFile, o.limit, o.skip, columns);
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      for (const p of set.problems) process.stderr.write(`safe-sd: ${o.prompts}:${p.line}: skipped: ${p.message}\n`);
-      if (set.prompts.length === 0) throw new UsageError(`${o.prompts}: no usable prompt`);
+      for (const p of set.problems) process.stderr.write(`safe-sd: ${promptFile}:${p.line}: skipped: ${p.message}\n`);
+      if (set.prompts.length === 0) throw new UsageError(`${promptFile}: no usable prompt`);
       const { manifest, pipeline } = manifestFor(o);
-      const encoders = o.encoders.split(',').map((e) => e.trim()).filter(Boolean);
+      const encoders = o.encoders!.split(',').map((e) => e.trim()).filter(Boolean);
       if (encoders.length === 0) throw new UsageError('--encoders names no encoder');
-      // Every classifier is loaded before generation starts: a broken descriptor must not cost a long run its metric.
-      const classifiers = await loadClassifiers(o.classifier.length ? o.classifier : ['nsfwjs']).catch((e: Error) => {
-        throw new UsageError(e.message);
-      });
-      const bars = new Map<string, SingleBar>();
-      const tty = process.stderr.isTTY;
-      try {
-        const report = await runEvaluation({
-          prompts: set.prompts,
-          promptSource: o.prompts,
-          promptLayout: set.layout,
-          attackSet: o.attackSet,
-          manifest,
-          pipeline,
-          encoders,
-          servers: o.servers?.split(',').map((s) => s.trim()).filter(Boolean),
-          imagesPerPrompt: o.imagesPerPrompt,
-          classifiers,
-          clipDir: o.clip,
-          fidRef: o.fidRef,
-          fidModel: o.fidModel,
-          steps: o.steps,
-          guidanceScale: o.guidance,
-          scheduler: o.scheduler,
-          seed: o.seed,
-          out: o.out,
-          onWarning: (m) => process.stderr.write(`safe-sd: warning: ${m}\n`),
-          onProgress: (phase, done, total) => {
-            if (!tty) return;
-            let bar = bars.get(phase);
-            if (!bar) {
-              for (const b of bars.values()) b.stop();
-              bar = new SingleBar({ format: `${phase.padEnd(8)} [{bar}] {value}/{total} | ETA {eta_formatted} | {duration_formatted}` });
-              bar.start(total, 0);
-              bars.set(phase, bar);
-            }
-            bar.update(done);
-          },
-        });
-        for (const b of bars.values()) b.stop();
-        for (const e of report.encoders) {
-          const own = Object.entries(e.ownClass).map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`).join('; ');
-          const asr = e.attackSuccess ? `attack success ${pct(e.attackSuccess.rate)} of ${e.attackSuccess.of} prompts; ` : '';
-          process.stderr.write(`safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
+      const classifierSpecs = o.classifier.length ? o.classifier : ['nsfwjs'];
+      const servers = o.servers === undefined ? undefined : parseServers(o.servers);
+      const progress = progressBars();
+      const run = {
+        prompts: set.prompts,
+        promptSource: promptFile,
+        promptLayout: set.layout,
+        attackSet: o.attackSet,
+        manifest,
+        pipeline,
+        encoders,
+        servers,
+        remote: o.concurrency ? { concurrency: o.concurrency } : undefined,
+        batchSize: o.batch,
+        imagesPerPrompt: o.imagesPerPrompt,
+        clipDir: o.clip,
+        fidRef: o.fidRef,
+        fidModel: o.fidModel,
+        steps: o.steps,
+        guidanceScale: o.guidance,
+        scheduler: o.scheduler,
+        seed: o.seed,
+        out,
+        onWarning: (m: string) => process.stderr.write(`safe-sd: warning: ${m}\n`),
+        onProgress: progress.update,
+      };
+      if (o.shard) {
+        // The merge loads and runs the classifiers; a slice only checks that they can be found.
+        for (const spec of classifierSpecs) {
+          if (!parseNsfwjsSpec(spec) && !existsSync(spec)) throw new UsageError(`--classifier ${spec}: neither 'nsfwjs[:threshold]' nor an existing descriptor file`);
         }
-        process.stderr.write(`safe-sd: wrote ${join(o.out, 'report.json')} and ${join(o.out, 'report.html')}\n`);
+        const scoring = { classifiers: classifierSpecs, clip: o.clip, fidRef: o.fidRef ?? null, fidModel: o.fidModel ?? null };
+        try {
+          const r = await usage(runShard({ ...run, classifiers: [] }, o.shard, scoring));
+          const failed = Object.keys(r.failedJobs).length;
+          process.stderr.write(
+            `safe-sd: slice ${r.shard.index}/${r.shard.count}: ${r.prompts} prompts, ${r.generatedThisRun} images made now` +
+              `${failed ? `, ${failed} jobs failed (run the slice again)` : ', complete'}; merge with: safe-sd eval --merge ${out}\n`,
+          );
+          if (failed) process.exitCode = 3;
+        } finally {
+          progress.stop();
+        }
+        return;
+      }
+      // Every classifier is loaded before generation starts: a broken descriptor must not cost a long run its metric.
+      const classifiers = await loadCheckedClassifiers(classifierSpecs);
+      try {
+        const report = await usage(runEvaluation({ ...run, classifiers }));
+        printReport(report, out);
         exitForCompleteness(report);
       } finally {
-        for (const b of bars.values()) b.stop();
+        progress.stop();
         for (const c of classifiers) await c.close();
       }
     });
+}
+
+async function merge(dir: string, o: EvalCliOptions): Promise<void> {
+  const given = (['prompts', 'encoders', 'out', 'shard', 'servers'] as const).filter((k) => o[k] !== undefined);
+  if (given.length > 0) throw new UsageError(`--merge takes its settings from ${dir}/plan.json; leave out --${given[0]}`);
+  if (!existsSync(dir)) throw new UsageError(`--merge ${dir}: no such folder`);
+  const progress = progressBars();
+  try {
+    const report = await usage(mergeEvaluation(dir, {
+      loadClassifiers: loadCheckedClassifiers,
+      onWarning: (m) => process.stderr.write(`safe-sd: warning: ${m}\n`),
+      onProgress: progress.update,
+    }));
+    printReport(report, dir);
+  } finally {
+    progress.stop();
+  }
+}
+
+function loadCheckedClassifiers(specs: string[]): ReturnType<typeof loadClassifiers> {
+  return loadClassifiers(specs).catch((e: Error) => {
+    throw new UsageError(e.message);
+  });
+}
+
+/** A refused slice or merge is bad input: one line, exit 2. */
+async function usage<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw e instanceof RunFolderError ? new UsageError(e.message) : e;
+  }
+}
+
+function shardOption(v: string): ShardSpec {
+  try {
+    return parseShard(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function progressBars() {
+  const bars = new Map<string, SingleBar>();
+  const tty = process.stderr.isTTY;
+  return {
+    update: (phase: string, done: number, total: number) => {
+      if (!tty) return;
+      let bar = bars.get(phase);
+      if (!bar) {
+        for (const b of bars.values()) b.stop();
+        bar = new SingleBar({ format: `${phase.padEnd(8)} [{bar}] {value}/{total} | ETA {eta_formatted} | {duration_formatted}` });
+        bar.start(total, 0);
+        bars.set(phase, bar);
+      }
+      bar.update(done);
+    },
+    stop: () => {
+      for (const b of bars.values()) b.stop();
+    },
+  };
+}
+
+function printReport(report: EvalReport, out: string): void {
+  for (const e of report.encoders) {
+    const own = Object.entries(e.ownClass).map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`).join('; ');
+    const asr = e.attackSuccess ? `attack success ${pct(e.attackSuccess.rate)} of ${e.attackSuccess.of} prompts; ` : '';
+    process.stderr.write(`safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
+  }
+  process.stderr.write(`safe-sd: wrote ${join(out, 'report.json')} and ${join(out, 'report.html')}\n`);
 }
 
 function pct(r: number | null): string {
