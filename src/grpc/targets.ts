@@ -53,7 +53,8 @@ export function channelTarget(spec: string): string {
 
 /**
  * How many addresses a target stands for right now (for sizing the calls kept in flight; grpc-js resolves it again
- * on its own schedule). `dns://server/name:port` asks that DNS server, as grpc-js does.
+ * on its own schedule). `dns://server/name:port` asks that DNS server where grpc-js does too: with its switch
+ * GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true; otherwise both use the system's resolver.
  */
 export async function countAddresses(target: string): Promise<number> {
   const list = /^ipv[46]:(.*)$/.exec(target);
@@ -63,7 +64,7 @@ export async function countAddresses(target: string): Promise<number> {
   const host = splitHostPort(m[2]!)?.host ?? m[2]!;
   if (isIP(host)) return 1;
   try {
-    if (!m[1]) return (await dns.lookup(host, { all: true })).length;
+    if (!m[1] || process.env.GRPC_NODE_USE_ALTERNATIVE_RESOLVER !== 'true') return (await dns.lookup(host, { all: true })).length;
     const resolver = new dns.Resolver();
     resolver.setServers([m[1]]);
     const found = await Promise.allSettled([resolver.resolve4(host), resolver.resolve6(host)]);
