@@ -2,6 +2,7 @@
 import { LocalEngine } from '../pipeline/engine.js';
 import type { BatchJob } from '../pipeline/engine-api.js';
 import type { Manifest } from '../pipeline/manifest.js';
+import type { SessionSettings } from '../onnx/session.js';
 import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 export class LocalGenerator implements ImageGenerator {
@@ -11,8 +12,9 @@ export class LocalGenerator implements ImageGenerator {
   constructor(
     manifest: Manifest,
     private readonly batchSize = 8,
+    session?: SessionSettings,
   ) {
-    this.engine = new LocalEngine(manifest);
+    this.engine = new LocalEngine(manifest, { session });
   }
 
   async run(jobs: GenJob[], s: JobSettings, done: (job: GenJob, outcome: GenOutcome) => Promise<void>): Promise<void> {

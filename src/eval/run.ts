@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Manifest, PipelineEntry } from '../pipeline/manifest.js';
+import type { SessionSettings } from '../onnx/session.js';
 import { Config } from '../core/config.js';
 import { ClipModel } from './clipscore.js';
 import { promptSeed, type EvalPrompt } from './eval-prompt.js';
@@ -59,6 +60,8 @@ export interface EvalOptions {
   seed?: bigint;
   negativePrompt?: string;
   batchSize?: number;
+  /** In-process generation: the execution provider's session settings (default CPU). */
+  session?: SessionSettings;
   out: string;
   /** Prompts shown in the HTML image grid. */
   gridPrompts?: number;
@@ -161,7 +164,7 @@ async function generateMissing(o: EvalOptions, settings: GenerationSettings, sta
   let dropped: Generated['dropped'] = [];
   const genStarted = performance.now();
   if (jobs.length > 0) {
-    const generator: ImageGenerator = o.servers?.length ? new RemoteGenerator(o.servers, o.remote) : new LocalGenerator(o.manifest, o.batchSize);
+    const generator: ImageGenerator = o.servers?.length ? new RemoteGenerator(o.servers, o.remote) : new LocalGenerator(o.manifest, o.batchSize, o.session);
     let done = 0;
     o.onProgress?.('generate', 0, jobs.length * n);
     try {

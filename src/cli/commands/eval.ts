@@ -10,9 +10,10 @@ import type { EvalReport } from '../../eval/report.js';
 import { mergeEvaluation, runEvaluation, runShard } from '../../eval/run.js';
 import { RunFolderError } from '../../eval/run-state.js';
 import { parseShard, type ShardSpec } from '../../eval/shards.js';
+import { providerSettings, type Provider } from '../../onnx/session.js';
 import { DEFAULT_MANIFEST, manifestForModel, readManifest, type Manifest } from '../../pipeline/manifest.js';
 import { UsageError } from '../errors.js';
-import { intOption, numberOption, seedOption } from '../options.js';
+import { intOption, numberOption, providerOption, seedOption } from '../options.js';
 
 interface EvalCliOptions {
   prompts?: string;
@@ -22,6 +23,7 @@ interface EvalCliOptions {
   servers?: string;
   concurrency?: number;
   batch?: number;
+  provider: Provider;
   shard?: ShardSpec;
   merge?: string;
   imagesPerPrompt?: number;
@@ -61,6 +63,7 @@ export function register(program: Command): void {
     .option('--servers <targets>', 'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)')
     .option('--concurrency <n>', 'calls in flight per --servers target and resolved address (default 2)', intOption('--concurrency'))
     .option('--batch <n>', 'in-process: jobs sharing one UNet batch (default 8)', intOption('--batch'))
+    .addOption(providerOption())
     .option('--shard <i/n>', 'generate only slice i of n (0-based) into --out, shared with the other slices; no report', shardOption)
     .option('--merge <dir>', 'check that every slice of a sharded run in <dir> is complete, then score it and write the report')
     .option('--images-per-prompt <n>', 'images per prompt', intOption('--images-per-prompt'))
@@ -111,6 +114,7 @@ export function register(program: Command): void {
         servers,
         remote: o.concurrency ? { concurrency: o.concurrency } : undefined,
         batchSize: o.batch,
+        session: providerSettings(o.provider),
         imagesPerPrompt: o.imagesPerPrompt,
         clipDir: o.clip,
         fidRef: o.fidRef,
