@@ -18,6 +18,7 @@ test('targets: one address as it is, a list of IPs as grpc-js ipv4:/ipv6: lists,
   t.is(channelTarget('dns:///safe-sd-replicas.default.svc.cluster.local:50051'), 'dns:///safe-sd-replicas.default.svc.cluster.local:50051');
   t.is(channelTarget('127.0.0.1:1, 127.0.0.2:2'), 'ipv4:127.0.0.1:1,127.0.0.2:2');
   t.is(channelTarget('[::1]:1,[::1]:2'), 'ipv6:[::1]:1,[::1]:2');
+  t.is(channelTarget('ipv4:127.0.0.1:1,127.0.0.2:2'), 'ipv4:127.0.0.1:1,127.0.0.2:2');
   t.throws(() => channelTarget('a.example:1,b.example:1'), { message: /a list of servers takes IP:port addresses; for names use dns:\/\/\/name:port/ });
   t.throws(() => channelTarget('127.0.0.1:1,[::1]:1'), { message: /mixes IPv4 and IPv6/ });
   t.deepEqual(parseServers('dns:///x:1'), ['dns:///x:1']);

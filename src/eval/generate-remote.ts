@@ -10,7 +10,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../grpc/proto.js';
-import { balancedChannelOptions, channelTarget, countAddresses } from '../grpc/targets.js';
+import { balancedChannelOptions, channelTarget, countAddresses, SCHEME } from '../grpc/targets.js';
 import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.CANCELLED, grpc.status.ABORTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
@@ -40,7 +40,7 @@ interface Server {
 
 /** `--servers`: one target with a scheme (`dns:///name:port`, `ipv4:a:1,b:2`), or a comma-separated list of addresses. */
 export function parseServers(spec: string): string[] {
-  if (/^(dns|ipv4|ipv6|unix):/.test(spec.trim())) return [spec.trim()];
+  if (SCHEME.test(spec.trim())) return [spec.trim()];
   return spec.split(',').map((s) => s.trim()).filter(Boolean);
 }
 

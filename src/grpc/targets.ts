@@ -29,6 +29,9 @@ export function balancedChannelOptions(extra: grpc.ChannelOptions = {}): grpc.Ch
   return { 'grpc.service_config': JSON.stringify(BALANCED_SERVICE_CONFIG), 'grpc.max_receive_message_length': 256 * 1024 * 1024, ...extra };
 }
 
+/** grpc-js's own name schemes: the target goes to its resolver as it is. */
+export const SCHEME = /^(dns|ipv4|ipv6|unix|unix-abstract|vsock):/;
+
 function splitHostPort(address: string): { host: string; port: string } | undefined {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
   return m ? { host: m[1]!, port: m[2]! } : undefined;
@@ -40,6 +43,7 @@ function splitHostPort(address: string): { host: string; port: string } | undefi
  * one channel: it is refused with the way to write it (`dns:///name:port` with a name that lists the replicas).
  */
 export function channelTarget(spec: string): string {
+  if (SCHEME.test(spec.trim())) return spec.trim();
   const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
   if (parts.length === 0) throw new Error('no server address');
   if (parts.length === 1) return parts[0]!;
