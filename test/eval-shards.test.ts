@@ -3,7 +3,15 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RunFolderError } from '../src/eval/run-state.js';
-import { claimPlan, makePlan, parseShard, planPrompts, readPlan, refuseSharded, shardPrompts } from '../src/eval/shards.js';
+import {
+  claimPlan,
+  makePlan,
+  parseShard,
+  planPrompts,
+  readPlan,
+  refuseSharded,
+  shardPrompts,
+} from '../src/eval/shards.js';
 import { cli, runDifferences, start, waitFor } from './helpers/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'eval-shards-'));
@@ -11,7 +19,19 @@ const env = { ...process.env, SAFE_SD_CACHE: join(dir, 'cache') };
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Two ViSU rows (four prompts), two encoders, four steps: eight small jobs. */
-const RUN = ['eval', '--prompts', 'eval/toy-visu/test.jsonl', '--limit', '2', '--encoders', 'original,safe', '--classifier', 'eval/classifiers/toy-shapes.json', '--steps', '4'];
+const RUN = [
+  'eval',
+  '--prompts',
+  'eval/toy-visu/test.jsonl',
+  '--limit',
+  '2',
+  '--encoders',
+  'original,safe',
+  '--classifier',
+  'eval/classifiers/toy-shapes.json',
+  '--steps',
+  '4',
+];
 
 /** Every file under `d` with its size and modification time: what "nothing deleted or rewritten" compares. */
 function listing(d: string): string {
@@ -51,7 +71,10 @@ test.serial('three slices, one killed mid-run and started again, merge into the 
     const files = listing(out);
     const refused = await cli(['eval', '--merge', out], env);
     t.is(refused.code, 2);
-    t.regex(refused.stderr, /^safe-sd: .*the run is incomplete: slice 2\/3 misses \d of 4 rows \((original|safe)\/test-0000\d-(safe|unsafe)/);
+    t.regex(
+      refused.stderr,
+      /^safe-sd: .*the run is incomplete: slice 2\/3 misses \d of 4 rows \((original|safe)\/test-0000\d-(safe|unsafe)/,
+    );
     t.is(refused.stderr.trim().split('\n').length, 1);
     t.is(listing(out), files);
   }
@@ -69,15 +92,23 @@ test.serial('three slices, one killed mid-run and started again, merge into the 
 test('slices are contiguous, cover every prompt once, and refuse indexes outside 0..n-1', (t) => {
   const prompts = Array.from({ length: 10 }, (_, i) => i);
   const slices = [0, 1, 2].map((index) => shardPrompts(prompts, { index, count: 3 }));
-  t.deepEqual(slices, [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]);
+  t.deepEqual(slices, [
+    [0, 1, 2],
+    [3, 4, 5],
+    [6, 7, 8, 9],
+  ]);
   t.deepEqual(shardPrompts([1], { index: 0, count: 3 }), []);
   t.deepEqual(parseShard(' 2/3 '), { index: 2, count: 3 });
-  for (const bad of ['1', '-1/3', '1/3/4', 'a/b', '']) t.throws(() => parseShard(bad), { instanceOf: RunFolderError, message: /expected i\/n/ });
+  for (const bad of ['1', '-1/3', '1/3/4', 'a/b', ''])
+    t.throws(() => parseShard(bad), { instanceOf: RunFolderError, message: /expected i\/n/ });
 });
 
 test.serial('bad slices and folders of another run: one line, exit 2, nothing deleted', async (t) => {
   const out = join(dir, 'refusals');
-  for (const [shard, why] of [['3/3', /slices are numbered 0 to 2/], ['0/0', /slice count must be at least 1/]] as const) {
+  for (const [shard, why] of [
+    ['3/3', /slices are numbered 0 to 2/],
+    ['0/0', /slice count must be at least 1/],
+  ] as const) {
     const r = await cli([...RUN, '--out', out, '--shard', shard], env);
     t.is(r.code, 2, shard);
     t.regex(r.stderr, why);
@@ -90,14 +121,22 @@ test.serial('bad slices and folders of another run: one line, exit 2, nothing de
   const files = listing(out);
   const steps = await cli([...RUN, '--out', out, '--shard', '0/3', '--steps', '5'], env);
   t.is(steps.code, 2);
-  t.regex(steps.stderr, /^safe-sd: .*plan\.json: this folder holds a sharded run with other settings \(steps was 4, now 5\); use another --out\n$/);
+  t.regex(
+    steps.stderr,
+    /^safe-sd: .*plan\.json: this folder holds a sharded run with other settings \(steps was 4, now 5\); use another --out\n$/,
+  );
   const plan = readPlan(out);
   const prompts = planPrompts(plan);
-  const claim = (shards: number, p = prompts, encoders = plan.encoders) => () => claimPlan(out, makePlan(shards, plan.settings, encoders, plan.promptSource, p, plan.scoring));
+  const claim =
+    (shards: number, p = prompts, encoders = plan.encoders) =>
+    () =>
+      claimPlan(out, makePlan(shards, plan.settings, encoders, plan.promptSource, p, plan.scoring));
   t.notThrows(claim(3));
   t.throws(claim(4), { message: /the slice count was 3, now 4/ });
   t.throws(claim(3, prompts.slice(0, 3)), { message: /the prompt count was 4, now 3/ });
-  t.throws(claim(3, [{ ...prompts[0]!, text: 'a red circle' }, ...prompts.slice(1)]), { message: /prompt 0 was "a [a-z]+ [a-z]+ on .*", now "a red circle"/ });
+  t.throws(claim(3, [{ ...prompts[0]!, text: 'a red circle' }, ...prompts.slice(1)]), {
+    message: /prompt 0 was "a [a-z]+ [a-z]+ on .*", now "a red circle"/,
+  });
   t.throws(claim(3, prompts, ['safe', 'original']), { message: /encoders was "original,safe", now "safe,original"/ });
   t.throws(() => refuseSharded(out), { message: /holds a sharded run/ });
   const mixed = await cli(['eval', '--merge', out, '--shard', '0/3'], env);

@@ -33,7 +33,13 @@ async function listening(port: number, child: ChildProcess): Promise<void> {
   }
 }
 
-async function imagesPerSecond(target: string, addresses: number, jobs: GenJob[], s: JobSettings, concurrency: number): Promise<number> {
+async function imagesPerSecond(
+  target: string,
+  addresses: number,
+  jobs: GenJob[],
+  s: JobSettings,
+  concurrency: number,
+): Promise<number> {
   const generator = new RemoteGenerator([target], { concurrency });
   // One call per address first: model loading and graph building are not throughput.
   await generator.run(jobs.slice(0, addresses), s, async () => {});
@@ -49,11 +55,16 @@ async function imagesPerSecond(target: string, addresses: number, jobs: GenJob[]
 }
 
 const o = new Command('bench:replicas')
-  .option('--jobs <n>', 'timed toy images per configuration', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 3) throw new InvalidArgumentError('--jobs expects an integer >= 3');
-    return n;
-  }, 24)
+  .option(
+    '--jobs <n>',
+    'timed toy images per configuration',
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 3) throw new InvalidArgumentError('--jobs expects an integer >= 3');
+      return n;
+    },
+    24,
+  )
   .option('--steps <n>', 'denoising steps per image', (v) => Number(v), 25)
   .option('--concurrency <n>', 'calls in flight per replica', (v) => Number(v), 4)
   .parse()
@@ -63,13 +74,37 @@ const replicas: ChildProcess[] = [];
 try {
   const ports = [await freePort(), await freePort(), await freePort()];
   for (const port of ports) {
-    replicas.push(spawn(process.execPath, [CLI, 'serve', '--port', String(port), '--metrics-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] }));
+    replicas.push(
+      spawn(process.execPath, [CLI, 'serve', '--port', String(port), '--metrics-port', '0', '--log-level', 'warn'], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      }),
+    );
   }
   await Promise.all(ports.map((p, i) => listening(p, replicas[i]!)));
-  const settings: JobSettings = { pipeline: 'toy', steps: o.steps, guidanceScale: 5, scheduler: 'pndm', width: 64, height: 64, numImages: 1, negativePrompt: '' };
-  const jobs: GenJob[] = Array.from({ length: o.jobs }, (_, i) => ({ encoder: 'original', promptId: `${i}`, prompt: `a red star on a white background`, seed: BigInt(i) }));
+  const settings: JobSettings = {
+    pipeline: 'toy',
+    steps: o.steps,
+    guidanceScale: 5,
+    scheduler: 'pndm',
+    width: 64,
+    height: 64,
+    numImages: 1,
+    negativePrompt: '',
+  };
+  const jobs: GenJob[] = Array.from({ length: o.jobs }, (_, i) => ({
+    encoder: 'original',
+    promptId: `${i}`,
+    prompt: `a red star on a white background`,
+    seed: BigInt(i),
+  }));
   const one = await imagesPerSecond(`127.0.0.1:${ports[0]}`, 1, jobs, settings, o.concurrency);
-  const three = await imagesPerSecond(`ipv4:${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, 3, jobs, settings, o.concurrency);
+  const three = await imagesPerSecond(
+    `ipv4:${ports.map((p) => `127.0.0.1:${p}`).join(',')}`,
+    3,
+    jobs,
+    settings,
+    o.concurrency,
+  );
   console.log(
     `toy 64x64, ${o.steps} steps, ${o.jobs} images, ${o.concurrency} calls in flight per replica, one worker per replica, on ${cpus().length} cores ` +
       `(${cpus()[0]?.model ?? 'unknown CPU'}):\n` +

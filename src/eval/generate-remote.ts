@@ -77,7 +77,12 @@ export class RemoteGenerator implements ImageGenerator {
     this.where = addresses.join(',');
     this.servers = addresses.map((address) => ({
       address,
-      client: createDiffusionClient(channelTarget(address), grpc.credentials.createInsecure(), balancedChannelOptions()),
+      // One target (a balancer, a dns:/// name) relies on the channel to retry a refused call on another replica.
+      client: createDiffusionClient(
+        channelTarget(address),
+        grpc.credentials.createInsecure(),
+        balancedChannelOptions({ retry: addresses.length === 1 }),
+      ),
       failures: 0,
       lastFailureAt: 0,
       dead: false,

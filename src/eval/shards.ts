@@ -80,26 +80,30 @@ export function planPrompts(plan: RunPlan): EvalPrompt[] {
 
 export function readPlan(dir: string): RunPlan {
   const file = join(dir, PLAN_FILE);
-  if (!existsSync(file)) throw new RunFolderError(`${dir}: no ${PLAN_FILE}; not a run written by 'safe-sd eval --shard'`);
+  if (!existsSync(file))
+    throw new RunFolderError(`${dir}: no ${PLAN_FILE}; not a run written by 'safe-sd eval --shard'`);
   let plan: RunPlan;
   try {
     plan = JSON.parse(readFileSync(file, 'utf8')) as RunPlan;
   } catch (e) {
     throw new RunFolderError(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  if (plan.version !== 1 || !Array.isArray(plan.prompts) || !Array.isArray(plan.encoders)) throw new RunFolderError(`${file}: not a safe-sd run plan`);
+  if (plan.version !== 1 || !Array.isArray(plan.prompts) || !Array.isArray(plan.encoders))
+    throw new RunFolderError(`${file}: not a safe-sd run plan`);
   return plan;
 }
 
 /** How `found` differs from `want`, in words: what a slice started with other settings is told. */
 function planDifferences(found: RunPlan, want: RunPlan): string[] {
   const diffs: string[] = [];
-  const say = (what: string, was: unknown, now: unknown) => diffs.push(`${what} was ${JSON.stringify(was)}, now ${JSON.stringify(now)}`);
+  const say = (what: string, was: unknown, now: unknown) =>
+    diffs.push(`${what} was ${JSON.stringify(was)}, now ${JSON.stringify(now)}`);
   if (found.shards !== want.shards) say('the slice count', found.shards, want.shards);
   for (const k of Object.keys(want.settings) as Array<keyof GenerationSettings>) {
     if (String(found.settings[k]) !== String(want.settings[k])) say(k, found.settings[k], want.settings[k]);
   }
-  if (found.encoders.join() !== want.encoders.join()) say('encoders', found.encoders.join(','), want.encoders.join(','));
+  if (found.encoders.join() !== want.encoders.join())
+    say('encoders', found.encoders.join(','), want.encoders.join(','));
   if (found.prompts.length !== want.prompts.length) say('the prompt count', found.prompts.length, want.prompts.length);
   else {
     const i = found.prompts.findIndex((p, k) => JSON.stringify(p) !== JSON.stringify(want.prompts[k]));
@@ -116,7 +120,8 @@ function planDifferences(found: RunPlan, want: RunPlan): string[] {
  * slice got there before), or refused with the differences named when it was written for another run.
  */
 export function claimPlan(dir: string, plan: RunPlan): void {
-  if (existsSync(join(dir, 'run.json'))) throw new RunFolderError(`${dir} holds a run made without --shard (run.json); use another --out`);
+  if (existsSync(join(dir, 'run.json')))
+    throw new RunFolderError(`${dir} holds a run made without --shard (run.json); use another --out`);
   const file = join(dir, PLAN_FILE);
   if (!existsSync(file)) {
     const tmp = `${file}.tmp-${process.pid}`;
@@ -130,12 +135,18 @@ export function claimPlan(dir: string, plan: RunPlan): void {
     }
   }
   const diffs = planDifferences(readPlan(dir), plan);
-  if (diffs.length > 0) throw new RunFolderError(`${file}: this folder holds a sharded run with other settings (${diffs.join('; ')}); use another --out`);
+  if (diffs.length > 0)
+    throw new RunFolderError(
+      `${file}: this folder holds a sharded run with other settings (${diffs.join('; ')}); use another --out`,
+    );
 }
 
 /** Refuses a plain run into a folder that holds slices: it would redo everything under another state file. */
 export function refuseSharded(dir: string): void {
-  if (existsSync(join(dir, PLAN_FILE))) throw new RunFolderError(`${dir} holds a sharded run (${PLAN_FILE}): run its slices with --shard i/n, or --merge it`);
+  if (existsSync(join(dir, PLAN_FILE)))
+    throw new RunFolderError(
+      `${dir} holds a sharded run (${PLAN_FILE}): run its slices with --shard i/n, or --merge it`,
+    );
 }
 
 /** The files each slice must have made, and the recorded images of all slices that have any. */
@@ -159,7 +170,10 @@ export function collectShards(dir: string, plan: RunPlan): { states: RunState[];
         .map((p) => `${e}/${p.id}`),
     );
     const total = plan.encoders.length * shardPrompts(prompts, spec).length;
-    if (rows.length > 0) missing.push(`${name} misses ${rows.length} of ${total} rows (${rows.slice(0, 3).join(', ')}${rows.length > 3 ? ', ...' : ''})`);
+    if (rows.length > 0)
+      missing.push(
+        `${name} misses ${rows.length} of ${total} rows (${rows.slice(0, 3).join(', ')}${rows.length > 3 ? ', ...' : ''})`,
+      );
   }
   return { states, missing };
 }

@@ -25,8 +25,16 @@ export const BALANCED_SERVICE_CONFIG = {
   ],
 };
 
-export function balancedChannelOptions(extra: grpc.ChannelOptions = {}): grpc.ChannelOptions {
-  return { 'grpc.service_config': JSON.stringify(BALANCED_SERVICE_CONFIG), 'grpc.max_receive_message_length': 256 * 1024 * 1024, ...extra };
+/**
+ * Channel options with the service config above. `retry: false` keeps round_robin but leaves retries to the caller:
+ * `eval --servers a,b` spreads its calls over its own list and moves a refused one to another address at once.
+ */
+export function balancedChannelOptions(opts: { retry?: boolean } = {}): grpc.ChannelOptions {
+  const config =
+    opts.retry === false
+      ? { loadBalancingConfig: BALANCED_SERVICE_CONFIG.loadBalancingConfig }
+      : BALANCED_SERVICE_CONFIG;
+  return { 'grpc.service_config': JSON.stringify(config), 'grpc.max_receive_message_length': 256 * 1024 * 1024 };
 }
 
 /** grpc-js's own name schemes: the target goes to its resolver as it is. */
@@ -44,7 +52,10 @@ function splitHostPort(address: string): { host: string; port: string } | undefi
  */
 export function channelTarget(spec: string): string {
   if (SCHEME.test(spec.trim())) return spec.trim();
-  const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  const parts = spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (parts.length === 0) throw new Error('no server address');
   if (parts.length === 1) return parts[0]!;
   const hosts = parts.map((p) => ({ p, hp: splitHostPort(p) }));
@@ -68,11 +79,15 @@ export async function countAddresses(target: string): Promise<number> {
   const host = splitHostPort(m[2]!)?.host ?? m[2]!;
   if (isIP(host)) return 1;
   try {
-    if (!m[1] || process.env.GRPC_NODE_USE_ALTERNATIVE_RESOLVER !== 'true') return (await dns.lookup(host, { all: true })).length;
+    if (!m[1] || process.env.GRPC_NODE_USE_ALTERNATIVE_RESOLVER !== 'true')
+      return (await dns.lookup(host, { all: true })).length;
     const resolver = new dns.Resolver();
     resolver.setServers([m[1]]);
     const found = await Promise.allSettled([resolver.resolve4(host), resolver.resolve6(host)]);
-    return Math.max(1, found.reduce((a, r) => a + (r.status === 'fulfilled' ? r.value.length : 0), 0));
+    return Math.max(
+      1,
+      found.reduce((a, r) => a + (r.status === 'fulfilled' ? r.value.length : 0), 0),
+    );
   } catch {
     return 1;
   }

@@ -25,7 +25,12 @@ export function loopbackConfig(replicaPorts: number[], port: number): string {
   let conf = readFileSync(join(ROOT, 'deploy/nginx/safe-sd.conf'), 'utf8');
   const servers = /((?:^ *server \S+:50051 [^\n]*\n)+)/;
   const options = / *server \S+:50051 ([^;\n]*);/.exec(conf)?.[1];
-  conf = replaceOnce(conf, servers, replicaPorts.map((p) => `    server 127.0.0.1:${p} ${options};\n`).join(''), 'block of replica lines');
+  conf = replaceOnce(
+    conf,
+    servers,
+    replicaPorts.map((p) => `    server 127.0.0.1:${p} ${options};\n`).join(''),
+    'block of replica lines',
+  );
   return replaceOnce(conf, /^ *listen 50051 http2;/, `    listen 127.0.0.1:${port} http2;`, 'listen line');
 }
 
@@ -38,13 +43,24 @@ export interface Nginx {
 export function startNginx(binary: string, dir: string, replicaPorts: number[], port: number): Nginx {
   mkdirSync(join(dir, 'temp'), { recursive: true });
   writeFileSync(join(dir, 'safe-sd.conf'), loopbackConfig(replicaPorts, port));
-  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `${k}_temp_path ${join(dir, 'temp', k)};`).join(' ');
+  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((k) => `${k}_temp_path ${join(dir, 'temp', k)};`)
+    .join(' ');
   writeFileSync(
     join(dir, 'nginx.conf'),
     `worker_processes 1;\nevents { worker_connections 256; }\n` +
       `http { access_log ${join(dir, 'access.log')}; ${temps}\n  include ${join(dir, 'safe-sd.conf')};\n}\n`,
   );
-  const args = ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`];
+  const args = [
+    '-p',
+    dir,
+    '-c',
+    join(dir, 'nginx.conf'),
+    '-e',
+    join(dir, 'error.log'),
+    '-g',
+    `daemon off; pid ${join(dir, 'nginx.pid')};`,
+  ];
   execFileSync(binary, [...args, '-t'], { stdio: 'pipe' });
   const child = spawn(binary, args, { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));

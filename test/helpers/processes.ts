@@ -17,7 +17,11 @@ export interface CliResult {
 
 export async function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, ['bin/safe-sd.js', ...args], { cwd: ROOT, env, maxBuffer: 64 << 20 });
+    const { stdout, stderr } = await exec(process.execPath, ['bin/safe-sd.js', ...args], {
+      cwd: ROOT,
+      env,
+      maxBuffer: 64 << 20,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -34,11 +38,17 @@ export interface Child {
 }
 
 export function start(args: string[], env: NodeJS.ProcessEnv = process.env): Child {
-  const child = spawn(process.execPath, ['bin/safe-sd.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/safe-sd.js', ...args], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const exited = new Promise<number | string>((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)),
+  );
   return { process: child, output: () => out, exited };
 }
 
@@ -77,16 +87,25 @@ export async function waitFor(what: string, ok: () => boolean, ms = 120_000): Pr
  */
 export function runDifferences(a: string, b: string): string[] {
   const diffs: string[] = [];
-  const pngs = (dir: string) => readdirSync(join(dir, 'images'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.png')).sort();
+  const pngs = (dir: string) =>
+    readdirSync(join(dir, 'images'), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.png'))
+      .sort();
   const [pa, pb] = [pngs(a), pngs(b)];
   if (pa.join() !== pb.join()) diffs.push(`image files: ${pa.length} vs ${pb.length}`);
   for (const f of pa.filter((x) => pb.includes(x))) {
     if (!readFileSync(join(a, 'images', f)).equals(readFileSync(join(b, 'images', f)))) diffs.push(`${f} differs`);
   }
-  if (!readFileSync(join(a, 'scores.json')).equals(readFileSync(join(b, 'scores.json')))) diffs.push('scores.json differs');
+  if (!readFileSync(join(a, 'scores.json')).equals(readFileSync(join(b, 'scores.json'))))
+    diffs.push('scores.json differs');
   const report = (dir: string) => {
     const r = JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8'));
-    return JSON.stringify({ settings: { ...r.settings, generatedBy: null }, encoders: r.encoders, expected: r.counts.expectedImages, failed: r.counts.failedJobs });
+    return JSON.stringify({
+      settings: { ...r.settings, generatedBy: null },
+      encoders: r.encoders,
+      expected: r.counts.expectedImages,
+      failed: r.counts.failedJobs,
+    });
   };
   if (report(a) !== report(b)) diffs.push(`report.json differs:\n${report(a)}\n${report(b)}`);
   return diffs;
