@@ -56,10 +56,10 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description('generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html')
-    .option('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line)')
+    .option('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line) (required unless --merge)')
     .option('--pipeline <name|dir>', 'pipeline name in the manifest, or a diffusers folder')
     .option('--manifest <file>', 'pipeline manifest', undefined)
-    .option('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe')
+    .option('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe (required unless --merge)')
     .option('--servers <targets>', 'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)')
     .option('--concurrency <n>', 'calls in flight per --servers target and resolved address (default 2)', intOption('--concurrency'))
     .option('--batch <n>', 'in-process: jobs sharing one UNet batch (default 8)', intOption('--batch'))
@@ -81,7 +81,7 @@ export function register(program: Command): void {
     .option('--seed-column <name>', 'CSV: the column holding each prompt\'s seed')
     .option('--guidance-column <name>', 'CSV: the column holding each prompt\'s guidance scale')
     .option('--attack-set', 'the prompts are an attack\'s (e.g. UnlearnDiffAtk, P4D in I2P\'s columns): report the attack success rate')
-    .option('--out <dir>', 'run folder (resumable: a rerun does only what is missing)')
+    .option('--out <dir>', 'run folder (resumable: a rerun does only what is missing) (required unless --merge)')
     .action(async (o: EvalCliOptions) => {
       if (o.merge !== undefined) return merge(o.merge, o);
       for (const [flag, v] of [['--prompts', o.prompts], ['--encoders', o.encoders], ['--out', o.out]] as const) {
