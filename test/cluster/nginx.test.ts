@@ -148,6 +148,6 @@ serial('a client generate through nginx, in flight on a replica that gets SIGTER
   t.true(existsSync(out) && readdirSync(out).some((f) => f === '5-original-0.png'));
   // The signal came while the call was running: the replica finished it during its drain.
   const log = last.child.output();
-  const signalled = log.indexOf('"msg":"signal received"');
+  const signalled = log.indexOf('"signal":"SIGTERM"');
   t.true(signalled > 0 && log.indexOf('"code":"OK"', signalled) > signalled, log);
 });

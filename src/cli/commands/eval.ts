@@ -171,6 +171,7 @@ async function merge(dir: string, o: EvalCliOptions): Promise<void> {
       onProgress: progress.update,
     }));
     printReport(report, dir);
+    exitForCompleteness(report);
   } finally {
     progress.stop();
   }
