@@ -70,7 +70,7 @@ test('formatTable lines up columns and marks unmeasured rows', (t) => {
   const lines = s.split('\n');
   t.is(lines.length, 4);
   t.regex(lines[2], /\| +123 \| s/);
-  t.regex(lines[3], /\| +- \| ratio \|  +\| not measured$/);
+  t.regex(lines[3], /\| +- \| ratio \| {2,}\| not measured$/);
 });
 
 test("the Scope's attentionKernel overrides each module's lowering, with the same UNet output", async (t) => {

@@ -73,7 +73,7 @@ export function f32ToF16(values: Float32Array): Uint16Array {
       out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
       continue;
     }
-    let e = exp - 127 + 15;
+    const e = exp - 127 + 15;
     if (e >= 31) {
       out[i] = sign | 0x7c00;
       continue;

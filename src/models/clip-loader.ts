@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
 import { buildClipTextGraph, buildClipVisionGraph, readClipTextConfig, readClipVisionConfig, type ClipTextConfig, type ClipVisionConfig } from './clip.js';

@@ -1,4 +1,4 @@
-import { GraphBuilder } from '../onnx/graph.js';
+import type { GraphBuilder } from '../onnx/graph.js';
 import { shapeEquals, type F32Tensor } from '../core/tensor.js';
 import type { WeightStore } from '../core/weights.js';
 import { InputError } from '../core/errors.js';

@@ -1,4 +1,4 @@
-import { Config } from '../core/config.js';
+import type { Config } from '../core/config.js';
 import { AdaptedSession } from '../onnx/adapted-session.js';
 import type { SessionSettings } from '../onnx/session.js';
 import type { F32Tensor } from '../core/tensor.js';

@@ -12,7 +12,7 @@ import {
   type JobOutcome,
   type PreviewImage,
 } from '../pipeline/engine-api.js';
-import { type FromWorker, type ToWorker, type WorkerInit } from './worker-protocol.js';
+import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 import { unetPixelsPerStep } from './admission.js';
 import { StepGate } from './step-gate.js';
 

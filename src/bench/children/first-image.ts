@@ -3,7 +3,7 @@
  * pipeline, then the median time of `more` further images. The caller sets SAFE_SD_CACHE (empty = cold).
  *   first-image.ts <manifest> <more> <provider>
  */
-import { createEngine, LocalEngine } from '../../pipeline/engine.js';
+import { createEngine, type LocalEngine } from '../../pipeline/engine.js';
 import { providerSettings, type Provider } from '../../onnx/session.js';
 import { median } from '../measure.js';
 

@@ -1,7 +1,7 @@
 /** `safe-sd serve`: the gRPC generation server (also `npm start`). */
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { providerSettings } from '../../onnx/session.js';
 import { startServer } from '../../server/server.js';
