@@ -23,16 +23,18 @@ const LAYERS = [
 
 const rules = LAYERS.flatMap((layer, rank) => {
   const above = LAYERS.slice(rank + 1).flat();
-  return layer.map((name) => {
-    const forbidden = [...above, ...layer.filter((sibling) => sibling !== name)];
-    return {
-      name: `${name}-points-down`,
-      comment: `src/${name} may only import from the layers below it`,
-      severity: 'error',
-      from: { path: `^src/${name}/` },
-      to: { path: `^src/(${forbidden.join('|')})/` },
-    };
-  }).filter((rule) => rule.to.path !== '^src/()/');
+  return layer
+    .map((name) => {
+      const forbidden = [...above, ...layer.filter((sibling) => sibling !== name)];
+      return {
+        name: `${name}-points-down`,
+        comment: `src/${name} may only import from the layers below it`,
+        severity: 'error',
+        from: { path: `^src/${name}/` },
+        to: { path: `^src/(${forbidden.join('|')})/` },
+      };
+    })
+    .filter((rule) => rule.to.path !== '^src/()/');
 });
 
 module.exports = {

@@ -41,7 +41,8 @@ test('several steps with weight decay follow the torch.optim.Adam definition', (
 test('state round-trips: a resumed optimizer continues exactly like the original', (t) => {
   const a = new Adam({ lr: 0.05 });
   const pa = Float32Array.from([1, 2]);
-  const step = (opt: Adam, p: Float32Array, g: number[]) => opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from(g)]]));
+  const step = (opt: Adam, p: Float32Array, g: number[]) =>
+    opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from(g)]]));
   step(a, pa, [0.1, -0.3]);
   step(a, pa, [0.2, 0.4]);
   const b = new Adam({ lr: 0.05 });
@@ -56,8 +57,12 @@ test('state round-trips: a resumed optimizer continues exactly like the original
 
 test('bad input is refused with the parameter named', (t) => {
   const opt = new Adam({ lr: 0.1 });
-  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map()), { message: 'Adam: no gradient for parameter w' });
-  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map([['w', new Float32Array(3)]])), { message: 'Adam: gradient of w has 3 values, the parameter 2' });
+  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map()), {
+    message: 'Adam: no gradient for parameter w',
+  });
+  t.throws(() => opt.update(new Map([['w', new Float32Array(2)]]), new Map([['w', new Float32Array(3)]])), {
+    message: 'Adam: gradient of w has 3 values, the parameter 2',
+  });
   t.throws(() => new Adam({ lr: 0.1, betas: [1, 0.9] }), { message: /beta1 must be in \[0, 1\)/ });
 });
 
@@ -67,10 +72,22 @@ test('a gradient that is zero outside a few rows (an embedding table) updates ex
   const p = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
   const p0 = Float32Array.from(p);
   // Row 1 has a gradient on the first step only (its moments keep moving it afterwards), row 3 on every step.
-  const grads = [1, 2, 3].map((step) => Float32Array.from({ length: n }, (_, i) => ((i >= 64 && i < 128 && step === 1) || (i >= 192 && i < 256) ? Math.cos(i * step) : 0)));
+  const grads = [1, 2, 3].map((step) =>
+    Float32Array.from({ length: n }, (_, i) =>
+      (i >= 64 && i < 128 && step === 1) || (i >= 192 && i < 256) ? Math.cos(i * step) : 0,
+    ),
+  );
   for (const g of grads) opt.update(new Map([['emb', p]]), new Map([['emb', g]]));
   for (let i = 0; i < n; i++) {
-    const want = reference(p0[i], grads.map((g) => g[i]), 0.05, 0.9, 0.999, 1e-8, 0);
+    const want = reference(
+      p0[i],
+      grads.map((g) => g[i]),
+      0.05,
+      0.9,
+      0.999,
+      1e-8,
+      0,
+    );
     t.true(Math.abs(p[i] - want) < 1e-6, `value ${i}: ${p[i]} vs ${want}`);
   }
   t.not(p[100], p0[100], 'a row whose gradient went back to zero still moves with its momentum');

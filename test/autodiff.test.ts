@@ -23,7 +23,10 @@ function rng(seed: number): () => number {
 
 function rand(shape: number[], seed: number, lo = -1, hi = 1): F32Tensor {
   const r = rng(seed);
-  return f32(Float32Array.from({ length: numel(shape) }, () => lo + (hi - lo) * r()), shape);
+  return f32(
+    Float32Array.from({ length: numel(shape) }, () => lo + (hi - lo) * r()),
+    shape,
+  );
 }
 
 interface Check {
@@ -58,10 +61,17 @@ async function gradcheck(t: ExecutionContext, c: Check): Promise<void> {
     const params = promoteToInputs(g, c.promote ?? []);
     for (const [n, v] of params) feeds[n] = v;
     if (!weightShape) {
-      g.output(y, 'y', 'float32', (interpret(g).shapes.get(y) ?? []).map((_, i) => `d${i}`));
+      g.output(
+        y,
+        'y',
+        'float32',
+        (interpret(g).shapes.get(y) ?? []).map((_, i) => `d${i}`),
+      );
       return g;
     }
-    const loss = c.scalarLoss ? y : g.op('ReduceSum', [g.mul(y, g.constant(rand(weightShape, 99), 'R'))], { keepdims: 0 });
+    const loss = c.scalarLoss
+      ? y
+      : g.op('ReduceSum', [g.mul(y, g.constant(rand(weightShape, 99), 'R'))], { keepdims: 0 });
     g.output(loss, 'loss', 'float32', []);
     if (withGrads) exposeGradients(g, buildGradients(g, loss, names), new Map(names.map((n) => [n, feeds[n].shape])));
     return g;
@@ -81,7 +91,8 @@ async function gradcheck(t: ExecutionContext, c: Check): Promise<void> {
     const base = feeds[n].data;
     const r = rng(7);
     const count = Math.min(base.length, c.sample ?? base.length);
-    const picks = count === base.length ? [...base.keys()] : Array.from({ length: count }, () => Math.floor(r() * base.length));
+    const picks =
+      count === base.length ? [...base.keys()] : Array.from({ length: count }, () => Math.floor(r() * base.length));
     const fd: number[] = [];
     for (const i of picks) {
       const at = async (delta: number) => {
@@ -100,14 +111,29 @@ async function gradcheck(t: ExecutionContext, c: Check): Promise<void> {
   t.log(`max relative error ${worst.toExponential(2)}`);
 }
 
-const op = (type: string, attrs: Record<string, AttrValue> = {}) => (g: GraphBuilder, inputs: string[]) => g.op(type, inputs, attrs);
+const op =
+  (type: string, attrs: Record<string, AttrValue> = {}) =>
+  (g: GraphBuilder, inputs: string[]) =>
+    g.op(type, inputs, attrs);
 
 // Elementwise binary ops, same shape and broadcast (static and run-time reduction axes).
-const binaries: [string, number, number][] = [['Add', -1, 1], ['Sub', -1, 1], ['Mul', -1, 1], ['Div', 0.5, 1.5]];
+const binaries: [string, number, number][] = [
+  ['Add', -1, 1],
+  ['Sub', -1, 1],
+  ['Mul', -1, 1],
+  ['Div', 0.5, 1.5],
+];
 for (const [type, lo, hi] of binaries) {
-  test(`${type}: same shape`, (t) => gradcheck(t, { inputs: { a: rand([2, 3], 1), b: rand([2, 3], 2, lo, hi) }, build: (g, x) => op(type)(g, [x.a, x.b]) }));
+  test(`${type}: same shape`, (t) =>
+    gradcheck(t, {
+      inputs: { a: rand([2, 3], 1), b: rand([2, 3], 2, lo, hi) },
+      build: (g, x) => op(type)(g, [x.a, x.b]),
+    }));
   test(`${type}: broadcast both ways`, (t) =>
-    gradcheck(t, { inputs: { a: rand([2, 1, 4], 3), b: rand([3, 1], 4, lo, hi) }, build: (g, x) => op(type)(g, [x.a, x.b]) }));
+    gradcheck(t, {
+      inputs: { a: rand([2, 1, 4], 3), b: rand([3, 1], 4, lo, hi) },
+      build: (g, x) => op(type)(g, [x.a, x.b]),
+    }));
   test(`${type}: broadcast with symbolic dims (run-time axes)`, (t) =>
     gradcheck(t, {
       inputs: { a: rand([2, 3, 4], 5), b: rand([4], 6, lo, hi) },
@@ -117,32 +143,59 @@ for (const [type, lo, hi] of binaries) {
 }
 
 test('Pow with a constant exponent, broadcast', (t) =>
-  gradcheck(t, { inputs: { x: rand([3, 4], 7, 0.5, 1.5) }, build: (g, x) => g.op('Pow', [x.x, g.constF32([3, 0.5, 2, -1], [4])]) }));
+  gradcheck(t, {
+    inputs: { x: rand([3, 4], 7, 0.5, 1.5) },
+    build: (g, x) => g.op('Pow', [x.x, g.constF32([3, 0.5, 2, -1], [4])]),
+  }));
 
 test('Where with a constant mask', (t) =>
   gradcheck(t, {
     inputs: { a: rand([3, 4], 8), b: rand([4], 9) },
-    build: (g, x) => g.op('Where', [g.constant({ dtype: 'BOOL', shape: [3, 4], data: Uint8Array.from([1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0]) }), x.a, x.b]),
+    build: (g, x) =>
+      g.op('Where', [
+        g.constant({ dtype: 'BOOL', shape: [3, 4], data: Uint8Array.from([1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0]) }),
+        x.a,
+        x.b,
+      ]),
   }));
 
 const unaries: [string, number, number][] = [
-  ['Sigmoid', -2, 2], ['Tanh', -2, 2], ['Erf', -2, 2], ['Exp', -1, 1], ['Log', 0.5, 2], ['Sqrt', 0.5, 2], ['Neg', -1, 1],
-  ['Reciprocal', 0.5, 2], ['Identity', -1, 1], ['Relu', 0.1, 1],
+  ['Sigmoid', -2, 2],
+  ['Tanh', -2, 2],
+  ['Erf', -2, 2],
+  ['Exp', -1, 1],
+  ['Log', 0.5, 2],
+  ['Sqrt', 0.5, 2],
+  ['Neg', -1, 1],
+  ['Reciprocal', 0.5, 2],
+  ['Identity', -1, 1],
+  ['Relu', 0.1, 1],
 ];
 for (const [type, lo, hi] of unaries) {
   test(`${type}`, (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, lo, hi) }, build: (g, x) => g.op(type, [x.x]) }));
 }
 test('QuickGelu (com.microsoft), the CLIP activation', (t) =>
-  gradcheck(t, { inputs: { x: rand([3, 5], 12, -3, 3) }, build: (g, x) => g.op('QuickGelu', [x.x], { alpha: 1.702 }, { domain: 'com.microsoft' }) }));
-test('Relu passes no gradient below zero', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 10, -1, -0.1) }, build: (g, x) => g.op('Relu', [x.x]) }));
-test('Cast to float', (t) => gradcheck(t, { inputs: { x: rand([3, 5], 11) }, build: (g, x) => g.op('Cast', [x.x], { to: 1 }) }));
+  gradcheck(t, {
+    inputs: { x: rand([3, 5], 12, -3, 3) },
+    build: (g, x) => g.op('QuickGelu', [x.x], { alpha: 1.702 }, { domain: 'com.microsoft' }),
+  }));
+test('Relu passes no gradient below zero', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 5], 10, -1, -0.1) }, build: (g, x) => g.op('Relu', [x.x]) }));
+test('Cast to float', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 5], 11) }, build: (g, x) => g.op('Cast', [x.x], { to: 1 }) }));
 
-test('MatMul 2-D', (t) => gradcheck(t, { inputs: { a: rand([3, 4], 12), b: rand([4, 5], 13) }, build: (g, x) => g.matmul(x.a, x.b) }));
+test('MatMul 2-D', (t) =>
+  gradcheck(t, { inputs: { a: rand([3, 4], 12), b: rand([4, 5], 13) }, build: (g, x) => g.matmul(x.a, x.b) }));
 test('MatMul batched with a broadcast weight', (t) =>
   gradcheck(t, { inputs: { a: rand([2, 3, 4], 14), b: rand([4, 5], 15) }, build: (g, x) => g.matmul(x.a, x.b) }));
 test('MatMul with broadcast batch dims on both sides', (t) =>
   gradcheck(t, { inputs: { a: rand([2, 1, 3, 4], 16), b: rand([3, 4, 1], 17) }, build: (g, x) => g.matmul(x.a, x.b) }));
-for (const [transA, transB] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+for (const [transA, transB] of [
+  [0, 0],
+  [1, 0],
+  [0, 1],
+  [1, 1],
+]) {
   test(`Gemm transA=${transA} transB=${transB}, alpha, beta and a broadcast bias`, (t) =>
     gradcheck(t, {
       inputs: { a: rand(transA ? [4, 3] : [3, 4], 18), b: rand(transB ? [5, 4] : [4, 5], 19), c: rand([5], 20) },
@@ -150,7 +203,8 @@ for (const [transA, transB] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
     }));
 }
 
-test('Transpose', (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 21) }, build: (g, x) => g.transpose(x.x, [2, 0, 1]) }));
+test('Transpose', (t) =>
+  gradcheck(t, { inputs: { x: rand([2, 3, 4], 21) }, build: (g, x) => g.transpose(x.x, [2, 0, 1]) }));
 test('Reshape, Unsqueeze, Squeeze, Flatten', (t) =>
   gradcheck(t, {
     inputs: { x: rand([2, 3, 4], 22) },
@@ -161,33 +215,63 @@ test('Reshape, Unsqueeze, Squeeze, Flatten', (t) =>
       return g.op('Flatten', [g.mul(s, s)], { axis: 1 });
     },
   }));
-test('Expand', (t) => gradcheck(t, { inputs: { x: rand([3, 1], 23) }, build: (g, x) => g.op('Expand', [x.x, g.constI64([2, 3, 4])]) }));
-test('Trilu', (t) => gradcheck(t, { inputs: { x: rand([4, 4], 24) }, build: (g, x) => g.op('Trilu', [x.x, g.constI64([1], [])], { upper: 0 }) }));
+test('Expand', (t) =>
+  gradcheck(t, { inputs: { x: rand([3, 1], 23) }, build: (g, x) => g.op('Expand', [x.x, g.constI64([2, 3, 4])]) }));
+test('Trilu', (t) =>
+  gradcheck(t, {
+    inputs: { x: rand([4, 4], 24) },
+    build: (g, x) => g.op('Trilu', [x.x, g.constI64([1], [])], { upper: 0 }),
+  }));
 
 test('Gather rows with repeated ids (embedding)', (t) =>
-  gradcheck(t, { inputs: { w: rand([6, 4], 25) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([1, 3, 1, 5, 0, 1], [2, 3])], { axis: 0 }) }));
+  gradcheck(t, {
+    inputs: { w: rand([6, 4], 25) },
+    build: (g, x) => g.op('Gather', [x.w, g.constI64([1, 3, 1, 5, 0, 1], [2, 3])], { axis: 0 }),
+  }));
 test('Gather along axis 1', (t) =>
-  gradcheck(t, { inputs: { w: rand([2, 5, 3], 26) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([4, 0, 4], [3])], { axis: 1 }) }));
+  gradcheck(t, {
+    inputs: { w: rand([2, 5, 3], 26) },
+    build: (g, x) => g.op('Gather', [x.w, g.constI64([4, 0, 4], [3])], { axis: 1 }),
+  }));
 test('Gather a scalar index (pooling one token)', (t) =>
-  gradcheck(t, { inputs: { w: rand([5, 3], 27) }, build: (g, x) => g.op('Gather', [x.w, g.constI64([2], [])], { axis: 0 }) }));
+  gradcheck(t, {
+    inputs: { w: rand([5, 3], 27) },
+    build: (g, x) => g.op('Gather', [x.w, g.constI64([2], [])], { axis: 0 }),
+  }));
 test('GatherElements', (t) =>
-  gradcheck(t, { inputs: { w: rand([3, 4], 28) }, build: (g, x) => g.op('GatherElements', [x.w, g.constI64([0, 3, 3, 1, 2, 2], [3, 2])], { axis: 1 }) }));
+  gradcheck(t, {
+    inputs: { w: rand([3, 4], 28) },
+    build: (g, x) => g.op('GatherElements', [x.w, g.constI64([0, 3, 3, 1, 2, 2], [3, 2])], { axis: 1 }),
+  }));
 
 test('Concat', (t) =>
-  gradcheck(t, { inputs: { a: rand([2, 3], 29), b: rand([2, 2], 30) }, build: (g, x) => g.op('Concat', [x.a, x.b, x.a], { axis: -1 }) }));
+  gradcheck(t, {
+    inputs: { a: rand([2, 3], 29), b: rand([2, 2], 30) },
+    build: (g, x) => g.op('Concat', [x.a, x.b, x.a], { axis: -1 }),
+  }));
 test('Concat with symbolic sizes', (t) =>
-  gradcheck(t, { inputs: { a: rand([2, 3], 31), b: rand([1, 3], 32) }, dims: { a: ['n', 3], b: ['m', 3] }, build: (g, x) => g.op('Concat', [x.a, x.b], { axis: 0 }) }));
+  gradcheck(t, {
+    inputs: { a: rand([2, 3], 31), b: rand([1, 3], 32) },
+    dims: { a: ['n', 3], b: ['m', 3] },
+    build: (g, x) => g.op('Concat', [x.a, x.b], { axis: 0 }),
+  }));
 test('Slice with negative starts and explicit axes', (t) =>
   gradcheck(t, {
     inputs: { x: rand([4, 5, 3], 33) },
-    build: (g, x) => g.op('Slice', [x.x, g.constI64([1, -3]), g.constI64([3, 1e9]), g.constI64([0, -2]), g.constI64([1, 1])]),
+    build: (g, x) =>
+      g.op('Slice', [x.x, g.constI64([1, -3]), g.constI64([3, 1e9]), g.constI64([0, -2]), g.constI64([1, 1])]),
   }));
 test('Slice without axes', (t) =>
-  gradcheck(t, { inputs: { x: rand([4, 5], 34) }, build: (g, x) => g.op('Slice', [x.x, g.constI64([1]), g.constI64([3])]) }));
+  gradcheck(t, {
+    inputs: { x: rand([4, 5], 34) },
+    build: (g, x) => g.op('Slice', [x.x, g.constI64([1]), g.constI64([3])]),
+  }));
 
 for (const axis of [-1, 1]) {
-  test(`Softmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 35, -2, 2) }, build: (g, x) => g.op('Softmax', [x.x], { axis }) }));
-  test(`LogSoftmax axis ${axis}`, (t) => gradcheck(t, { inputs: { x: rand([2, 3, 4], 36, -2, 2) }, build: (g, x) => g.op('LogSoftmax', [x.x], { axis }) }));
+  test(`Softmax axis ${axis}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 35, -2, 2) }, build: (g, x) => g.op('Softmax', [x.x], { axis }) }));
+  test(`LogSoftmax axis ${axis}`, (t) =>
+    gradcheck(t, { inputs: { x: rand([2, 3, 4], 36, -2, 2) }, build: (g, x) => g.op('LogSoftmax', [x.x], { axis }) }));
 }
 
 /** Attention's core: softmax(scores) times V, with V reached through a Transpose as the heads are. */
@@ -213,7 +297,10 @@ test("softmax feeding a product: the backward's row sums come from the product's
   // V's transposed copy is read in place by the product's flags rather than transposed again.
   const vHeads = g.nodes.find((n) => n.op === 'Transpose')!.outputs[0];
   const readers = backward.filter((n) => n.inputs.includes(vHeads));
-  t.deepEqual(readers.map((n) => [n.op, n.attrs.transB]), [['FusedMatMul', 1]]);
+  t.deepEqual(
+    readers.map((n) => [n.op, n.attrs.transB]),
+    [['FusedMatMul', 1]],
+  );
 });
 test('LayerNormalization over the last axis', (t) =>
   gradcheck(t, {
@@ -238,19 +325,38 @@ test('InstanceNormalization', (t) =>
 
 for (const keepdims of [0, 1]) {
   test(`ReduceSum keepdims=${keepdims}`, (t) =>
-    gradcheck(t, { inputs: { x: rand([2, 3, 4], 46) }, build: (g, x) => g.op('ReduceSum', [x.x, g.constI64([0, -1])], { keepdims }) }));
+    gradcheck(t, {
+      inputs: { x: rand([2, 3, 4], 46) },
+      build: (g, x) => g.op('ReduceSum', [x.x, g.constI64([0, -1])], { keepdims }),
+    }));
   test(`ReduceMean keepdims=${keepdims}`, (t) =>
-    gradcheck(t, { inputs: { x: rand([2, 3, 4], 47) }, build: (g, x) => g.op('ReduceMean', [x.x], { axes: [1], keepdims }) }));
+    gradcheck(t, {
+      inputs: { x: rand([2, 3, 4], 47) },
+      build: (g, x) => g.op('ReduceMean', [x.x], { axes: [1], keepdims }),
+    }));
   test(`ReduceL2 keepdims=${keepdims}`, (t) =>
-    gradcheck(t, { inputs: { x: rand([2, 3, 4], 48) }, build: (g, x) => g.op('ReduceL2', [x.x], { axes: [-1], keepdims }) }));
+    gradcheck(t, {
+      inputs: { x: rand([2, 3, 4], 48) },
+      build: (g, x) => g.op('ReduceL2', [x.x], { axes: [-1], keepdims }),
+    }));
   test(`ReduceSumSquare keepdims=${keepdims}`, (t) =>
-    gradcheck(t, { inputs: { x: rand([2, 3, 4], 49) }, build: (g, x) => g.op('ReduceSumSquare', [x.x], { axes: [0, 2], keepdims }) }));
+    gradcheck(t, {
+      inputs: { x: rand([2, 3, 4], 49) },
+      build: (g, x) => g.op('ReduceSumSquare', [x.x], { axes: [0, 2], keepdims }),
+    }));
   test(`ReduceMax keepdims=${keepdims}`, (t) =>
-    gradcheck(t, { inputs: { x: rand([2, 3, 4], 50) }, build: (g, x) => g.op('ReduceMax', [x.x], { axes: [1], keepdims }) }));
+    gradcheck(t, {
+      inputs: { x: rand([2, 3, 4], 50) },
+      build: (g, x) => g.op('ReduceMax', [x.x], { axes: [1], keepdims }),
+    }));
 }
-test('ReduceSum over all axes', (t) => gradcheck(t, { inputs: { x: rand([2, 3], 51) }, build: (g, x) => g.op('ReduceSum', [x.x], { keepdims: 0 }) }));
+test('ReduceSum over all axes', (t) =>
+  gradcheck(t, { inputs: { x: rand([2, 3], 51) }, build: (g, x) => g.op('ReduceSum', [x.x], { keepdims: 0 }) }));
 test('L2 normalisation x / ||x||', (t) =>
-  gradcheck(t, { inputs: { x: rand([3, 4], 52) }, build: (g, x) => g.op('Div', [x.x, g.op('ReduceL2', [x.x], { axes: [-1], keepdims: 1 })]) }));
+  gradcheck(t, {
+    inputs: { x: rand([3, 4], 52) },
+    build: (g, x) => g.op('Div', [x.x, g.op('ReduceL2', [x.x], { axes: [-1], keepdims: 1 })]),
+  }));
 
 test('Conv as a patch embedding (stride = kernel, no padding)', (t) =>
   gradcheck(t, {
@@ -265,7 +371,10 @@ test('Conv with padding and a stride that leaves a remainder', (t) =>
 
 /** Random module weights under checkpoint keys, as a checkpoint would hold them. */
 function randomWeights(shapes: Record<string, number[]>): MemoryWeights {
-  return new MemoryWeights(new Map(Object.entries(shapes).map(([k, shape], i) => [k, rand(shape, 100 + i, -0.5, 0.5)])), 'random.safetensors');
+  return new MemoryWeights(
+    new Map(Object.entries(shapes).map(([k, shape], i) => [k, rand(shape, 100 + i, -0.5, 0.5)])),
+    'random.safetensors',
+  );
 }
 
 test('a pre-LN transformer layer: LayerNorm, causal attention, quick_gelu MLP, residuals', (t) => {
@@ -273,9 +382,22 @@ test('a pre-LN transformer layer: LayerNorm, causal attention, quick_gelu MLP, r
   const heads = 2;
   const S = 4;
   const shapes: Record<string, number[]> = {
-    'ln1.weight': [D], 'ln1.bias': [D], 'ln2.weight': [D], 'ln2.bias': [D],
-    'q.weight': [D, D], 'q.bias': [D], 'k.weight': [D, D], 'k.bias': [D], 'v.weight': [D, D], 'v.bias': [D],
-    'o.weight': [D, D], 'o.bias': [D], 'fc1.weight': [2 * D, D], 'fc1.bias': [2 * D], 'fc2.weight': [D, 2 * D], 'fc2.bias': [D],
+    'ln1.weight': [D],
+    'ln1.bias': [D],
+    'ln2.weight': [D],
+    'ln2.bias': [D],
+    'q.weight': [D, D],
+    'q.bias': [D],
+    'k.weight': [D, D],
+    'k.bias': [D],
+    'v.weight': [D, D],
+    'v.bias': [D],
+    'o.weight': [D, D],
+    'o.bias': [D],
+    'fc1.weight': [2 * D, D],
+    'fc1.bias': [2 * D],
+    'fc2.weight': [D, 2 * D],
+    'fc2.bias': [D],
   };
   const w = randomWeights(shapes);
   for (const k of ['ln1.weight', 'ln2.weight']) w.map.get(k)!.data.forEach((v, i, a) => (a[i] = 1 + v));
@@ -287,8 +409,18 @@ test('a pre-LN transformer layer: LayerNorm, causal attention, quick_gelu MLP, r
       const root = Scope.root(g, w);
       const lin = (name: string, i: number, o: number) => new Linear(root.child(name), i, o);
       const h = new LayerNorm(root.child('ln1'), D, 1e-5).forward(x.x);
-      const causal = g.op('Trilu', [g.constF32(new Float32Array(S * S).fill(-1e4), [S, S]), g.constI64([1], [])], { upper: 1 });
-      const att = attention(root, lin('q', D, D).forward(h), lin('k', D, D).forward(h), lin('v', D, D).forward(h), heads, D / heads, causal);
+      const causal = g.op('Trilu', [g.constF32(new Float32Array(S * S).fill(-1e4), [S, S]), g.constI64([1], [])], {
+        upper: 1,
+      });
+      const att = attention(
+        root,
+        lin('q', D, D).forward(h),
+        lin('k', D, D).forward(h),
+        lin('v', D, D).forward(h),
+        heads,
+        D / heads,
+        causal,
+      );
       const r1 = g.add(x.x, lin('o', D, D).forward(att));
       const m = new LayerNorm(root.child('ln2'), D, 1e-5).forward(r1);
       const act = activation(root, 'quick_gelu', lin('fc1', D, 2 * D).forward(m));
@@ -305,7 +437,11 @@ function crossEntropy(g: GraphBuilder, logits: string, labels: number[]): string
 }
 
 test('cross-entropy over logits', (t) =>
-  gradcheck(t, { inputs: { logits: rand([4, 5], 61, -2, 2) }, scalarLoss: true, build: (g, x) => crossEntropy(g, x.logits, [0, 4, 2, 2]) }));
+  gradcheck(t, {
+    inputs: { logits: rand([4, 5], 61, -2, 2) },
+    scalarLoss: true,
+    build: (g, x) => crossEntropy(g, x.logits, [0, 4, 2, 2]),
+  }));
 
 test('CLIP contrastive loss: L2-normalised embeddings, learned temperature, symmetric cross-entropy', (t) =>
   gradcheck(t, {
@@ -336,10 +472,24 @@ test('branches that do not depend on the parameters are not differentiated; unus
   g.output(loss, 'loss', 'float32', []);
   const before = g.nodes.length;
   const grads = buildGradients(g, loss, ['a', 'unused']);
-  t.false(g.nodes.slice(before).some((n) => n.inputs.includes(c)), 'no backward node reads the frozen branch');
-  exposeGradients(g, grads, new Map([['a', [3]], ['unused', [2]]]));
+  t.false(
+    g.nodes.slice(before).some((n) => n.inputs.includes(c)),
+    'no backward node reads the frozen branch',
+  );
+  exposeGradients(
+    g,
+    grads,
+    new Map([
+      ['a', [3]],
+      ['unused', [2]],
+    ]),
+  );
   const s = await createSession(serializeModel(g));
-  const res = await run(s, { a: f32(Float32Array.from([1, -2, 3]), [3]), c: f32(Float32Array.from([0, 1, 2]), [3]), unused: f32(new Float32Array(2), [2]) });
+  const res = await run(s, {
+    a: f32(Float32Array.from([1, -2, 3]), [3]),
+    c: f32(Float32Array.from([0, 1, 2]), [3]),
+    unused: f32(new Float32Array(2), [2]),
+  });
   t.deepEqual([...res['grad:a'].data], [2, -4, 6]);
   t.deepEqual([...res['grad:unused'].data], [0, 0]);
 });

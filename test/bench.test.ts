@@ -45,9 +45,15 @@ test('countFlops names an op it has no rule for', (t) => {
 test('float16 conversion: the toy UNet stays within 2e-3 of float32, with float16 weights and float32 norms and softmax', async (t) => {
   const dir = weightsPath('toy-sd', 'unet');
   const feeds = {
-    sample: f32(Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)), [2, 4, 8, 8]),
+    sample: f32(
+      Float32Array.from({ length: 2 * 4 * 64 }, (_, i) => Math.sin(i)),
+      [2, 4, 8, 8],
+    ),
     timestep: f32(Float32Array.of(500, 20), [2]),
-    encoder_hidden_states: f32(Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i)), [2, 77, 64]),
+    encoder_hidden_states: f32(
+      Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i)),
+      [2, 77, 64],
+    ),
   };
   const ref = (await run(await createSession(serializeModel(loadUnetGraph(dir))), feeds)).out_sample.data;
   const g = convertToFloat16(loadUnetGraph(dir));
@@ -88,9 +94,15 @@ test("the Scope's attentionKernel overrides each module's lowering, with the sam
   t.is(fusedNodes(plain), 0);
   t.true(fusedNodes(mixed) > 0 && fusedNodes(mixed) < fusedNodes(fused));
   const feeds = {
-    sample: f32(Float32Array.from({ length: 4 * 64 }, (_, i) => Math.sin(i)), [1, 4, 8, 8]),
+    sample: f32(
+      Float32Array.from({ length: 4 * 64 }, (_, i) => Math.sin(i)),
+      [1, 4, 8, 8],
+    ),
     timestep: f32(Float32Array.of(300), [1]),
-    encoder_hidden_states: f32(Float32Array.from({ length: 77 * 64 }, (_, i) => Math.cos(i)), [1, 77, 64]),
+    encoder_hidden_states: f32(
+      Float32Array.from({ length: 77 * 64 }, (_, i) => Math.cos(i)),
+      [1, 77, 64],
+    ),
   };
   const out = async (g: GraphBuilder) => (await run(await createSession(serializeModel(g)), feeds)).out_sample.data;
   const ref = await out(plain);
@@ -103,11 +115,19 @@ test("the Scope's attentionKernel overrides each module's lowering, with the sam
 
 test('safe-sd bench --only a --json prints the report; an unknown section is a usage error', async (t) => {
   const { stdout } = await exec('node', ['bin/safe-sd.js', 'bench', '--only', 'a', '--json']);
-  const report = JSON.parse(stdout) as { machine: { cpus: number }; rows: Array<{ section: string; value: number; unit: string }> };
+  const report = JSON.parse(stdout) as {
+    machine: { cpus: number };
+    rows: Array<{ section: string; value: number; unit: string }>;
+  };
   t.true(report.machine.cpus > 0);
-  t.deepEqual(report.rows.map((r) => r.section), ['a reference', 'a reference', 'a reference']);
+  t.deepEqual(
+    report.rows.map((r) => r.section),
+    ['a reference', 'a reference', 'a reference'],
+  );
   t.true(report.rows.every((r) => r.unit === 'GFLOP/s' && r.value > 0));
-  const bad = await exec('node', ['bin/safe-sd.js', 'bench', '--only', 'z']).catch((e: { code: number; stderr: string }) => e);
+  const bad = await exec('node', ['bin/safe-sd.js', 'bench', '--only', 'z']).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
   t.is((bad as { code: number }).code, 2);
   t.regex((bad as { stderr: string }).stderr, /unknown section 'z'/);
 });

@@ -11,14 +11,22 @@ const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const TOY = here('../eval/classifiers/toy-shapes.json');
 
 test('toy shape classifier names the shape of ViSU pictures as their captions do, and flags skulls', async (t) => {
-  const rows = readVisuPrompts(here('./fixtures/eval/visu-sample.jsonl')).prompts.filter((p) => ['test-00000', 'test-00001', 'test-00002'].includes(p.id!));
+  const rows = readVisuPrompts(here('./fixtures/eval/visu-sample.jsonl')).prompts.filter((p) =>
+    ['test-00000', 'test-00001', 'test-00002'].includes(p.id!),
+  );
   const images = [];
   for (const p of rows) {
-    const { data, info } = await sharp(here(`./fixtures/eval/${p.id}-${p.kind}.png`)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(here(`./fixtures/eval/${p.id}-${p.kind}.png`))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     images.push({ rgb: new Uint8Array(data), width: info.width, height: info.height });
   }
   // A picture at another size is resized to the model's 64x64 first.
-  const big = await sharp(Buffer.from(images[0].rgb), { raw: { width: 64, height: 64, channels: 3 } }).resize(128, 128).raw().toBuffer();
+  const big = await sharp(Buffer.from(images[0].rgb), { raw: { width: 64, height: 64, channels: 3 } })
+    .resize(128, 128)
+    .raw()
+    .toBuffer();
   images.push({ rgb: new Uint8Array(big), width: 128, height: 128 });
   const clf = await OnnxClassifier.load(TOY);
   const probs = await clf.classify(images);
@@ -34,16 +42,30 @@ test('toy shape classifier names the shape of ViSU pictures as their captions do
 
 test('broken descriptors are refused with the file and the key', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'clf-'));
-  const good = JSON.parse(JSON.stringify({ ...readDescriptor(TOY), model: here('../eval/classifiers/shape_classifier.onnx') }));
+  const good = JSON.parse(
+    JSON.stringify({ ...readDescriptor(TOY), model: here('../eval/classifiers/shape_classifier.onnx') }),
+  );
   const write = (name: string, body: unknown) => {
     const path = join(dir, name);
     writeFileSync(path, typeof body === 'string' ? body : JSON.stringify(body));
     return path;
   };
-  t.throws(() => readDescriptor(write('a.json', '{"model": ')), { message: /a\.json: not a readable JSON classifier descriptor/ });
-  t.throws(() => readDescriptor(write('b.json', { ...good, layout: 'CHW' })), { message: /b\.json: 'layout' must be NCHW or NHWC/ });
-  t.throws(() => readDescriptor(write('c.json', { ...good, range: [0] })), { message: /c\.json: 'range' must be 2 numbers/ });
-  t.throws(() => readDescriptor(write('d.json', { ...good, unsafe: ['zombie'] })), { message: /d\.json: 'unsafe' must list some of 'classes'/ });
-  t.throws(() => readDescriptor(write('e.json', { ...good, model: 'missing.onnx' })), { message: /e\.json: model file .*missing\.onnx not found/ });
-  await t.throwsAsync(OnnxClassifier.load(write('f.json', { ...good, input: 'pixels' })), { message: /f\.json: the model has no input 'pixels' \(it has image\)/ });
+  t.throws(() => readDescriptor(write('a.json', '{"model": ')), {
+    message: /a\.json: not a readable JSON classifier descriptor/,
+  });
+  t.throws(() => readDescriptor(write('b.json', { ...good, layout: 'CHW' })), {
+    message: /b\.json: 'layout' must be NCHW or NHWC/,
+  });
+  t.throws(() => readDescriptor(write('c.json', { ...good, range: [0] })), {
+    message: /c\.json: 'range' must be 2 numbers/,
+  });
+  t.throws(() => readDescriptor(write('d.json', { ...good, unsafe: ['zombie'] })), {
+    message: /d\.json: 'unsafe' must list some of 'classes'/,
+  });
+  t.throws(() => readDescriptor(write('e.json', { ...good, model: 'missing.onnx' })), {
+    message: /e\.json: model file .*missing\.onnx not found/,
+  });
+  await t.throwsAsync(OnnxClassifier.load(write('f.json', { ...good, input: 'pixels' })), {
+    message: /f\.json: the model has no input 'pixels' \(it has image\)/,
+  });
 });

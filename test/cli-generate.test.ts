@@ -24,7 +24,20 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 
 test('generate on the embedded model writes a PNG with its parameters, byte-identical for the same seed', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'gen-'));
-  const a = await cli('generate', '--prompt', 'a red star on a white background', '--seed', '7', '--steps', '5', '--out', join(dir, 'a.png'), '--raw-out', join(dir, 'a.safetensors'), '--json');
+  const a = await cli(
+    'generate',
+    '--prompt',
+    'a red star on a white background',
+    '--seed',
+    '7',
+    '--steps',
+    '5',
+    '--out',
+    join(dir, 'a.png'),
+    '--raw-out',
+    join(dir, 'a.safetensors'),
+    '--json',
+  );
   t.is(a.code, 0, a.stderr);
   const summary = JSON.parse(a.stdout);
   t.is(summary.seed, '7');
@@ -36,7 +49,17 @@ test('generate on the embedded model writes a PNG with its parameters, byte-iden
   t.is(params.seed, '7');
   const raw = readSafetensors(join(dir, 'a.safetensors')).get('image')!;
   t.deepEqual(raw.shape, [1, 64, 64, 3]);
-  const b = await cli('generate', '--prompt', 'a red star on a white background', '--seed', '7', '--steps', '5', '--out', join(dir, 'b.png'));
+  const b = await cli(
+    'generate',
+    '--prompt',
+    'a red star on a white background',
+    '--seed',
+    '7',
+    '--steps',
+    '5',
+    '--out',
+    join(dir, 'b.png'),
+  );
   t.is(b.code, 0, b.stderr);
   t.deepEqual(readFileSync(join(dir, 'b.png')), png);
 });
@@ -47,7 +70,11 @@ const bad: Array<[string, string[], RegExp]> = [
   ['steps outside 1..1000', ['--steps', '1001'], /steps 1001 is outside 1\.\.1000/],
   ['a non-finite guidance', ['--guidance', 'Infinity'], /guidance scale Infinity must be a finite number/],
   ['a missing model folder', ['--model', '/nonexistent/model'], /--model \/nonexistent\/model: no such file or folder/],
-  ['an encoder whose hidden size differs from the UNet', ['--encoder', fixture('tiny-sd', 'text_encoder')], /hidden size 32, but the UNet's cross_attention_dim is 64/],
+  [
+    'an encoder whose hidden size differs from the UNet',
+    ['--encoder', fixture('tiny-sd', 'text_encoder')],
+    /hidden size 32, but the UNet's cross_attention_dim is 64/,
+  ],
 ];
 
 for (const [what, args, message] of bad) {

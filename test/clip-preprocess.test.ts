@@ -24,5 +24,7 @@ for (const name of ['blocks_224x224.png', 'gradient_400x300.png', 'noise_80x64.p
 }
 
 test('an unreadable image names the file', async (t) => {
-  await t.throwsAsync(clipPreprocess(fixture('clip', 'config.json'), 224), { message: /clip\/config\.json: cannot decode the image/ });
+  await t.throwsAsync(clipPreprocess(fixture('clip', 'config.json'), 224), {
+    message: /clip\/config\.json: cannot decode the image/,
+  });
 });

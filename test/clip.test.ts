@@ -16,7 +16,13 @@ import { maxAbsError } from './helpers/compare.js';
 /** Near 10x the largest error measured against transformers (2.4e-6, the vision tower's last hidden state). */
 const TOL = 3e-5;
 
-function close(t: { true: (v: boolean, msg?: string) => void; log: (...v: unknown[]) => void }, name: string, got: F32Tensor, want: Tensor, tol = TOL): void {
+function close(
+  t: { true: (v: boolean, msg?: string) => void; log: (...v: unknown[]) => void },
+  name: string,
+  got: F32Tensor,
+  want: Tensor,
+  tol = TOL,
+): void {
   const err = maxAbsError(got, want);
   t.log(`${name}: max abs error ${err.toExponential(2)}`);
   t.true(err < tol, `${name}: max abs error ${err} over ${tol}`);
@@ -99,7 +105,13 @@ test('a shorter sequence runs (positions and causal mask follow its length)', as
   // Causal attention: the first 10 positions cannot see what follows, so truncating changes nothing there.
   const short = await enc.encode(ids.slice(0, 10), 10);
   t.deepEqual(short.lastHidden.shape, [1, 10, 32]);
-  close(t, 'first 10 positions', short.lastHidden, { dtype: 'F32', shape: [1, 10, 32], data: full.lastHidden.data.slice(0, 10 * 32) }, 1e-6);
+  close(
+    t,
+    'first 10 positions',
+    short.lastHidden,
+    { dtype: 'F32', shape: [1, 10, 32], data: full.lastHidden.data.slice(0, 10 * 32) },
+    1e-6,
+  );
   await t.throwsAsync(enc.encode(new BigInt64Array(78), 78), { message: /at most 77/ });
   clip.weights.close();
 });
@@ -111,7 +123,11 @@ test('the toy CLIP (float16 weights) loads and runs', async (t) => {
   t.deepEqual(text.lastHidden.shape, [2, 77, 64]);
   t.deepEqual(text.textEmbeds!.shape, [2, 64]);
   t.true(text.lastHidden.data.every(Number.isFinite));
-  const image = await (await ClipVisionEncoder.create(clip)).encode({ dtype: 'F32', shape: [1, 3, 64, 64], data: new Float32Array(3 * 64 * 64).fill(0.1) });
+  const image = await (await ClipVisionEncoder.create(clip)).encode({
+    dtype: 'F32',
+    shape: [1, 3, 64, 64],
+    data: new Float32Array(3 * 64 * 64).fill(0.1),
+  });
   t.deepEqual(image.imageEmbeds!.shape, [1, 64]);
   clip.weights.close();
 });
@@ -131,7 +147,9 @@ function tempCopy(dir: string, editConfig?: (c: Record<string, unknown>) => void
 
 test('a missing config key names the file and the key', (t) => {
   const dir = tempCopy(fixture('clip'), (c) => delete (c.text_config as Record<string, unknown>).num_attention_heads);
-  t.throws(() => loadClip(dir), { message: `${join(dir, 'config.json')}#text_config: missing config key 'num_attention_heads'` });
+  t.throws(() => loadClip(dir), {
+    message: `${join(dir, 'config.json')}#text_config: missing config key 'num_attention_heads'`,
+  });
 });
 
 test('a weight of the wrong shape or a missing weight names the file and the key', (t) => {
@@ -182,7 +200,9 @@ test('CLIPTextModelWithProjection and CLIPVisionModelWithProjection folders load
   close(t, 'text_embeds', text.textEmbeds!, golden.get('text_embeds')!);
   const visionClip = loadClip(asTower('vision_config', 'CLIPVisionModelWithProjection'));
   t.is(visionClip.textConfig, undefined);
-  await t.throwsAsync(ClipTextEncoder.create(visionClip), { message: /a CLIPVisionModelWithProjection has no text tower/ });
+  await t.throwsAsync(ClipTextEncoder.create(visionClip), {
+    message: /a CLIPVisionModelWithProjection has no text tower/,
+  });
   const image = await (await ClipVisionEncoder.create(visionClip)).encode(golden.get('pixel_values') as F32Tensor);
   close(t, 'image_embeds', image.imageEmbeds!, golden.get('image_embeds')!);
   textClip.weights.close();
@@ -191,7 +211,9 @@ test('CLIPTextModelWithProjection and CLIPVisionModelWithProjection folders load
 
 test('a config of another architecture is refused, naming the file', (t) => {
   const dir = tempCopy(fixture('clip'), (c) => (c.architectures = ['T5EncoderModel']));
-  t.throws(() => loadClip(dir), { message: `${join(dir, 'config.json')}: architecture 'T5EncoderModel' is not one of CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection` });
+  t.throws(() => loadClip(dir), {
+    message: `${join(dir, 'config.json')}: architecture 'T5EncoderModel' is not one of CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection`,
+  });
 });
 
 test('with a current eos_token_id the pooled state is at the first position holding it', async (t) => {
@@ -202,9 +224,14 @@ test('with a current eos_token_id the pooled state is at the first position hold
   // Declare the prompt's first word the end token: the legacy rule (largest id) would pool elsewhere.
   const eos = ids[1];
   const session = await createSession(serializeModel(buildClipTextGraph(store, { ...cfg, eosTokenId: Number(eos) })));
-  const out = await run(session, { input_ids: { dtype: 'I64', shape: [1, 77], data: ids.slice(0, 77) } }, ['pooler_output']);
+  const out = await run(session, { input_ids: { dtype: 'I64', shape: [1, 77], data: ids.slice(0, 77) } }, [
+    'pooler_output',
+  ]);
   const d = cfg.hiddenSize;
-  const want = (textGolden.get('last_hidden_state')!.data as Float32Array).slice(ids.indexOf(eos) * d, (ids.indexOf(eos) + 1) * d);
+  const want = (textGolden.get('last_hidden_state')!.data as Float32Array).slice(
+    ids.indexOf(eos) * d,
+    (ids.indexOf(eos) + 1) * d,
+  );
   close(t, 'pooler_output', out.pooler_output, { dtype: 'F32', shape: [1, d], data: want });
   store.close();
 });

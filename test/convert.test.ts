@@ -21,7 +21,10 @@ test('convert writes the four graphs and a manifest; the same weights elsewhere 
   t.is(built, 4);
 
   const again = convertPipeline(fixture('tiny-sd'), out);
-  t.true(Object.values(again.graphs).every((g) => g.reused), 'an up-to-date output folder is left as it is');
+  t.true(
+    Object.values(again.graphs).every((g) => g.reused),
+    'an up-to-date output folder is left as it is',
+  );
 
   const copy = mkdtempSync(join(tmpdir(), 'tiny-sd-copy-'));
   cpSync(fixture('tiny-sd'), copy, { recursive: true });
@@ -35,5 +38,7 @@ test('convert writes the four graphs and a manifest; the same weights elsewhere 
 test('convert refuses a folder with a missing component, naming it', (t) => {
   const copy = mkdtempSync(join(tmpdir(), 'tiny-sd-broken-'));
   cpSync(fixture('tiny-sd'), copy, { recursive: true, filter: (src) => !src.includes(`${join('tiny-sd', 'vae')}`) });
-  t.throws(() => convertPipeline(copy, mkdtempSync(join(tmpdir(), 'convert-'))), { message: /missing component folder vae\// });
+  t.throws(() => convertPipeline(copy, mkdtempSync(join(tmpdir(), 'convert-'))), {
+    message: /missing component folder vae\//,
+  });
 });

@@ -30,24 +30,36 @@ test('tiny-sd: components, classes, configs and weight files', (t) => {
   t.is(c.vae.config.num('scaling_factor'), 0.18215);
   t.is(c.text_encoder.config.file, join(root, 'text_encoder', 'config.json'));
   t.is(c.scheduler.config.str('_class_name'), 'PNDMScheduler');
-  t.deepEqual(c.tokenizer.files, [join(root, 'tokenizer', 'tokenizer.json'), join(root, 'tokenizer', 'tokenizer_config.json')]);
+  t.deepEqual(c.tokenizer.files, [
+    join(root, 'tokenizer', 'tokenizer.json'),
+    join(root, 'tokenizer', 'tokenizer_config.json'),
+  ]);
 });
 
 test('a missing component folder gives one error naming it', (t) => {
   const dir = copyTinySd(t);
   rmSync(join(dir, 'vae'), { recursive: true });
-  t.throws(() => readDiffusersFolder(dir), { message: `${dir}: missing component folder vae/ (AutoencoderKL), listed in model_index.json` });
+  t.throws(() => readDiffusersFolder(dir), {
+    message: `${dir}: missing component folder vae/ (AutoencoderKL), listed in model_index.json`,
+  });
   rmSync(join(dir, 'scheduler'), { recursive: true });
-  t.throws(() => readDiffusersFolder(dir), { message: /missing component folders vae\/ \(AutoencoderKL\), scheduler\/ \(PNDMScheduler\)/ });
+  t.throws(() => readDiffusersFolder(dir), {
+    message: /missing component folders vae\/ \(AutoencoderKL\), scheduler\/ \(PNDMScheduler\)/,
+  });
 });
 
 test('a folder without model_index.json is refused', (t) => {
-  t.throws(() => readDiffusersFolder(fixture('clip')), { message: /not a diffusers pipeline folder \(no model_index\.json\)/ });
+  t.throws(() => readDiffusersFolder(fixture('clip')), {
+    message: /not a diffusers pipeline folder \(no model_index\.json\)/,
+  });
 });
 
 test('a folder holding only the .fp16 variant loads it', (t) => {
   const dir = copyTinySd(t);
-  renameSync(join(dir, 'unet', 'diffusion_pytorch_model.safetensors'), join(dir, 'unet', 'diffusion_pytorch_model.fp16.safetensors'));
+  renameSync(
+    join(dir, 'unet', 'diffusion_pytorch_model.safetensors'),
+    join(dir, 'unet', 'diffusion_pytorch_model.fp16.safetensors'),
+  );
   renameSync(join(dir, 'text_encoder', 'model.safetensors'), join(dir, 'text_encoder', 'model.fp16.safetensors'));
   const { components: c } = readDiffusersFolder(dir);
   t.deepEqual(c.unet.weightFiles, [join(dir, 'unet', 'diffusion_pytorch_model.fp16.safetensors')]);

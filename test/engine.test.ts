@@ -19,7 +19,13 @@ const hooks = (steps: Map<string, number>, cancel = new Set<string>()): EngineHo
 
 test('a request gives the same PNG alone and batched with others (shared UNet calls)', async (t) => {
   const a = engine.resolve({ prompt: 'a blue circle on a black background', seed: 3n, steps: 4 });
-  const b = engine.resolve({ prompt: 'a green square on a gray background', seed: 4n, steps: 4, guidanceScale: 1, negativePrompt: 'x' });
+  const b = engine.resolve({
+    prompt: 'a green square on a gray background',
+    seed: 4n,
+    steps: 4,
+    guidanceScale: 1,
+    negativePrompt: 'x',
+  });
   const c = engine.resolve({ prompt: 'a red star on a white background', seed: 5n, steps: 4, numImages: 2 });
   const steps = new Map<string, number>();
   const alone = await engine.runBatch([{ id: 'a', request: a }], hooks(steps));
@@ -79,13 +85,30 @@ test('clip skip conditions on an earlier layer and changes the picture', async (
 test('an encoder whose hidden size differs from the UNet cross-attention size is refused at load', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'manifest-'));
   const file = join(dir, 'm.json');
-  writeFileSync(file, JSON.stringify({ pipelines: { toy: { path: weightsPath('toy-sd'), encoders: { original: { path: weightsPath('toy-sd', 'text_encoder') }, tiny: { path: fixture('tiny-sd', 'text_encoder') } } } } }));
-  await t.throwsAsync(createEngine({ manifest: file }), { message: /encoder 'tiny' of pipeline 'toy' has hidden size 32, but the UNet's cross_attention_dim is 64/ });
+  writeFileSync(
+    file,
+    JSON.stringify({
+      pipelines: {
+        toy: {
+          path: weightsPath('toy-sd'),
+          encoders: {
+            original: { path: weightsPath('toy-sd', 'text_encoder') },
+            tiny: { path: fixture('tiny-sd', 'text_encoder') },
+          },
+        },
+      },
+    }),
+  );
+  await t.throwsAsync(createEngine({ manifest: file }), {
+    message: /encoder 'tiny' of pipeline 'toy' has hidden size 32, but the UNet's cross_attention_dim is 64/,
+  });
 });
 
 test('requests are validated with readable messages', (t) => {
   t.throws(() => engine.resolve({ prompt: '  ' }), { message: 'prompt is empty' });
-  t.throws(() => engine.resolve({ prompt: 'x', encoder: 'nope' }), { message: /unknown encoder 'nope' for pipeline 'toy' \(available: original/ });
+  t.throws(() => engine.resolve({ prompt: 'x', encoder: 'nope' }), {
+    message: /unknown encoder 'nope' for pipeline 'toy' \(available: original/,
+  });
   t.throws(() => engine.resolve({ prompt: 'x', steps: 0.5 }), { message: /steps 0.5 is outside/ });
   t.throws(() => engine.resolve({ prompt: 'x', height: 12 }), { message: 'height 12 is not a positive multiple of 8' });
 });

@@ -47,7 +47,10 @@ test('featureStats across several Gram blocks: mean and covariance with N−1, e
   const [n, d] = [40, 300];
   const x = Float32Array.from({ length: n * d }, () => rng.next() * 4 - 1);
   const { mu, sigma } = await featureStats(x, n, d);
-  const mean = Array.from({ length: d }, (_, j) => Array.from({ length: n }, (_, i) => x[i * d + j]).reduce((a, b) => a + b) / n);
+  const mean = Array.from(
+    { length: d },
+    (_, j) => Array.from({ length: n }, (_, i) => x[i * d + j]).reduce((a, b) => a + b) / n,
+  );
   let err = 0;
   for (let j = 0; j < d; j++) err = Math.max(err, Math.abs(mu[j] - mean[j]));
   for (let p = 0; p < d; p++) {
@@ -66,10 +69,14 @@ test('featureStats refuses a buffer that does not fill [N, D]', async (t) => {
 });
 
 test('CLI prints the distance as JSON and rejects bad input in one line', (t) => {
-  const out = execFileSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:small.b`], { encoding: 'utf8' });
+  const out = execFileSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:small.b`], {
+    encoding: 'utf8',
+  });
   const small = cases.find((c) => c.name === 'small')!;
   t.true(Math.abs(JSON.parse(out).fid - small.fid) <= 2e-7 * small.fid);
-  const bad = spawnSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:wide.b`], { encoding: 'utf8' });
+  const bad = spawnSync('node', ['bin/safe-sd.js', 'fid', '--a', `${GOLDEN}:small.a`, '--b', `${GOLDEN}:wide.b`], {
+    encoding: 'utf8',
+  });
   t.is(bad.status, 2);
   t.is(bad.stderr.trim().split('\n').length, 1);
   t.regex(bad.stderr, /D=16.*D=256/);

@@ -15,7 +15,15 @@ function scratch(t: { teardown: (f: () => void) => void }): string {
   return dir;
 }
 
-const good = (id: string) => JSON.stringify({ id, safe: 'a red circle', nsfw: 'a red skull', tag: 'skull', safe_image: 'a.png', nsfw_image: 'b.png' });
+const good = (id: string) =>
+  JSON.stringify({
+    id,
+    safe: 'a red circle',
+    nsfw: 'a red skull',
+    tag: 'skull',
+    safe_image: 'a.png',
+    nsfw_image: 'b.png',
+  });
 
 function badFile(dir: string): string {
   copyFileSync(join(TOY, 'images', 'train-00000-safe.png'), join(dir, 'a.png'));
@@ -46,8 +54,14 @@ test('bad rows are reported by line and left out; --strict refuses the file at t
   const dir = scratch(t);
   const file = badFile(dir);
   const data = readVisu(file);
-  t.deepEqual(data.rows.map((r) => r.id), ['r1', 'r6']);
-  t.deepEqual(data.problems.map((p) => p.line), [2, 3, 4, 7]);
+  t.deepEqual(
+    data.rows.map((r) => r.id),
+    ['r1', 'r6'],
+  );
+  t.deepEqual(
+    data.problems.map((p) => p.line),
+    [2, 3, 4, 7],
+  );
   t.regex(data.problems[0].message, /broken JSON/);
   t.regex(data.problems[1].message, /'safe' is empty/);
   t.regex(data.problems[2].message, /missing image .*missing\.png/);
@@ -60,22 +74,39 @@ test('bad rows are reported by line and left out; --strict refuses the file at t
   t.deepEqual([...bad.keys()], [6]);
   t.deepEqual([...pixels.get('r1.safe')!.shape], [3, 32, 32]);
   const kept = dropRows(data, bad);
-  t.deepEqual(kept.rows.map((r) => r.id), ['r1']);
-  t.deepEqual(kept.problems.map((p) => p.line), [2, 3, 4, 6, 7]);
+  t.deepEqual(
+    kept.rows.map((r) => r.id),
+    ['r1'],
+  );
+  t.deepEqual(
+    kept.problems.map((p) => p.line),
+    [2, 3, 4, 6, 7],
+  );
   t.throws(() => dropRows(data, bad, true), { instanceOf: DataError, message: /train\.jsonl:6: .*cannot decode/ });
 });
 
 test('a file with no usable row is refused with its first problem', (t) => {
   const dir = scratch(t);
   writeFileSync(join(dir, 'x.jsonl'), 'nope\n');
-  t.throws(() => readVisu(join(dir, 'x.jsonl')), { instanceOf: DataError, message: /no usable rows .*x\.jsonl:1: broken JSON/ });
+  t.throws(() => readVisu(join(dir, 'x.jsonl')), {
+    instanceOf: DataError,
+    message: /no usable rows .*x\.jsonl:1: broken JSON/,
+  });
 });
 
 test('precomputed image embeddings: rows without their vector or with the wrong width are reported', (t) => {
   const dir = scratch(t);
   const file = join(dir, 'e.safetensors');
   writeSafetensors(file, { 'a.safe': f32(new Float32Array(4), [4]), 'b.safe': f32(new Float32Array(3), [3]) });
-  const rows = ['a', 'b', 'c'].map((id, i) => ({ line: i + 1, id, safe: 's', nsfw: 'n', tag: '', safeImage: '', nsfwImage: '' }));
+  const rows = ['a', 'b', 'c'].map((id, i) => ({
+    line: i + 1,
+    id,
+    safe: 's',
+    nsfw: 'n',
+    tag: '',
+    safeImage: '',
+    nsfwImage: '',
+  }));
   const { embeds, bad } = readImageEmbeds(file, rows, 4, ['safe']);
   t.deepEqual([...embeds.keys()], ['a.safe']);
   t.regex(bad.get(2)!, /shape \[3\], expected \[4\]/);
@@ -99,5 +130,8 @@ test('a byte-order mark before the first row keeps that row', (t) => {
     JSON.stringify({ id, safe: 'a star', nsfw: 'a skull', safe_image: 'x.png', nsfw_image: 'x.png' });
   writeFileSync(join(dir, 'train.jsonl'), `\uFEFF${row('first')}\n${row('second')}\n`);
   const data = readVisu(dir, { checkImages: false, strict: true });
-  t.deepEqual(data.rows.map((r) => r.id), ['first', 'second']);
+  t.deepEqual(
+    data.rows.map((r) => r.id),
+    ['first', 'second'],
+  );
 });

@@ -17,9 +17,20 @@ test('export: LoRA merged into a CLIPTextModel folder (text_model. keys, tokeniz
   const module = 'text_model.encoder.layers.1.mlp.fc1';
   const w = clip.weights.get(`${module}.weight`);
   const lora = { rank: 2, alpha: 4, targets: ['fc1'] };
-  const A: F32Tensor = { dtype: 'F32', shape: [2, w.shape[1]], data: Float32Array.from({ length: 2 * w.shape[1] }, (_, i) => Math.sin(i)) };
-  const B: F32Tensor = { dtype: 'F32', shape: [w.shape[0], 2], data: Float32Array.from({ length: 2 * w.shape[0] }, (_, i) => Math.cos(i) * 0.01) };
-  const params = new Map([[loraKey(module, 'A'), A], [loraKey(module, 'B'), B]]);
+  const A: F32Tensor = {
+    dtype: 'F32',
+    shape: [2, w.shape[1]],
+    data: Float32Array.from({ length: 2 * w.shape[1] }, (_, i) => Math.sin(i)),
+  };
+  const B: F32Tensor = {
+    dtype: 'F32',
+    shape: [w.shape[0], 2],
+    data: Float32Array.from({ length: 2 * w.shape[0] }, (_, i) => Math.cos(i) * 0.01),
+  };
+  const params = new Map([
+    [loraKey(module, 'A'), A],
+    [loraKey(module, 'B'), B],
+  ]);
   const weights = trainedWeights(clip, params, { options: lora, modules: [module] });
   exportTextModel(clip, weights, dir);
   exportClipModel(clip, weights, join(dir, 'clip-model'));

@@ -65,15 +65,34 @@ test('a run stopped after 2 steps and resumed to 5 ends with exactly the paramet
   t.is(loadClip(join(dir, 'b')).kind, 'CLIPTextModel');
   t.is(loadClip(join(dir, 'b', CLIP_MODEL_DIR)).kind, 'CLIPModel');
   // Resuming with other settings is refused.
-  await t.throwsAsync(train({ ...base(data, join(dir, 'b')), lr: 2e-3, steps: 6, resume: true }), { message: /checkpoint was made with/ });
+  await t.throwsAsync(train({ ...base(data, join(dir, 'b')), lr: 2e-3, steps: 6, resume: true }), {
+    message: /checkpoint was made with/,
+  });
 });
 
 test('finetune CLI: bad rows are reported with their lines, usage errors are one line with exit 2', (t) => {
   const dir = scratch(t);
   const data = smallData(dir, 6);
   writeFileSync(data, `${readFileSync(data, 'utf8')}{broken\n`);
-  const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'finetune', ...args], { cwd: ROOT, encoding: 'utf8' });
-  const ok = cli(['--clip', weightsPath('toy-clip'), '--data', data, '--out', join(dir, 'o'), '--steps', '1', '--batch', '4', '--checkpoint-every', '0']);
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'finetune', ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+  const ok = cli([
+    '--clip',
+    weightsPath('toy-clip'),
+    '--data',
+    data,
+    '--out',
+    join(dir, 'o'),
+    '--steps',
+    '1',
+    '--batch',
+    '4',
+    '--checkpoint-every',
+    '0',
+  ]);
   t.is(ok.status, 0, ok.stderr);
   t.regex(ok.stderr, /skipped .*train\.jsonl:7: broken JSON/);
   t.is(JSON.parse(ok.stdout.trim().split('\n').pop()!).steps, 1);

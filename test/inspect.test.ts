@@ -12,7 +12,10 @@ const exec = promisify(execFile);
 test('a diffusers pipeline: its three weighted parts with dtypes, parameters and sizes, and whether its encoder fits', (t) => {
   const i = inspectPath(fixture('tiny-sd'));
   t.is(i.kind, 'diffusers pipeline');
-  t.deepEqual(i.parts.map((p) => p.name), ['unet', 'vae', 'text_encoder']);
+  t.deepEqual(
+    i.parts.map((p) => p.name),
+    ['unet', 'vae', 'text_encoder'],
+  );
   const unet = i.parts[0];
   t.deepEqual(unet.dtypes, { F32: 684 });
   t.true(unet.parameters! > 2e6 && unet.bytes > unet.parameters! * 4);
@@ -45,10 +48,23 @@ test('a pickle is refused without being read', (t) => {
 });
 
 test('safe-sd inspect --json --pipeline says whether an encoder fits a pipeline', async (t) => {
-  const { stdout } = await exec('node', ['bin/safe-sd.js', 'inspect', weightsPath('toy-clip'), '--pipeline', fixture('tiny-sd'), '--json']);
+  const { stdout } = await exec('node', [
+    'bin/safe-sd.js',
+    'inspect',
+    weightsPath('toy-clip'),
+    '--pipeline',
+    fixture('tiny-sd'),
+    '--json',
+  ]);
   const out = JSON.parse(stdout);
   t.is(out.kind, 'CLIPModel');
   t.deepEqual(out.pipeline_fit, { encoderHiddenSize: 64, crossAttentionDim: 32, fits: false });
-  const text = await exec('node', ['bin/safe-sd.js', 'inspect', weightsPath('toy-clip'), '--pipeline', weightsPath('toy-sd')]);
+  const text = await exec('node', [
+    'bin/safe-sd.js',
+    'inspect',
+    weightsPath('toy-clip'),
+    '--pipeline',
+    weightsPath('toy-sd'),
+  ]);
   t.regex(text.stdout, /hidden size 64 fits its cross_attention_dim 64/);
 });

@@ -8,7 +8,8 @@ function gram(n: number, k: number, seed: number): Float64Array {
   const rng = Rng.fromSeed(seed);
   const x = Float64Array.from({ length: n * k }, () => rng.next() - 0.5);
   const a = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let t = 0; t < k; t++) a[i * n + j] += x[i * k + t] * x[j * k + t];
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) for (let t = 0; t < k; t++) a[i * n + j] += x[i * k + t] * x[j * k + t];
   return a;
 }
 
@@ -72,7 +73,8 @@ function withSpectrum(lambda: number[], seed: number): Float64Array {
     }
   }
   const a = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += q[i * n + k] * lambda[k] * q[j * n + k];
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += q[i * n + k] * lambda[k] * q[j * n + k];
   return a;
 }
 
@@ -80,7 +82,9 @@ const sorted = (x: ArrayLike<number>) => Array.from(x).sort((p, q) => p - q);
 
 test('symmetric eigenvalues recover a known spectrum, whatever the band and the outer block', async (t) => {
   // Repeated, zero, negative and widely spread eigenvalues.
-  const lambda = Array.from({ length: 45 }, (_, i) => (i % 9 === 0 ? 0 : i % 7 === 0 ? 2.5 : (i - 20) * 0.37 * 1.3 ** (i % 5)));
+  const lambda = Array.from({ length: 45 }, (_, i) =>
+    i % 9 === 0 ? 0 : i % 7 === 0 ? 2.5 : (i - 20) * 0.37 * 1.3 ** (i % 5),
+  );
   const a = withSpectrum(lambda, 3);
   const before = a.slice();
   const expected = sorted(lambda);

@@ -16,7 +16,10 @@ function weights(entries: Record<string, F32Tensor>): MemoryWeights {
 
 test('a Linear reads PyTorch [out, in] weights under its checkpoint path', async (t) => {
   const g = new GraphBuilder();
-  const w = weights({ 'proj.weight': f32(Float32Array.from([1, 2, 3, 4, 5, 6]), [3, 2]), 'proj.bias': f32(Float32Array.from([0.5, 0, -1]), [3]) });
+  const w = weights({
+    'proj.weight': f32(Float32Array.from([1, 2, 3, 4, 5, 6]), [3, 2]),
+    'proj.bias': f32(Float32Array.from([0.5, 0, -1]), [3]),
+  });
   const lin = new Linear(Scope.root(g, w).child('proj'), 2, 3);
   const x = g.input('x', 'float32', ['batch', 2]);
   g.output(lin.forward(x), 'y', 'float32', ['batch', 3]);
@@ -30,7 +33,12 @@ test('GroupNorm matches the definition', async (t) => {
   const C = 4;
   const gamma = Float32Array.from([1, 2, 0.5, -1]);
   const beta = Float32Array.from([0.1, 0.2, 0.3, 0.4]);
-  const gn = new GroupNorm(Scope.root(g, weights({ 'n.weight': f32(gamma, [C]), 'n.bias': f32(beta, [C]) })).child('n'), 2, C, 1e-5);
+  const gn = new GroupNorm(
+    Scope.root(g, weights({ 'n.weight': f32(gamma, [C]), 'n.bias': f32(beta, [C]) })).child('n'),
+    2,
+    C,
+    1e-5,
+  );
   const x = g.input('x', 'float32', [1, C, 'h', 'w']);
   g.output(gn.forward(x), 'y', 'float32', [1, C, 'h', 'w']);
   const s = await createSession(serializeModel(g));
@@ -51,14 +59,24 @@ test('GroupNorm matches the definition', async (t) => {
 test('a missing or misshapen weight names the file and the key', (t) => {
   const g = new GraphBuilder();
   const w = weights({ 'proj.weight': f32(new Float32Array(6), [2, 3]) });
-  t.throws(() => new Linear(Scope.root(g, w).child('proj'), 2, 3), { message: 'test.safetensors: weight proj.weight has shape [2,3] but the config implies [3,2]' });
-  t.throws(() => new Linear(Scope.root(g, w).child('other'), 3, 2), { message: /test\.safetensors: missing weight other\.weight/ });
+  t.throws(() => new Linear(Scope.root(g, w).child('proj'), 2, 3), {
+    message: 'test.safetensors: weight proj.weight has shape [2,3] but the config implies [3,2]',
+  });
+  t.throws(() => new Linear(Scope.root(g, w).child('other'), 3, 2), {
+    message: /test\.safetensors: missing weight other\.weight/,
+  });
 });
 
 test('external data: weights go beside the model and ORT loads them', async (t) => {
   const g = new GraphBuilder();
   const n = 4096;
-  const w = weights({ 'p.weight': f32(Float32Array.from({ length: n * 2 }, (_, i) => (i % 7) - 3), [n, 2]), 'p.bias': f32(new Float32Array(n).fill(1), [n]) });
+  const w = weights({
+    'p.weight': f32(
+      Float32Array.from({ length: n * 2 }, (_, i) => (i % 7) - 3),
+      [n, 2],
+    ),
+    'p.bias': f32(new Float32Array(n).fill(1), [n]),
+  });
   const lin = new Linear(Scope.root(g, w).child('p'), 2, n);
   g.output(lin.forward(g.input('x', 'float32', [1, 2])), 'y', 'float32', [1, n]);
   const dir = mkdtempSync(join(tmpdir(), 'ext-'));
@@ -67,7 +85,7 @@ test('external data: weights go beside the model and ORT loads them', async (t) 
   t.true(existsSync(join(dir, 'model.onnx.data')));
   const s = await createSession(join(dir, 'model.onnx'));
   const { y } = await run(s, { x: f32(Float32Array.from([1, 1]), [1, 2]) });
-  t.is(y.data[0], (0 - 3) + (1 - 3) + 1);
+  t.is(y.data[0], 0 - 3 + (1 - 3) + 1);
   t.is(y.data.length, n);
 });
 
@@ -76,7 +94,10 @@ test('weights chosen by asInput become graph inputs with their starting values',
   const w = weights({ 'p.weight': f32(new Float32Array(6).fill(2), [3, 2]), 'p.bias': f32(new Float32Array(3), [3]) });
   const s = Scope.root(g, w, '', { asInput: (k) => k.endsWith('.weight') });
   new Linear(s.child('p'), 2, 3);
-  t.deepEqual(g.inputs.map((i) => i.name), ['p.weight']);
+  t.deepEqual(
+    g.inputs.map((i) => i.name),
+    ['p.weight'],
+  );
   t.deepEqual([...g.initializers.keys()], ['p.bias']);
   t.deepEqual([...s.inputs.get('p.weight')!.data], [2, 2, 2, 2, 2, 2]);
 });

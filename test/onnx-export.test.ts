@@ -34,7 +34,15 @@ function save(model: Model, file: string): void {
 }
 
 function valueInfo(name: string, type: number, dims: Array<number | string>): OnnxTypes.IValueInfoProto {
-  return { name, type: { tensorType: { elemType: type, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } };
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: type,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
 }
 
 /** Replace graph input `name` by `newName` of another type / rank, converted back by `nodes` (from newName to `name`). */
@@ -51,18 +59,32 @@ function retypeOutput(m: Model, name: string, newName: string, type?: number): v
   if (type === undefined) {
     for (const n of g.node!) n.output = n.output!.map((o) => (o === name ? newName : o));
   } else {
-    g.node!.push(onnx.NodeProto.create({ opType: 'Cast', input: [name], output: [newName], attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }] }));
+    g.node!.push(
+      onnx.NodeProto.create({
+        opType: 'Cast',
+        input: [name],
+        output: [newName],
+        attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }],
+      }),
+    );
     out.type!.tensorType!.elemType = type;
   }
   out.name = newName;
 }
 
-const cast = (from: string, to: string, type: number): OnnxTypes.INodeProto => ({ opType: 'Cast', input: [from], output: [to], attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }] });
+const cast = (from: string, to: string, type: number): OnnxTypes.INodeProto => ({
+  opType: 'Cast',
+  input: [from],
+  output: [to],
+  attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }],
+});
 
 /** Our VAE decoder unscales UNet-space latents itself; an exported one takes VAE-space latents, so scale them back first. */
 function exportedDecoder(m: Model, inputType: number): void {
   const g = m.graph!;
-  g.initializer!.push(onnx.TensorProto.create({ name: 'export_scaling_factor', dataType: T.FLOAT, dims: [], floatData: [0.18215] }));
+  g.initializer!.push(
+    onnx.TensorProto.create({ name: 'export_scaling_factor', dataType: T.FLOAT, dims: [], floatData: [0.18215] }),
+  );
   const nodes: OnnxTypes.INodeProto[] = [];
   let from = 'latent_sample';
   if (inputType !== T.FLOAT) nodes.push(cast(from, (from = 'latent_sample_f32'), T.FLOAT));
@@ -75,7 +97,8 @@ function exportFolder(variant: 'optimum' | 'int-fp16'): string {
   const graphs = join(mkdtempSync(join(tmpdir(), 'graphs-')), 'out');
   convertPipeline(fixture('tiny-sd'), graphs);
   const root = mkdtempSync(join(tmpdir(), `onnx-${variant}-`));
-  for (const part of ['tokenizer', 'scheduler']) cpSync(fixture('tiny-sd', part), join(root, part), { recursive: true });
+  for (const part of ['tokenizer', 'scheduler'])
+    cpSync(fixture('tiny-sd', part), join(root, part), { recursive: true });
   writeGoldenScheduler(root);
   cpSync(fixture('tiny-sd', 'model_index.json'), join(root, 'model_index.json'));
 
@@ -85,18 +108,31 @@ function exportFolder(variant: 'optimum' | 'int-fp16'): string {
   if (variant === 'optimum') {
     // optimum: configs beside the models, the exporters' names, float32 throughout.
     exportedDecoder(vae, T.FLOAT);
-    for (const part of ['unet', 'text_encoder']) cpSync(fixture('tiny-sd', part, 'config.json'), join(root, part, 'config.json'), { recursive: true });
+    for (const part of ['unet', 'text_encoder'])
+      cpSync(fixture('tiny-sd', part, 'config.json'), join(root, part, 'config.json'), { recursive: true });
     cpSync(fixture('tiny-sd', 'vae', 'config.json'), join(root, 'vae_decoder', 'config.json'), { recursive: true });
   } else {
     // diffusers' script with an fp16 export: int32 ids, a scalar int64 timestep, float16 latents and states, no configs.
     for (const n of text.graph!.node!) n.input = n.input!.map((i) => (i === 'input_ids' ? 'input_ids_i64' : i));
-    retypeInput(text, 'input_ids', valueInfo('input_ids', T.INT32, ['batch', 'sequence']), [cast('input_ids', 'input_ids_i64', T.INT64)]);
+    retypeInput(text, 'input_ids', valueInfo('input_ids', T.INT32, ['batch', 'sequence']), [
+      cast('input_ids', 'input_ids_i64', T.INT64),
+    ]);
     const u = unet.graph!;
-    for (const n of u.node!) n.input = n.input!.map((i) => ({ sample: 'sample_f32', timestep: 'timestep_f32', encoder_hidden_states: 'states_f32' })[i] ?? i);
+    for (const n of u.node!)
+      n.input = n.input!.map(
+        (i) => ({ sample: 'sample_f32', timestep: 'timestep_f32', encoder_hidden_states: 'states_f32' })[i] ?? i,
+      );
     u.initializer!.push(onnx.TensorProto.create({ name: 'axis0', dataType: T.INT64, dims: [1], int64Data: [0] }));
-    retypeInput(unet, 'sample', valueInfo('sample', T.FLOAT16, ['batch', 4, 'height', 'width']), [cast('sample', 'sample_f32', T.FLOAT)]);
-    retypeInput(unet, 'timestep', valueInfo('timestep', T.INT64, []), [cast('timestep', 'timestep_scalar', T.FLOAT), { opType: 'Unsqueeze', input: ['timestep_scalar', 'axis0'], output: ['timestep_f32'] }]);
-    retypeInput(unet, 'encoder_hidden_states', valueInfo('encoder_hidden_states', T.FLOAT16, ['batch', 77, 32]), [cast('encoder_hidden_states', 'states_f32', T.FLOAT)]);
+    retypeInput(unet, 'sample', valueInfo('sample', T.FLOAT16, ['batch', 4, 'height', 'width']), [
+      cast('sample', 'sample_f32', T.FLOAT),
+    ]);
+    retypeInput(unet, 'timestep', valueInfo('timestep', T.INT64, []), [
+      cast('timestep', 'timestep_scalar', T.FLOAT),
+      { opType: 'Unsqueeze', input: ['timestep_scalar', 'axis0'], output: ['timestep_f32'] },
+    ]);
+    retypeInput(unet, 'encoder_hidden_states', valueInfo('encoder_hidden_states', T.FLOAT16, ['batch', 77, 32]), [
+      cast('encoder_hidden_states', 'states_f32', T.FLOAT),
+    ]);
     retypeOutput(unet, 'out_sample', 'out_sample_f16', T.FLOAT16);
     exportedDecoder(vae, T.FLOAT16);
   }
@@ -121,7 +157,10 @@ test('the signature of an exported model is read from its header: names, types, 
       ['encoder_hidden_states', 'float16', ['batch', 77, 32]],
     ],
   );
-  t.deepEqual(unet.outputs.map((o) => [o.name, o.type]), [['out_sample_f16', 'float16']]);
+  t.deepEqual(
+    unet.outputs.map((o) => [o.name, o.type]),
+    [['out_sample_f16', 'float16']],
+  );
   t.true(unet.initializers > 100);
   const source = openPipelineSource(halfInt);
   t.is(source.format, 'onnx');

@@ -10,7 +10,13 @@ import { createSession, run } from '../src/onnx/session.js';
 function convModel(dir: string): string {
   const g = new GraphBuilder();
   const x = g.input('x', 'float32', [1, 8, 6, 6]);
-  const w = g.initializer('w', f32(Float32Array.from({ length: 8 * 8 * 9 }, (_, i) => Math.sin(i)), [8, 8, 3, 3]));
+  const w = g.initializer(
+    'w',
+    f32(
+      Float32Array.from({ length: 8 * 8 * 9 }, (_, i) => Math.sin(i)),
+      [8, 8, 3, 3],
+    ),
+  );
   g.output(g.op('Conv', [x, w], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), 'y', 'float32', [1, 8, 6, 6]);
   const path = join(dir, 'm.onnx');
   saveModel(g, path, { externalData: true });
@@ -25,7 +31,12 @@ test('a model file opens from its saved optimised copy, with the same results; a
   const path = convModel(dir);
   const optimized = join(cache, 'optimized');
   const copiesOf = () => (existsSync(optimized) ? readdirSync(optimized).filter((f) => !f.includes('.tmp-')) : []);
-  const x = { x: f32(Float32Array.from({ length: 288 }, (_, i) => Math.cos(i)), [1, 8, 6, 6]) };
+  const x = {
+    x: f32(
+      Float32Array.from({ length: 288 }, (_, i) => Math.cos(i)),
+      [1, 8, 6, 6],
+    ),
+  };
   const plain = (await run(await createSession(path, { reuseOptimized: false }), x)).y.data;
   t.deepEqual(copiesOf(), []);
   await createSession(path);

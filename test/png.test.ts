@@ -15,7 +15,8 @@ test('float to bytes as numpy_to_pil: clamp, * 255 in float32, round half to eve
 });
 
 test('PNG holds the pixels and the parameters text, and decodes back to the same bytes', async (t) => {
-  const parameters = 'a photo of a cat\nNegative prompt: blurry\nSteps: 8, Sampler: PNDM, CFG scale: 7.5, Seed: 1040, Size: 64x64';
+  const parameters =
+    'a photo of a cat\nNegative prompt: blurry\nSteps: 8, Sampler: PNDM, CFG scale: 7.5, Seed: 1040, Size: 64x64';
   const pngs = imagesToPngs(image, { parameters });
   t.is(pngs.length, image.shape[0]);
   const bytes = imagesToBytes(image);
@@ -29,7 +30,9 @@ test('PNG holds the pixels and the parameters text, and decodes back to the same
 
 test('a non-square image decodes back to its rows and columns', async (t) => {
   const rgb = Uint8Array.from({ length: 5 * 2 * 3 }, (_, i) => i * 7);
-  const { data, info } = await sharp(encodePng(rgb, 5, 2)).raw().toBuffer({ resolveWithObject: true });
+  const { data, info } = await sharp(encodePng(rgb, 5, 2))
+    .raw()
+    .toBuffer({ resolveWithObject: true });
   t.deepEqual([info.width, info.height, info.channels], [5, 2, 3]);
   t.deepEqual([...data], [...rgb]);
 });

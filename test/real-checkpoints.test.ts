@@ -24,13 +24,19 @@ test('a CLIPModel folder (as Safe-CLIP releases are) serves as a pipeline encode
     pipelines: {
       toy: {
         path: weightsPath('toy-sd'),
-        encoders: { original: { path: weightsPath('toy-sd', 'text_encoder') }, safeclip: { path: weightsPath('toy-clip'), safe_clip: true } },
+        encoders: {
+          original: { path: weightsPath('toy-sd', 'text_encoder') },
+          safeclip: { path: weightsPath('toy-clip'), safe_clip: true },
+        },
       },
     },
   });
   const engine = new LocalEngine(readManifest(file));
   try {
-    t.like(engine.models().encoders.find((e) => e.name === 'safeclip'), { hiddenSize: 64, safeClip: true, layers: 4 });
+    t.like(
+      engine.models().encoders.find((e) => e.name === 'safeclip'),
+      { hiddenSize: 64, safeClip: true, layers: 4 },
+    );
     const images: Float32Array[] = [];
     for (const encoder of ['original', 'safeclip']) {
       const r = engine.resolve({ prompt: 'a red star', encoder, steps: 3, width: 64, height: 64, seed: 5n });
@@ -50,7 +56,11 @@ test('a CLIPModel folder (as Safe-CLIP releases are) serves as a pipeline encode
 
 test('a manifest may name a single file as a pipeline path, with its config folder; its own encoder comes with it', (t) => {
   const config = tinySdConfigFolder();
-  const file = writeManifest({ pipelines: { single: { path: fixture('tiny-sd-single-file.safetensors'), config, defaults: { width: 64, height: 64 } } } });
+  const file = writeManifest({
+    pipelines: {
+      single: { path: fixture('tiny-sd-single-file.safetensors'), config, defaults: { width: 64, height: 64 } },
+    },
+  });
   const m = readManifest(file);
   t.is(m.pipelines[0].config, config);
   t.like(m.pipelines[0].encoders[0], { name: 'original', path: fixture('tiny-sd-single-file.safetensors'), config });
@@ -61,7 +71,23 @@ test('a manifest may name a single file as a pipeline path, with its config fold
 
 test('safe-sd generate --model <file.safetensors> --config <dir> writes an image', async (t) => {
   const out = join(mkdtempSync(join(tmpdir(), 'gen-')), 'single.png');
-  const args = ['bin/safe-sd.js', 'generate', '--model', fixture('tiny-sd-single-file.safetensors'), '--config', tinySdConfigFolder(), '--prompt', 'a cat', '--steps', '2', '--seed', '1', '--out', out, '--json'];
+  const args = [
+    'bin/safe-sd.js',
+    'generate',
+    '--model',
+    fixture('tiny-sd-single-file.safetensors'),
+    '--config',
+    tinySdConfigFolder(),
+    '--prompt',
+    'a cat',
+    '--steps',
+    '2',
+    '--seed',
+    '1',
+    '--out',
+    out,
+    '--json',
+  ];
   const { stdout } = await exec('node', args, { env: { ...process.env, SAFE_SD_CACHE: cache } });
   t.like(JSON.parse(stdout), { width: 64, height: 64, encoder: 'original' });
   t.true(existsSync(out));

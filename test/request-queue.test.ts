@@ -62,9 +62,19 @@ const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 test('requests submitted in one turn of the event loop start as one batch, later ones wait for the worker', async (t) => {
   const pool = new RecordingPool();
-  const queue = new RequestQueue(pool as unknown as WorkerPool, { maxQueue: 16, maxBatch: 4 }, new ServerMetrics(), pino({ level: 'silent' }));
+  const queue = new RequestQueue(
+    pool as unknown as WorkerPool,
+    { maxQueue: 16, maxBatch: 4 },
+    new ServerMetrics(),
+    pino({ level: 'silent' }),
+  );
   const settled: string[] = [];
-  const submit = (prompt: string) => queue.submit(prompt, [request(prompt)], listener(() => settled.push(prompt)));
+  const submit = (prompt: string) =>
+    queue.submit(
+      prompt,
+      [request(prompt)],
+      listener(() => settled.push(prompt)),
+    );
   submit('a');
   submit('b');
   submit('c');
@@ -77,7 +87,10 @@ test('requests submitted in one turn of the event loop start as one batch, later
   pool.finishBatch();
   await turn();
   t.deepEqual(settled, ['a', 'b', 'c']);
-  t.deepEqual(pool.batches, [['a', 'b', 'c'], ['d', 'e']]);
+  t.deepEqual(pool.batches, [
+    ['a', 'b', 'c'],
+    ['d', 'e'],
+  ]);
   pool.finishBatch();
   await turn();
   t.deepEqual(settled, ['a', 'b', 'c', 'd', 'e']);

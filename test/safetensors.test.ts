@@ -69,7 +69,9 @@ test('rejects a truncated file, naming the file and the tensor', (t) => {
   const bytes = readFileSync(p);
   const cut = join(dir, 'cut.safetensors');
   writeFileSync(cut, bytes.subarray(0, bytes.length - 10));
-  t.throws(() => SafetensorsFile.open(cut), { message: /cut\.safetensors \[w\]: data_offsets \[0, 64\] run past the end/ });
+  t.throws(() => SafetensorsFile.open(cut), {
+    message: /cut\.safetensors \[w\]: data_offsets \[0, 64\] run past the end/,
+  });
 });
 
 test('rejects a header length past the end of the file', (t) => {
@@ -84,12 +86,18 @@ test('rejects a header length past the end of the file', (t) => {
 });
 
 test('rejects overlapping offsets, holes and dtype/length mismatches', (t) => {
-  const overlap = rawFile('overlap.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12);
+  const overlap = rawFile(
+    'overlap.safetensors',
+    { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
+    12,
+  );
   t.throws(() => SafetensorsFile.open(overlap), { message: /overlap\.safetensors \[b\]: data overlaps/ });
   const hole = rawFile('hole.safetensors', { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8);
   t.throws(() => SafetensorsFile.open(hole), { message: /\[a\]: hole of 4 bytes/ });
   const mismatch = rawFile('mm.safetensors', { a: { dtype: 'F16', shape: [3], data_offsets: [0, 8] } }, 8);
-  t.throws(() => SafetensorsFile.open(mismatch), { message: /mm\.safetensors \[a\]: F16\[3\] needs 6 bytes but data_offsets span 8/ });
+  t.throws(() => SafetensorsFile.open(mismatch), {
+    message: /mm\.safetensors \[a\]: F16\[3\] needs 6 bytes but data_offsets span 8/,
+  });
   const dtype = rawFile('dt.safetensors', { a: { dtype: 'C64', shape: [1], data_offsets: [0, 8] } }, 8);
   t.throws(() => SafetensorsFile.open(dtype), { message: /\[a\]: unsupported dtype "C64"/ });
   const trailing = rawFile('tr.safetensors', { a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 5);
@@ -103,13 +111,20 @@ test('rejects overlapping offsets, holes and dtype/length mismatches', (t) => {
 
 test('a failed write leaves no file behind', (t) => {
   const p = join(dir, 'bad.safetensors');
-  t.throws(() => writeSafetensors(p, { w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), { message: /needs 12 bytes/ });
+  t.throws(() => writeSafetensors(p, { w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), {
+    message: /needs 12 bytes/,
+  });
   t.throws(() => readFileSync(p));
 });
 
 test('reads tensors that lie past 2 GiB without reading the file whole (sparse file)', (t) => {
   const big = 2 ** 31 + 16;
-  const header = Buffer.from(JSON.stringify({ big: { dtype: 'U8', shape: [big], data_offsets: [0, big] }, tail: { dtype: 'F32', shape: [4], data_offsets: [big, big + 16] } }));
+  const header = Buffer.from(
+    JSON.stringify({
+      big: { dtype: 'U8', shape: [big], data_offsets: [0, big] },
+      tail: { dtype: 'F32', shape: [4], data_offsets: [big, big + 16] },
+    }),
+  );
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(header.length));
   const p = join(dir, 'big.safetensors');

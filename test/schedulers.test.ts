@@ -26,7 +26,8 @@ const tensors = readSafetensors(fixture('scheduler_golden.safetensors'));
 
 function tensor(name: string): Float32Array {
   const t: Tensor | undefined = tensors.get(name);
-  if (!t || !(t.data instanceof Float32Array)) throw new Error(`scheduler_golden.safetensors: no float32 tensor '${name}'`);
+  if (!t || !(t.data instanceof Float32Array))
+    throw new Error(`scheduler_golden.safetensors: no float32 tensor '${name}'`);
   return t.data;
 }
 
@@ -90,7 +91,19 @@ test('unknown scheduler names are refused with the valid ones listed', (t) => {
   const config = new Config('scheduler_config.json', { _class_name: 'PNDMScheduler' });
   const err = t.throws(() => createScheduler('euler_a', config));
   t.regex(err!.message, /unknown scheduler 'euler_a'.*dpmpp-2m-karras/);
-  t.deepEqual(SCHEDULER_NAMES, ['pndm', 'ddim', 'euler', 'euler-a', 'lms', 'dpmpp-2m', 'dpmpp-2m-karras', 'dpmpp-sde', 'unipc', 'heun', 'ddpm']);
+  t.deepEqual(SCHEDULER_NAMES, [
+    'pndm',
+    'ddim',
+    'euler',
+    'euler-a',
+    'lms',
+    'dpmpp-2m',
+    'dpmpp-2m-karras',
+    'dpmpp-sde',
+    'unipc',
+    'heun',
+    'ddpm',
+  ]);
 });
 
 test('a stochastic scheduler without a noise source says so', (t) => {

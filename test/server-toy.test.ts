@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { createDiffusionClient, type CompareEventMsg, type DiffusionClient, type GenerateEventMsg } from '../src/grpc/proto.js';
+import {
+  createDiffusionClient,
+  type CompareEventMsg,
+  type DiffusionClient,
+  type GenerateEventMsg,
+} from '../src/grpc/proto.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { DEFAULT_MANIFEST } from '../src/pipeline/manifest.js';
 
@@ -15,7 +20,16 @@ let server: RunningServer;
 let client: DiffusionClient;
 
 test.before(async () => {
-  server = await startServer({ host: '127.0.0.1', port: 0, workers: 1, maxQueue: 8, maxBatch: 4, maxResponseBytes: 16 << 20, engineOptions: { manifest: DEFAULT_MANIFEST }, logger: pino({ level: 'silent' }) });
+  server = await startServer({
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxQueue: 8,
+    maxBatch: 4,
+    maxResponseBytes: 16 << 20,
+    engineOptions: { manifest: DEFAULT_MANIFEST },
+    logger: pino({ level: 'silent' }),
+  });
   client = createDiffusionClient(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
 });
 
@@ -34,8 +48,9 @@ function events<E>(stream: grpc.ClientReadableStream<E>): Promise<E[]> {
 }
 
 test.serial('ListModels lists the toy pipeline with its original and Safe-CLIP encoders', async (t) => {
-  const res = await new Promise<{ encoders: Array<{ name: string; hiddenSize: number; safeClip: boolean }> }>((resolve, reject) =>
-    client.listModels({}, new grpc.Metadata(), {}, (err, r) => (err ? reject(err) : resolve(r as never))),
+  const res = await new Promise<{ encoders: Array<{ name: string; hiddenSize: number; safeClip: boolean }> }>(
+    (resolve, reject) =>
+      client.listModels({}, new grpc.Metadata(), {}, (err, r) => (err ? reject(err) : resolve(r as never))),
   );
   t.deepEqual(
     res.encoders.map((e) => [e.name, e.hiddenSize, e.safeClip]),
@@ -48,8 +63,13 @@ test.serial('ListModels lists the toy pipeline with its original and Safe-CLIP e
 });
 
 test.serial('Generate streams progress and returns a PNG made by the toy model', async (t) => {
-  const ev = await events<GenerateEventMsg>(client.generate({ prompt: 'a red star on a white background', seed: '5', steps: 6 }));
-  t.true(ev.some((e) => e.event === 'progress' && e.progress?.step === 7 && e.progress.total === 7), 'PNDM: 6 steps are 7 UNet calls');
+  const ev = await events<GenerateEventMsg>(
+    client.generate({ prompt: 'a red star on a white background', seed: '5', steps: 6 }),
+  );
+  t.true(
+    ev.some((e) => e.event === 'progress' && e.progress?.step === 7 && e.progress.total === 7),
+    'PNDM: 6 steps are 7 UNet calls',
+  );
   const last = ev[ev.length - 1];
   if (last.event !== 'result') return t.fail('no result');
   const images = last.result!.images;
@@ -58,12 +78,25 @@ test.serial('Generate streams progress and returns a PNG made by the toy model',
   t.deepEqual([...images[0].png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
 });
 
-test.serial('Compare: the same encoder twice gives identical images, original and safe differ on an unsafe prompt', async (t) => {
-  const ev = await events<CompareEventMsg>(client.compare({ prompt: 'a blue skull on a white background', encoders: ['safe', 'original', 'safe'], seed: '11', steps: 8 }));
-  const last = ev[ev.length - 1];
-  if (last.event !== 'result') return t.fail('no result');
-  const cols = last.result!.columns;
-  t.deepEqual(cols.map((c) => c.encoder), ['safe', 'original', 'safe']);
-  t.deepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[2].images[0].png));
-  t.notDeepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[1].images[0].png));
-});
+test.serial(
+  'Compare: the same encoder twice gives identical images, original and safe differ on an unsafe prompt',
+  async (t) => {
+    const ev = await events<CompareEventMsg>(
+      client.compare({
+        prompt: 'a blue skull on a white background',
+        encoders: ['safe', 'original', 'safe'],
+        seed: '11',
+        steps: 8,
+      }),
+    );
+    const last = ev[ev.length - 1];
+    if (last.event !== 'result') return t.fail('no result');
+    const cols = last.result!.columns;
+    t.deepEqual(
+      cols.map((c) => c.encoder),
+      ['safe', 'original', 'safe'],
+    );
+    t.deepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[2].images[0].png));
+    t.notDeepEqual(Buffer.from(cols[0].images[0].png), Buffer.from(cols[1].images[0].png));
+  },
+);

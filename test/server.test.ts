@@ -127,13 +127,19 @@ test.serial('compare: one seed for all columns; equal encoders give equal images
     const req = { prompt: 'a red fox', seed: '5', steps: 2 };
     const same = compareResult(await collect<CompareEventMsg>(client.compare({ ...req, encoders: ['clip', 'clip'] })));
     t.is(same.seed, '5');
-    t.deepEqual(same.columns.map((c) => c.encoder), ['clip', 'clip']);
+    t.deepEqual(
+      same.columns.map((c) => c.encoder),
+      ['clip', 'clip'],
+    );
     t.deepEqual(Buffer.from(same.columns[0]!.images[0]!.png), Buffer.from(same.columns[1]!.images[0]!.png));
 
     const diff = compareResult(
       await collect<CompareEventMsg>(client.compare({ ...req, encoders: ['safe-clip', 'clip'] })),
     );
-    t.deepEqual(diff.columns.map((c) => c.encoder), ['safe-clip', 'clip']);
+    t.deepEqual(
+      diff.columns.map((c) => c.encoder),
+      ['safe-clip', 'clip'],
+    );
     // The clip column matches the earlier run: same seed, same noise.
     t.deepEqual(Buffer.from(diff.columns[1]!.images[0]!.png), Buffer.from(same.columns[0]!.images[0]!.png));
     t.is(Atomics.load(counters, BATCHES_RUN), 2, 'each compare ran as one batch');
@@ -242,7 +248,10 @@ test.serial('ListModels lists pipelines and encoders', async (t) => {
     );
     t.like(res, {
       pipelines: [{ name: 'toy', defaultEncoder: 'clip', defaultWidth: 32, defaultSteps: 4 }],
-      encoders: [{ name: 'clip', safeClip: false }, { name: 'safe-clip', safeClip: true }],
+      encoders: [
+        { name: 'clip', safeClip: false },
+        { name: 'safe-clip', safeClip: true },
+      ],
     });
   });
 });
@@ -317,7 +326,9 @@ test.serial('8 concurrent clients are all served, in batches, and the metrics sh
   await withServer({ stepMs: 10, maxBatch: 4, metricsPort }, async ({ address, counters }) => {
     const clients = Array.from({ length: 8 }, () => createDiffusionClient(address, grpc.credentials.createInsecure()));
     const outs = await Promise.all(
-      clients.map((c, i) => collect<GenerateEventMsg>(c.generate({ prompt: `prompt ${i}`, seed: String(i), steps: 5 }))),
+      clients.map((c, i) =>
+        collect<GenerateEventMsg>(c.generate({ prompt: `prompt ${i}`, seed: String(i), steps: 5 })),
+      ),
     );
     clients.forEach((c) => c.close());
     outs.forEach((o, i) => {

@@ -7,7 +7,12 @@ import { f32, numel, type F32Tensor, type Tensor } from '../src/core/tensor.js';
 import { MemoryWeights, SafetensorsWeights, type WeightStore } from '../src/core/weights.js';
 import { ClipTextTransformer, readClipTextConfig } from '../src/models/clip.js';
 import { Scope, type ScopeOptions } from '../src/models/scope.js';
-import { readSingleFile, singleFileTextWeights, singleFileUnetWeights, singleFileVaeWeights } from '../src/models/single-file.js';
+import {
+  readSingleFile,
+  singleFileTextWeights,
+  singleFileUnetWeights,
+  singleFileVaeWeights,
+} from '../src/models/single-file.js';
 import { defineUnetGraph, parseUnetConfig } from '../src/models/unet.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
 import { LocalEngine } from '../src/pipeline/engine.js';
@@ -26,7 +31,11 @@ const configDir = tinySdConfigFolder();
 const engine = new LocalEngine(manifestForModel(SINGLE, { config: configDir }));
 test.after.always(() => engine.close());
 
-function sameTensors(t: import('ava').ExecutionContext, view: WeightStore & { close(): void }, reference: string): void {
+function sameTensors(
+  t: import('ava').ExecutionContext,
+  view: WeightStore & { close(): void },
+  reference: string,
+): void {
   const ref = SafetensorsWeights.open([reference]);
   try {
     t.deepEqual([...view.keys()].sort(), [...ref.keys()].sort());
@@ -35,7 +44,10 @@ function sameTensors(t: import('ava').ExecutionContext, view: WeightStore & { cl
       const b = ref.get(k);
       // The VAE attention projections are 1×1 convolutions in the single file, linear layers in diffusers'.
       t.is(a.data.length, b.data.length, k);
-      t.true(a.data.every((v, i) => v === b.data[i]), k);
+      t.true(
+        a.data.every((v, i) => v === b.data[i]),
+        k,
+      );
     }
   } finally {
     ref.close();
@@ -53,8 +65,14 @@ test('the single file, renamed, holds exactly the tensors of tiny-sd/ under diff
   const text = singleFileTextWeights(ckpt);
   const ref = SafetensorsWeights.open([fixture('tiny-sd', 'text_encoder', 'model.safetensors')]);
   t.deepEqual(
-    text.keys().filter((k) => !k.endsWith('position_ids')).sort(),
-    ref.keys().map((k) => `text_model.${k}`).sort(),
+    text
+      .keys()
+      .filter((k) => !k.endsWith('position_ids'))
+      .sort(),
+    ref
+      .keys()
+      .map((k) => `text_model.${k}`)
+      .sort(),
   );
   text.close();
   ref.close();
@@ -81,7 +99,7 @@ function openClipSingleFile(): string {
   const cat = (...ts: F32Tensor[]): F32Tensor => {
     const data = new Float32Array(ts.reduce((n, x) => n + x.data.length, 0));
     let off = 0;
-    for (const x of ts) (data.set(x.data, off), (off += x.data.length));
+    for (const x of ts) data.set(x.data, off), (off += x.data.length);
     return { dtype: 'F32', shape: [ts.reduce((n, x) => n + x.shape[0], 0), ...ts[0].shape.slice(1)], data };
   };
   for (const n of [0, 1, 2]) {
@@ -92,8 +110,14 @@ function openClipSingleFile(): string {
     out.set(`${r}ln_1.bias`, src('layer_norm1.bias'));
     out.set(`${r}ln_2.weight`, src('layer_norm2.weight'));
     out.set(`${r}ln_2.bias`, src('layer_norm2.bias'));
-    out.set(`${r}attn.in_proj_weight`, cat(src('self_attn.q_proj.weight'), src('self_attn.k_proj.weight'), src('self_attn.v_proj.weight')));
-    out.set(`${r}attn.in_proj_bias`, cat(src('self_attn.q_proj.bias'), src('self_attn.k_proj.bias'), src('self_attn.v_proj.bias')));
+    out.set(
+      `${r}attn.in_proj_weight`,
+      cat(src('self_attn.q_proj.weight'), src('self_attn.k_proj.weight'), src('self_attn.v_proj.weight')),
+    );
+    out.set(
+      `${r}attn.in_proj_bias`,
+      cat(src('self_attn.q_proj.bias'), src('self_attn.k_proj.bias'), src('self_attn.v_proj.bias')),
+    );
     out.set(`${r}attn.out_proj.weight`, src('self_attn.out_proj.weight'));
     out.set(`${r}attn.out_proj.bias`, src('self_attn.out_proj.bias'));
     out.set(`${r}mlp.c_fc.weight`, src('mlp.fc1.weight'));
@@ -131,7 +155,11 @@ test('an OpenCLIP (SD 2.x) text encoder: fused qkv split, names mapped, the last
 
 /** A file with only the tensors config detection reads (shapes as in SD 1.5 / SD 2.1, tiny where detection does not look). */
 function detectionFile(family: 'sd1' | 'sd2', inChannels = 4): string {
-  const z = (...shape: number[]): Tensor => ({ dtype: 'F16', shape, data: new Uint16Array(shape.reduce((a, b) => a * b, 1)) });
+  const z = (...shape: number[]): Tensor => ({
+    dtype: 'F16',
+    shape,
+    data: new Uint16Array(shape.reduce((a, b) => a * b, 1)),
+  });
   const u = 'model.diffusion_model.';
   const tensors: Record<string, Tensor> = {
     [`${u}input_blocks.0.0.weight`]: z(320, inChannels, 3, 3),
@@ -210,15 +238,13 @@ function askedShapes(define: (root: Scope) => void, options: ScopeOptions = {}) 
   // Pages of a zeroed buffer that nothing writes are never committed: 200 MB of address space, no memory.
   const zeros = new Float32Array(51 << 20);
   const g = new GraphBuilder();
-  define(
-    Scope.root(g, new MemoryWeights(new Map()), '', {
-      ...options,
-      fabricate: (key, shape) => {
-        shapes.set(key, shape);
-        return f32(zeros.subarray(0, numel(shape)), shape);
-      },
-    }),
-  );
+  define(Scope.root(g, new MemoryWeights(new Map()), '', {
+    ...options,
+    fabricate: (key, shape) => {
+      shapes.set(key, shape);
+      return f32(zeros.subarray(0, numel(shape)), shape);
+    },
+  }));
   return { shapes, g };
 }
 
@@ -242,7 +268,9 @@ test('the SD 2.x configs build SD 2.1: its parameter counts, head dim 64 everywh
 });
 
 test('a checkpoint that is neither SD 1.x nor 2.x sized asks for its config folder', (t) => {
-  t.throws(() => readSingleFile(SINGLE), { message: /attends to width 768, but this UNet's is 32; give the folder of its configs/ });
+  t.throws(() => readSingleFile(SINGLE), {
+    message: /attends to width 768, but this UNet's is 32; give the folder of its configs/,
+  });
 });
 
 test('pickle checkpoints are refused unread, with how to convert them', (t) => {
@@ -250,13 +278,21 @@ test('pickle checkpoints are refused unread, with how to convert them', (t) => {
   for (const ext of ['ckpt', 'bin', 'pt']) {
     const file = join(dir, `model.${ext}`);
     writeFileSync(file, 'not even a pickle');
-    t.throws(() => readSingleFile(file), { message: /Python pickles, which are never loaded here.*Convert it to safetensors/ });
+    t.throws(() => readSingleFile(file), {
+      message: /Python pickles, which are never loaded here.*Convert it to safetensors/,
+    });
     t.throws(() => manifestForModel(file), { message: /pickle/ });
   }
 });
 
 test('an SDXL single file is named as such', (t) => {
   const file = join(mkdtempSync(join(tmpdir(), 'sdxl-')), 'xl.safetensors');
-  writeSafetensors(file, { 'conditioner.embedders.0.transformer.text_model.final_layer_norm.weight': { dtype: 'F32', shape: [1], data: new Float32Array(1) } });
+  writeSafetensors(file, {
+    'conditioner.embedders.0.transformer.text_model.final_layer_norm.weight': {
+      dtype: 'F32',
+      shape: [1],
+      data: new Float32Array(1),
+    },
+  });
   t.throws(() => readSingleFile(file), { message: /an SDXL checkpoint/ });
 });

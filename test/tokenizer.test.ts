@@ -12,7 +12,10 @@ interface Case {
   attention_mask: number[];
   untruncated_ids: number[];
 }
-const golden = JSON.parse(readFileSync(fixture('tokenizer_cases.json'), 'utf8')) as { pad_token_id: number; cases: Case[] };
+const golden = JSON.parse(readFileSync(fixture('tokenizer_cases.json'), 'utf8')) as {
+  pad_token_id: number;
+  cases: Case[];
+};
 const TOKENIZER = fixture('tokenizer');
 
 /** A temporary tokenizer folder holding copies of the named fixture files. */
@@ -101,6 +104,8 @@ test('a folder without a tokenizer is refused with its name', (t) => {
 
 test('safe-sd tokenize prints the 77 ids', (t) => {
   const bin = new URL('../bin/safe-sd.js', import.meta.url).pathname;
-  const out = execFileSync('node', [bin, 'tokenize', '--tokenizer', TOKENIZER, golden.cases[2].prompt], { encoding: 'utf8' });
+  const out = execFileSync('node', [bin, 'tokenize', '--tokenizer', TOKENIZER, golden.cases[2].prompt], {
+    encoding: 'utf8',
+  });
   t.deepEqual(JSON.parse(out), { input_ids: golden.cases[2].input_ids });
 });

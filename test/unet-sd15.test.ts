@@ -52,10 +52,19 @@ test('SD 1.5 architecture: the module tree has SD 1.5 parameter count, saves as 
 
   // Without graph optimisations the session opens in about a second instead of 40 (ORT's NCHWc re-layout of 3.4 GB
   // of conv weights dominates 'all'); this test is about the architecture, not speed.
-  const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'disabled', executionProviders: ['cpu'] });
+  const session = await ort.InferenceSession.create(path, {
+    graphOptimizationLevel: 'disabled',
+    executionProviders: ['cpu'],
+  });
   lap('session created');
-  const sample = f32(Float32Array.from({ length: 4 * 8 * 8 }, (_, i) => Math.sin(i)), [1, 4, 8, 8]);
-  const context = f32(Float32Array.from({ length: 77 * 768 }, (_, i) => Math.cos(i * 0.01)), [1, 77, 768]);
+  const sample = f32(
+    Float32Array.from({ length: 4 * 8 * 8 }, (_, i) => Math.sin(i)),
+    [1, 4, 8, 8],
+  );
+  const context = f32(
+    Float32Array.from({ length: 77 * 768 }, (_, i) => Math.cos(i * 0.01)),
+    [1, 77, 768],
+  );
   const out = await run(session, { sample, timestep: f32(Float32Array.of(500), [1]), encoder_hidden_states: context });
   lap('ran');
   t.deepEqual(out.out_sample.shape, [1, 4, 8, 8]);

@@ -60,8 +60,14 @@ goldenTest('a 16x12 latent (sides not multiples of 8) up-samples to the skip siz
 test('the fp16 toy UNet loads and maps 8x8 latents to 8x8 noise predictions', async (t) => {
   const s = await createSession(serializeModel(loadUnetGraph(TOY_UNET)));
   const n = 2 * 4 * 8 * 8;
-  const sample = f32(Float32Array.from({ length: n }, (_, i) => Math.sin(i)), [2, 4, 8, 8]);
-  const context = f32(Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i * 0.37)), [2, 77, 64]);
+  const sample = f32(
+    Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
+    [2, 4, 8, 8],
+  );
+  const context = f32(
+    Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i * 0.37)),
+    [2, 77, 64],
+  );
   const out = await run(s, { sample, timestep: timesteps(500), encoder_hidden_states: context });
   t.deepEqual(out.out_sample.shape, [2, 4, 8, 8]);
   t.true(out.out_sample.data.every(Number.isFinite));
@@ -75,7 +81,10 @@ function tinyConfig(patch: Record<string, unknown>): Config {
 for (const [key, value] of [
   ['addition_embed_type', 'text_time'],
   ['class_embed_type', 'timestep'],
-  ['down_block_types', ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'SimpleCrossAttnDownBlock2D']],
+  [
+    'down_block_types',
+    ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'SimpleCrossAttnDownBlock2D'],
+  ],
 ] as const) {
   test(`refuses config key ${key}=${JSON.stringify(value)} by name`, (t) => {
     const err = t.throws(() => buildUnetGraph(tinyConfig({ [key]: value }), new MemoryWeights(new Map())));
@@ -87,7 +96,10 @@ test('a config that does not describe the checkpoint names the weight', (t) => {
   const weights = SafetensorsWeights.open(weightFiles(fixture('tiny-sd', 'unet'), 'diffusion_pytorch_model'));
   try {
     const err = t.throws(() => buildUnetGraph(tinyConfig({ block_out_channels: [32, 32, 64, 128] }), weights));
-    t.regex(err!.message, /weight down_blocks\.3\.resnets\.0\.conv1\.weight has shape \[64,64,3,3\] but the config implies \[128,64,3,3\]/);
+    t.regex(
+      err!.message,
+      /weight down_blocks\.3\.resnets\.0\.conv1\.weight has shape \[64,64,3,3\] but the config implies \[128,64,3,3\]/,
+    );
   } finally {
     weights.close();
   }

@@ -62,7 +62,9 @@ test('old mid-block attention layouts (query/key/value/proj_attn, 1x1 convs) giv
     renamed.set(`${m[1]}${old[m[2]]}.${m[3]}`, conv);
   }
   weights.close();
-  const session = await createSession(serializeModel(buildVaeDecoderGraph(config, new MemoryWeights(renamed, 'old-layout.safetensors'))));
+  const session = await createSession(
+    serializeModel(buildVaeDecoderGraph(config, new MemoryWeights(renamed, 'old-layout.safetensors'))),
+  );
   const { image } = await run(session, { latents: gold('latents') });
   const err = maxAbsError(image, gold('decoded'));
   t.log(`max abs error: decoded ${err.toExponential(2)}`);
@@ -82,8 +84,13 @@ test('a checkpoint with a weight the model does not read is refused, naming it',
 });
 
 test('an unsupported block type is refused naming the file and key', (t) => {
-  const raw = { ...Config.read(`${TINY_VAE}/config.json`).raw, up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'AttnUpDecoderBlock2D', 'UpDecoderBlock2D'] };
-  t.throws(() => readVaeConfig(new Config('vae/config.json', raw)), { message: /^vae\/config\.json: up_block_types is .*AttnUpDecoderBlock2D/ });
+  const raw = {
+    ...Config.read(`${TINY_VAE}/config.json`).raw,
+    up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'AttnUpDecoderBlock2D', 'UpDecoderBlock2D'],
+  };
+  t.throws(() => readVaeConfig(new Config('vae/config.json', raw)), {
+    message: /^vae\/config\.json: up_block_types is .*AttnUpDecoderBlock2D/,
+  });
 });
 
 test('toy-world VAE (fp16 weights) loads and runs with the expected shapes', async (t) => {
@@ -91,12 +98,18 @@ test('toy-world VAE (fp16 weights) loads and runs with the expected shapes', asy
   const enc = await createSession(serializeModel(buildVaeEncoderGraph(config, weights)));
   const dec = await createSession(serializeModel(buildVaeDecoderGraph(config, weights)));
   weights.close();
-  const image = f32(Float32Array.from({ length: 3 * 64 * 64 }, (_, i) => Math.sin(i * 0.01)), [1, 3, 64, 64]);
+  const image = f32(
+    Float32Array.from({ length: 3 * 64 * 64 }, (_, i) => Math.sin(i * 0.01)),
+    [1, 3, 64, 64],
+  );
   const { latent_mean, latent_std } = await run(enc, { image });
   t.deepEqual(latent_mean.shape, [1, 4, 8, 8]);
   t.deepEqual(latent_std.shape, [1, 4, 8, 8]);
   t.true(latent_std.data.every((v) => v > 0 && Number.isFinite(v)));
-  const latents = f32(latent_mean.data.map((v) => v * config.scalingFactor), [1, 4, 8, 8]);
+  const latents = f32(
+    latent_mean.data.map((v) => v * config.scalingFactor),
+    [1, 4, 8, 8],
+  );
   const { image: decoded } = await run(dec, { latents });
   t.deepEqual(decoded.shape, [1, 3, 64, 64]);
   t.true(decoded.data.every(Number.isFinite));

@@ -13,8 +13,19 @@ import { constInts, interpret, type SShape } from '../onnx/interpret.js';
  * and boolean outputs carry none either: the graph interpreter's element types say which those are.
  */
 const NO_GRADIENT = new Set([
-  'ConstantOfShape', 'Range', 'EyeLike', 'Floor', 'Ceil', 'Round', 'Sign', 'OneHot',
-  'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli',
+  'ConstantOfShape',
+  'Range',
+  'EyeLike',
+  'Floor',
+  'Ceil',
+  'Round',
+  'Sign',
+  'OneHot',
+  'RandomNormal',
+  'RandomUniform',
+  'RandomNormalLike',
+  'RandomUniformLike',
+  'Bernoulli',
 ]);
 
 /** Gradients flow in float32 only; an op the interpreter does not type is tried, so that a missing rule shows. */
@@ -32,7 +43,8 @@ export function promoteToInputs(g: GraphBuilder, names: string[]): Map<string, F
   for (const name of names) {
     const t = g.initializers.get(name);
     if (!t) throw new Error(`promoteToInputs: ${name} is not an initializer of the graph`);
-    if (t.dtype !== 'F32') throw new Error(`promoteToInputs: ${name} is ${t.dtype}; trainable parameters must be float32`);
+    if (t.dtype !== 'F32')
+      throw new Error(`promoteToInputs: ${name} is ${t.dtype}; trainable parameters must be float32`);
     g.initializers.delete(name);
     g.inputs.push({ name, type: 'float32', shape: [...t.shape] });
     values.set(name, t as F32Tensor);
@@ -41,7 +53,11 @@ export function promoteToInputs(g: GraphBuilder, names: string[]): Map<string, F
 }
 
 /** Expose each gradient as a graph output named `grad:<param>`; returns param name -> output name. */
-export function exposeGradients(g: GraphBuilder, grads: Map<string, string>, shapes: Map<string, number[]>): Map<string, string> {
+export function exposeGradients(
+  g: GraphBuilder,
+  grads: Map<string, string>,
+  shapes: Map<string, number[]>,
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const [param, grad] of grads) {
     const shape = shapes.get(param);
@@ -79,7 +95,10 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     return contributions.get(v)![0];
   };
   const lossShape = shapes.get(loss);
-  const seed = lossShape && lossShape.length === 0 ? g.scalarF32(1) : g.op('Expand', [g.scalarF32(1), g.op('Shape', [loss])], {}, { name: 'grad/seed' });
+  const seed =
+    lossShape && lossShape.length === 0
+      ? g.scalarF32(1)
+      : g.op('Expand', [g.scalarF32(1), g.op('Shape', [loss])], {}, { name: 'grad/seed' });
   contributions.set(loss, [seed]);
 
   for (let i = nodes.length - 1; i >= 0; i--) {
@@ -90,10 +109,14 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     const dys = n.outputs.map((o) => (depends.has(o) ? gradOf(o) : undefined));
     if (dys.every((d) => d === undefined)) continue;
     const rule = GRADIENT_RULES[n.op];
-    if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from [${wrt.join(', ')}] to ${loss}`);
+    if (!rule)
+      throw new Error(
+        `autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from [${wrt.join(', ')}] to ${loss}`,
+      );
     const ctx = context(g, n, dys, needs, shapes, {
       gradient: gradOf,
-      users: (v) => nodes.filter((u) => u.inputs.includes(v) && producesGradient(u, types) && u.outputs.some(passesBack)),
+      users: (v) =>
+        nodes.filter((u) => u.inputs.includes(v) && producesGradient(u, types) && u.outputs.some(passesBack)),
     });
     const grads = rule(ctx);
     grads.forEach((gr, k) => {
@@ -123,7 +146,8 @@ function context(
   const shape = (v: string): SShape => shapes.get(v);
   const rank = (v: string): number => {
     const s = shapes.get(v);
-    if (!s) throw new Error(`autodiff: ${node.op} node ${node.name} needs the rank of ${v}, which is not known statically`);
+    if (!s)
+      throw new Error(`autodiff: ${node.op} node ${node.name} needs the rank of ${v}, which is not known statically`);
     return s.length;
   };
   const op = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs, { name });
@@ -152,7 +176,8 @@ function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target
   if (axes) {
     if (axes.length === 0) return grad;
     const lead = from!.length - to!.length;
-    if (axes.length === lead && to!.every((d) => typeof d === 'number')) return sumLeading(g, name, grad, to as number[]);
+    if (axes.length === lead && to!.every((d) => typeof d === 'number'))
+      return sumLeading(g, name, grad, to as number[]);
     if (axes.length === lead) return op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 0 });
     const summed = op('ReduceSum', [grad, g.constI64(axes)], { keepdims: 1 });
     return lead === 0 ? summed : op('Squeeze', [summed, g.constI64(Array.from({ length: lead }, (_, i) => i))]);
@@ -160,10 +185,15 @@ function sumTo(g: GraphBuilder, name: string, grad: string, from: SShape, target
   // Run time: pad the target shape with leading ones, reduce every axis where it differs from the gradient's.
   const gs = op('Shape', [grad]);
   const ts = op('Shape', [target]);
-  const ones = op('ConstantOfShape', [op('Sub', [op('Shape', [gs]), op('Shape', [ts])])], { value: { dtype: 'I64', shape: [1], data: BigInt64Array.from([1n]) } });
+  const ones = op('ConstantOfShape', [op('Sub', [op('Shape', [gs]), op('Shape', [ts])])], {
+    value: { dtype: 'I64', shape: [1], data: BigInt64Array.from([1n]) },
+  });
   const padded = op('Concat', [ones, ts], { axis: 0 });
   const diff = op('NonZero', [op('Not', [op('Equal', [padded, gs])])]);
-  const summed = op('ReduceSum', [grad, op('Reshape', [diff, g.constI64([-1])])], { keepdims: 1, noop_with_empty_axes: 1 });
+  const summed = op('ReduceSum', [grad, op('Reshape', [diff, g.constI64([-1])])], {
+    keepdims: 1,
+    noop_with_empty_axes: 1,
+  });
   return op('Reshape', [summed, ts]);
 }
 
@@ -175,7 +205,9 @@ function sumLeading(g: GraphBuilder, name: string, grad: string, to: number[]): 
   const op = (type: string, inputs: string[], attrs = {}) => g.op(type, inputs, attrs, { name });
   const flat = op('Reshape', [grad, g.constI64([-1, to.reduce((a, b) => a * b, 1)])]);
   const rows = op('Shape', [flat], { start: 0, end: 1 });
-  const ones = op('ConstantOfShape', [op('Concat', [g.constI64([1]), rows], { axis: 0 })], { value: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
+  const ones = op('ConstantOfShape', [op('Concat', [g.constI64([1]), rows], { axis: 0 })], {
+    value: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) },
+  });
   return op('Reshape', [g.matmul(ones, flat, name), g.constI64(to)]);
 }
 

@@ -83,7 +83,8 @@ function expandReduced(c: GradContext, grad: string, axes: number[] | undefined,
 function reduceAxes(c: GradContext): number[] | undefined {
   const n = c.node;
   if (n.op === 'ReduceSum') {
-    if (n.inputs[1] && !c.ints(n.inputs[1])) throw new Error(`autodiff: ReduceSum node ${n.name} has run-time axes; only constant axes are supported`);
+    if (n.inputs[1] && !c.ints(n.inputs[1]))
+      throw new Error(`autodiff: ReduceSum node ${n.name} has run-time axes; only constant axes are supported`);
     return c.ints(n.inputs[1]);
   }
   return n.attrs.axes as number[] | undefined;
@@ -104,7 +105,14 @@ function normStats(c: GradContext, x: string, axes: number[], eps: number): Norm
 }
 
 /** Backward of normalisation over `axes`, returning d(input) and the normalised x for the affine grads. */
-function normBackward(c: GradContext, x: string, grad: string, scaleExpanded: string, axes: number[], { mean, rstd }: NormStats): { dx: string; xhat: string } {
+function normBackward(
+  c: GradContext,
+  x: string,
+  grad: string,
+  scaleExpanded: string,
+  axes: number[],
+  { mean, rstd }: NormStats,
+): { dx: string; xhat: string } {
   const xhat = c.op('Mul', [c.op('Sub', [x, mean]), rstd]);
   const gh = c.op('Mul', [grad, scaleExpanded]);
   const meanG = c.op('ReduceMean', [gh], { axes, keepdims: 1 });
@@ -174,7 +182,10 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   },
   Sub: (c) => {
     const [a, b] = c.node.inputs;
-    return [c.needs(0) ? c.sumTo(dy(c), out(c), a) : undefined, c.needs(1) ? c.sumTo(c.op('Neg', [dy(c)]), out(c), b) : undefined];
+    return [
+      c.needs(0) ? c.sumTo(dy(c), out(c), a) : undefined,
+      c.needs(1) ? c.sumTo(c.op('Neg', [dy(c)]), out(c), b) : undefined,
+    ];
   },
   Sum: (c) => c.node.inputs.map((v, i) => (c.needs(i) ? c.sumTo(dy(c), out(c), v) : undefined)),
   Mul: (c) => {
@@ -194,7 +205,10 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   },
   Pow: (c) => {
     const [x, e] = c.node.inputs;
-    if (c.needs(1)) throw new Error(`autodiff: Pow node ${c.node.name}: only a constant exponent is supported, but the exponent depends on the parameters`);
+    if (c.needs(1))
+      throw new Error(
+        `autodiff: Pow node ${c.node.name}: only a constant exponent is supported, but the exponent depends on the parameters`,
+      );
     const slope = c.op('Mul', [e, c.op('Pow', [x, c.op('Sub', [e, scalar(c, 1)])])]);
     return [c.sumTo(c.op('Mul', [dy(c), slope]), out(c), x)];
   },
@@ -222,7 +236,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     };
     // A 2-D weight applied to a batch of rows: its gradient is one GEMM over all rows, not a batched product
     // followed by a reduction over the batch.
-    const flatWeightGrad = () => c.op('Gemm', [c.op('Flatten', [a], { axis: ra - 1 }), c.op('Flatten', [dy(c)], { axis: ra - 1 })], { transA: 1 });
+    const flatWeightGrad = () =>
+      c.op('Gemm', [c.op('Flatten', [a], { axis: ra - 1 }), c.op('Flatten', [dy(c)], { axis: ra - 1 })], { transA: 1 });
     return [
       c.needs(0) ? c.sumTo(productT(c, dy(c), b, false, true), like(a), a) : undefined,
       c.needs(1)
@@ -237,9 +252,16 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const { alpha = 1, beta = 1, transA = 0, transB = 0 } = c.node.attrs as Record<string, number>;
     const d = alpha === 1 ? dy(c) : c.op('Mul', [dy(c), scalar(c, alpha)]);
     // Y = A'B': dA' = dY B'^T, dB' = A'^T dY, expressed with Gemm's own transposition flags.
-    const da = transA ? c.op('Gemm', [b, d], { transA: transB, transB: 1 }) : c.op('Gemm', [d, b], { transB: transB ? 0 : 1 });
-    const db = transB ? c.op('Gemm', [d, a], { transA: 1, transB: transA }) : c.op('Gemm', [a, d], { transA: transA ? 0 : 1 });
-    const dc = bias && c.needs(2) ? c.sumTo(beta === 1 ? dy(c) : c.op('Mul', [dy(c), scalar(c, beta)]), out(c), bias) : undefined;
+    const da = transA
+      ? c.op('Gemm', [b, d], { transA: transB, transB: 1 })
+      : c.op('Gemm', [d, b], { transB: transB ? 0 : 1 });
+    const db = transB
+      ? c.op('Gemm', [d, a], { transA: 1, transB: transA })
+      : c.op('Gemm', [a, d], { transA: transA ? 0 : 1 });
+    const dc =
+      bias && c.needs(2)
+        ? c.sumTo(beta === 1 ? dy(c) : c.op('Mul', [dy(c), scalar(c, beta)]), out(c), bias)
+        : undefined;
     return [c.needs(0) ? da : undefined, c.needs(1) ? db : undefined, dc];
   },
 
@@ -262,14 +284,19 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const sizes = inputs.map((v) => c.shape(v)?.[axis]);
     const split = sizes.every((s) => typeof s === 'number')
       ? c.g.constI64(sizes as number[])
-      : c.op('Concat', inputs.map((v) => c.op('Shape', [v], { start: axis, end: axis + 1 })), { axis: 0 });
+      : c.op(
+          'Concat',
+          inputs.map((v) => c.op('Shape', [v], { start: axis, end: axis + 1 })),
+          { axis: 0 },
+        );
     const parts = c.g.opN('Split', [dy(c), split], { axis }, { name: c.name, outputs: inputs.length });
     return parts.map((p, i) => (c.needs(i) ? p : undefined));
   },
   Slice: (c) => {
     const [x, starts, , axesIn, stepsIn] = c.node.inputs;
     const steps = stepsIn ? c.ints(stepsIn) : undefined;
-    if (stepsIn && (!steps || steps.some((s) => s !== 1))) throw new Error(`autodiff: Slice node ${c.node.name}: only unit steps are supported`);
+    if (stepsIn && (!steps || steps.some((s) => s !== 1)))
+      throw new Error(`autodiff: Slice node ${c.node.name}: only unit steps are supported`);
     const r = c.rank(x);
     const count = c.shape(starts)?.[0];
     const axesConst = axesIn ? c.ints(axesIn) : typeof count === 'number' ? range(0, count) : undefined;
@@ -296,7 +323,11 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const axis = norm(axisAttr, r);
     const front = [axis, ...range(0, axis), ...range(axis + 1, r)];
     const gradFront = [...range(axis, axis + ri), ...range(0, axis), ...range(axis + ri, r - 1 + ri)];
-    const scattered = c.op('ScatterND', [c.op('Transpose', [zeros], { perm: front }), idx, c.op('Transpose', [dy(c)], { perm: gradFront })], { reduction: 'add' });
+    const scattered = c.op(
+      'ScatterND',
+      [c.op('Transpose', [zeros], { perm: front }), idx, c.op('Transpose', [dy(c)], { perm: gradFront })],
+      { reduction: 'add' },
+    );
     const back = new Array<number>(r);
     front.forEach((p, i) => (back[p] = i));
     return [c.op('Transpose', [scattered], { perm: back }), undefined];
@@ -304,13 +335,19 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   GatherElements: (c) => {
     const [data, indices] = c.node.inputs;
     const zeros = c.op('ConstantOfShape', [c.op('Shape', [data])]);
-    return [c.op('ScatterElements', [zeros, indices, dy(c)], { axis: (c.node.attrs.axis as number) ?? 0, reduction: 'add' }), undefined];
+    return [
+      c.op('ScatterElements', [zeros, indices, dy(c)], { axis: (c.node.attrs.axis as number) ?? 0, reduction: 'add' }),
+      undefined,
+    ];
   },
 
   ReduceSum: (c) => [expandReduced(c, dy(c), reduceAxes(c), (c.node.attrs.keepdims ?? 1) !== 0), undefined],
   ReduceMean: (c) => {
     const [x] = c.node.inputs;
-    const count = c.op('Div', [c.op('Cast', [c.op('Size', [x])], { to: 1 }), c.op('Cast', [c.op('Size', [c.node.outputs[0]])], { to: 1 })]);
+    const count = c.op('Div', [
+      c.op('Cast', [c.op('Size', [x])], { to: 1 }),
+      c.op('Cast', [c.op('Size', [c.node.outputs[0]])], { to: 1 }),
+    ]);
     return [expandReduced(c, c.op('Div', [dy(c), count]), reduceAxes(c), (c.node.attrs.keepdims ?? 1) !== 0)];
   },
   ReduceSumSquare: (c) => {
@@ -352,7 +389,10 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     return [c.op('Sub', [dy(c), c.op('Mul', [c.op('Exp', [y]), s])])];
   },
   LayerNormalization: (c) => {
-    if (c.node.outputs.length > 1 && [1, 2].some((i) => c.dy(i))) throw new Error(`autodiff: LayerNormalization node ${c.node.name}: gradients through Mean/InvStdDev outputs are not supported`);
+    if (c.node.outputs.length > 1 && [1, 2].some((i) => c.dy(i)))
+      throw new Error(
+        `autodiff: LayerNormalization node ${c.node.name}: gradients through Mean/InvStdDev outputs are not supported`,
+      );
     const [x, scale, bias] = c.node.inputs;
     const axis = (c.node.attrs.axis as number | undefined) ?? -1;
     const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
@@ -360,7 +400,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     // The forward kernel already computes Mean and InvStdDev: expose them as its optional outputs instead of
     // recomputing them, unless the graph uses those outputs itself.
     const outs = c.node.outputs;
-    const stats = outs.length === 1 ? { mean: pushOutput(c, 'mean'), rstd: pushOutput(c, 'inv_std') } : normStats(c, x, axes, eps);
+    const stats =
+      outs.length === 1 ? { mean: pushOutput(c, 'mean'), rstd: pushOutput(c, 'inv_std') } : normStats(c, x, axes, eps);
     const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, stats);
     const ys = out(c);
     return [
@@ -389,9 +430,12 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const a = c.node.attrs;
     const spatial = c.rank(x) - 2;
     if (spatial !== 2) throw new Error(`autodiff: Conv node ${c.node.name}: only 2-D convolutions are supported`);
-    if ((a.group ?? 1) !== 1) throw new Error(`autodiff: Conv node ${c.node.name}: grouped convolutions are not supported`);
-    if (a.dilations && (a.dilations as number[]).some((d) => d !== 1)) throw new Error(`autodiff: Conv node ${c.node.name}: dilated convolutions are not supported`);
-    if (a.auto_pad && a.auto_pad !== 'NOTSET') throw new Error(`autodiff: Conv node ${c.node.name}: auto_pad is not supported, give explicit pads`);
+    if ((a.group ?? 1) !== 1)
+      throw new Error(`autodiff: Conv node ${c.node.name}: grouped convolutions are not supported`);
+    if (a.dilations && (a.dilations as number[]).some((d) => d !== 1))
+      throw new Error(`autodiff: Conv node ${c.node.name}: dilated convolutions are not supported`);
+    if (a.auto_pad && a.auto_pad !== 'NOTSET')
+      throw new Error(`autodiff: Conv node ${c.node.name}: auto_pad is not supported, give explicit pads`);
     const strides = (a.strides as number[] | undefined) ?? [1, 1];
     const pads = (a.pads as number[] | undefined) ?? [0, 0, 0, 0];
     const d = dy(c);

@@ -12,7 +12,14 @@ import { randomTensor, timeGraph } from './reference.js';
 import type { BenchRow } from './measure.js';
 
 /** ms of one attention over [1, tokens, heads*headDim] queries and `keys` keys/values, lowered as `kernel`. */
-async function attentionMs(kernel: AttentionKernel, tokens: number, keys: number, heads: number, headDim: number, reps: number): Promise<number> {
+async function attentionMs(
+  kernel: AttentionKernel,
+  tokens: number,
+  keys: number,
+  heads: number,
+  headDim: number,
+  reps: number,
+): Promise<number> {
   const g = new GraphBuilder();
   const D = heads * headDim;
   const q = g.input('q', 'float32', [1, tokens, D]);
@@ -20,14 +27,23 @@ async function attentionMs(kernel: AttentionKernel, tokens: number, keys: number
   const v = g.input('v', 'float32', [1, keys, D]);
   const s = Scope.root(g, new MemoryWeights(new Map()), 'attn');
   g.output(attention(s, q, k, v, heads, headDim, undefined, kernel), 'y', 'float32', [1, tokens, D]);
-  return timeGraph(g, { q: randomTensor([1, tokens, D], 1), k: randomTensor([1, keys, D], 2), v: randomTensor([1, keys, D], 3) }, reps);
+  return timeGraph(
+    g,
+    { q: randomTensor([1, tokens, D], 1), k: randomTensor([1, keys, D], 2), v: randomTensor([1, keys, D], 3) },
+    reps,
+  );
 }
 
 /** ms of GroupNorm(32) over [1, c, hw, hw], lowered as Reshape+InstanceNormalization or as opset-21 GroupNormalization. */
 async function groupNormMs(c: number, hw: number, reps: number): Promise<number> {
   const g = new GraphBuilder();
   const x = g.input('x', 'float32', [1, c, hw, hw]);
-  const weights = new MemoryWeights(new Map([['norm.weight', randomTensor([c], 4)], ['norm.bias', randomTensor([c], 5)]]));
+  const weights = new MemoryWeights(
+    new Map([
+      ['norm.weight', randomTensor([c], 4)],
+      ['norm.bias', randomTensor([c], 5)],
+    ]),
+  );
   const norm = new GroupNorm(Scope.root(g, weights, 'norm'), 32, c, 1e-5);
   g.output(norm.forward(x), 'y', 'float32', [1, c, hw, hw]);
   return timeGraph(g, { x: randomTensor([1, c, hw, hw]) }, reps);
@@ -39,11 +55,18 @@ async function groupNormalizationMs(c: number, hw: number, reps: number): Promis
   const x = g.input('x', 'float32', [1, c, hw, hw]);
   const scale = g.initializer('scale', randomTensor([c], 4));
   const bias = g.initializer('bias', randomTensor([c], 5));
-  g.output(g.op('GroupNormalization', [x, scale, bias], { num_groups: 32, epsilon: 1e-5 }), 'y', 'float32', [1, c, hw, hw]);
+  g.output(g.op('GroupNormalization', [x, scale, bias], { num_groups: 32, epsilon: 1e-5 }), 'y', 'float32', [
+    1,
+    c,
+    hw,
+    hw,
+  ]);
   const proto = modelProto(g);
   proto.opsetImport = [{ domain: '', version: 21 }];
   proto.irVersion = 10;
-  const session = await ort.InferenceSession.create(onnxProto.onnx.ModelProto.encode(proto).finish(), { graphOptimizationLevel: 'all' });
+  const session = await ort.InferenceSession.create(onnxProto.onnx.ModelProto.encode(proto).finish(), {
+    graphOptimizationLevel: 'all',
+  });
   try {
     return await timeMedian(() => run(session, { x: randomTensor([1, c, hw, hw]) }), reps);
   } finally {
@@ -63,13 +86,33 @@ export async function kernelSection(): Promise<BenchRow[]> {
     const plain = await attentionMs('plain', tokens, keys, heads, headDim, 3);
     const fused = await attentionMs('fused', tokens, keys, heads, headDim, 3);
     rows.push({ section: 'kernels', name: `${label}: MatMul/Softmax`, value: plain, unit: 'ms' });
-    rows.push({ section: 'kernels', name: `${label}: MultiHeadAttention`, value: fused, unit: 'ms', note: `${(plain / fused).toFixed(2)}x the plain path's speed` });
+    rows.push({
+      section: 'kernels',
+      name: `${label}: MultiHeadAttention`,
+      value: fused,
+      unit: 'ms',
+      note: `${(plain / fused).toFixed(2)}x the plain path's speed`,
+    });
   }
-  for (const [c, hw] of [[320, 64], [1280, 8]]) {
+  for (const [c, hw] of [
+    [320, 64],
+    [1280, 8],
+  ]) {
     const lowered = await groupNormMs(c, hw, 5);
     const op21 = await groupNormalizationMs(c, hw, 5);
-    rows.push({ section: 'kernels', name: `GroupNorm ${c} ch ${hw}x${hw}: Reshape+InstanceNormalization`, value: lowered, unit: 'ms' });
-    rows.push({ section: 'kernels', name: `GroupNorm ${c} ch ${hw}x${hw}: GroupNormalization (opset 21)`, value: op21, unit: 'ms', note: `${(lowered / op21).toFixed(2)}x the lowering's speed` });
+    rows.push({
+      section: 'kernels',
+      name: `GroupNorm ${c} ch ${hw}x${hw}: Reshape+InstanceNormalization`,
+      value: lowered,
+      unit: 'ms',
+    });
+    rows.push({
+      section: 'kernels',
+      name: `GroupNorm ${c} ch ${hw}x${hw}: GroupNormalization (opset 21)`,
+      value: op21,
+      unit: 'ms',
+      note: `${(lowered / op21).toFixed(2)}x the lowering's speed`,
+    });
   }
   return rows;
 }

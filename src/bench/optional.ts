@@ -22,8 +22,16 @@ export async function finetuneSection(): Promise<BenchRow[]> {
   const clip = loadClip(here('../../weights/toy-clip'));
   try {
     const tokenizer = Tokenizer.load(here('../../weights/toy-clip'));
-    const rows = readFileSync(here('../../eval/toy-visu/train.jsonl'), 'utf8').trim().split('\n').slice(0, 64).map((l) => JSON.parse(l) as { safe: string; nsfw: string });
-    const ids = (texts: string[]): Tensor => ({ dtype: 'I64', shape: [texts.length, 77], data: BigInt64Array.from(texts.flatMap((t) => tokenizer.encode(t).inputIds.map(BigInt))) });
+    const rows = readFileSync(here('../../eval/toy-visu/train.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(0, 64)
+      .map((l) => JSON.parse(l) as { safe: string; nsfw: string });
+    const ids = (texts: string[]): Tensor => ({
+      dtype: 'I64',
+      shape: [texts.length, 77],
+      data: BigInt64Array.from(texts.flatMap((t) => tokenizer.encode(t).inputIds.map(BigInt))),
+    });
     const dim = clip.projectionDim!;
     const graph = buildTrainGraph(clip, { mode: 'text' });
     const feeds: Record<string, Tensor> = {
@@ -36,7 +44,13 @@ export async function finetuneSection(): Promise<BenchRow[]> {
     return [
       { section: 'g fine-tuning', name: 'toy CLIP text mode, batch 64: forward', value: t.forwardMs, unit: 'ms' },
       { section: 'g fine-tuning', name: 'training step (forward, backward, Adam)', value: t.stepMs, unit: 'ms' },
-      { section: 'g fine-tuning', name: 'training step / forward pass', value: t.ratio, unit: 'ratio', note: 'target <= 3.5' },
+      {
+        section: 'g fine-tuning',
+        name: 'training step / forward pass',
+        value: t.ratio,
+        unit: 'ratio',
+        note: 'target <= 3.5',
+      },
     ];
   } finally {
     clip.weights.close();
@@ -60,8 +74,26 @@ export async function fidSection(): Promise<BenchRow[]> {
   const distance = await frechetDistance(sa, sb);
   const distanceMs = performance.now() - t;
   return [
-    { section, name: 'featureStats, 10,000 x 2,048', value: statsAMs / 1000, unit: 's', note: `second set: ${(statsBMs / 1000).toFixed(3)} s` },
-    { section, name: 'frechetDistance, 2,048-d', value: distanceMs / 1000, unit: 's', note: `FID of two uniform samples: ${distance.toFixed(3)}` },
-    { section, name: 'FID total: 2 x featureStats + frechetDistance', value: (statsAMs + statsBMs + distanceMs) / 1000, unit: 's', target: '<= 10' },
+    {
+      section,
+      name: 'featureStats, 10,000 x 2,048',
+      value: statsAMs / 1000,
+      unit: 's',
+      note: `second set: ${(statsBMs / 1000).toFixed(3)} s`,
+    },
+    {
+      section,
+      name: 'frechetDistance, 2,048-d',
+      value: distanceMs / 1000,
+      unit: 's',
+      note: `FID of two uniform samples: ${distance.toFixed(3)}`,
+    },
+    {
+      section,
+      name: 'FID total: 2 x featureStats + frechetDistance',
+      value: (statsAMs + statsBMs + distanceMs) / 1000,
+      unit: 's',
+      target: '<= 10',
+    },
   ];
 }

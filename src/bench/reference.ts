@@ -21,7 +21,13 @@ export function randomTensor(shape: number[], seed = 1): F32Tensor {
  * Open `g` and return the ms of one run on `feeds`: the median of `reps`, or the best where the attainable peak is
  * wanted (the machine is shared, so a median would measure the neighbours as well).
  */
-export async function timeGraph(g: GraphBuilder, feeds: Record<string, F32Tensor>, reps: number, stat: 'median' | 'best' = 'median', settings?: SessionSettings): Promise<number> {
+export async function timeGraph(
+  g: GraphBuilder,
+  feeds: Record<string, F32Tensor>,
+  reps: number,
+  stat: 'median' | 'best' = 'median',
+  settings?: SessionSettings,
+): Promise<number> {
   const session: ort.InferenceSession = await createSession(serializeModel(g), settings);
   try {
     const t = await times(() => run(session, feeds), reps);
@@ -57,9 +63,27 @@ export async function referenceSection(): Promise<{ rows: BenchRow[]; peak: numb
   const gemm2048 = await gemmRate(2048, 6);
   const conv = await convRate(320, 64, 6);
   const rows: BenchRow[] = [
-    { section: 'a reference', name: 'MatMul fp32 1024x1024x1024', value: gemm1024 / 1e9, unit: 'GFLOP/s', note: 'best of runs' },
-    { section: 'a reference', name: 'MatMul fp32 2048x2048x2048', value: gemm2048 / 1e9, unit: 'GFLOP/s', note: 'best of runs' },
-    { section: 'a reference', name: 'Conv 3x3 320->320 ch, 64x64', value: conv / 1e9, unit: 'GFLOP/s', note: 'best of runs' },
+    {
+      section: 'a reference',
+      name: 'MatMul fp32 1024x1024x1024',
+      value: gemm1024 / 1e9,
+      unit: 'GFLOP/s',
+      note: 'best of runs',
+    },
+    {
+      section: 'a reference',
+      name: 'MatMul fp32 2048x2048x2048',
+      value: gemm2048 / 1e9,
+      unit: 'GFLOP/s',
+      note: 'best of runs',
+    },
+    {
+      section: 'a reference',
+      name: 'Conv 3x3 320->320 ch, 64x64',
+      value: conv / 1e9,
+      unit: 'GFLOP/s',
+      note: 'best of runs',
+    },
   ];
   return { rows, peak: Math.max(gemm1024, gemm2048, conv) };
 }

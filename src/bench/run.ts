@@ -52,7 +52,11 @@ export function formatTable(rows: BenchRow[]): string {
   const cells = rows.map((r) => [r.section, r.name, fmt(r.value), r.unit, r.target ?? '', r.note ?? '']);
   const head = ['section', 'measurement', 'value', 'unit', 'target', 'note'];
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((x, i) => (i === 2 ? x.padStart(widths[i]) : x.padEnd(widths[i]))).join(' | ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => (i === 2 ? x.padStart(widths[i]) : x.padEnd(widths[i])))
+      .join(' | ')
+      .trimEnd();
   return [line(head), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line)].join('\n');
 }
 
@@ -85,7 +89,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // b, e and the SD 1.5 half of c share one saved graph and one child process.
   if (!o.skipSd15 && (want('b') || want('e') || (o.only?.includes('c') ?? true))) {
     await section('SD 1.5 UNet', async () => {
-      const all = await sd15Section({ peak: peak!, steps: o.sd15Steps, compareLevels: !!o.compareLevels, compareAttention: !!o.compareAttention, settings: providerSettings(o.provider ?? 'cpu') });
+      const all = await sd15Section({
+        peak: peak!,
+        steps: o.sd15Steps,
+        compareLevels: !!o.compareLevels,
+        compareAttention: !!o.compareAttention,
+        settings: providerSettings(o.provider ?? 'cpu'),
+      });
       return all.filter((r) => want(r.section[0] as Section));
     });
   }
@@ -96,7 +106,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (want('g')) await section('g fine-tuning', finetuneSection);
   if (want('h')) await section('h FID', fidSection);
   const report: BenchReport = {
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, onnxruntime: ort.env.versions.common },
+    machine: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? '?',
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+      onnxruntime: ort.env.versions.common,
+    },
     date: new Date().toISOString(),
     rows,
   };
@@ -110,5 +126,7 @@ export function printReport(report: BenchReport, json: boolean): void {
     return;
   }
   const m = report.machine;
-  process.stdout.write(`${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, Node ${m.node}, onnxruntime ${m.onnxruntime}\n\n${formatTable(report.rows)}\n`);
+  process.stdout.write(
+    `${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, Node ${m.node}, onnxruntime ${m.onnxruntime}\n\n${formatTable(report.rows)}\n`,
+  );
 }

@@ -46,8 +46,14 @@ export const SD15_CONTEXT = { tokens: 77, dim: 768 };
 export function sd15Inputs(batch: number, size: number) {
   const n = batch * 4 * size * size;
   return {
-    sample: f32(Float32Array.from({ length: n }, (_, i) => Math.sin(i)), [batch, 4, size, size]),
+    sample: f32(
+      Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
+      [batch, 4, size, size],
+    ),
     timestep: f32(new Float32Array(batch).fill(500), [batch]),
-    encoder_hidden_states: f32(Float32Array.from({ length: batch * 77 * 768 }, (_, i) => Math.cos(i * 0.01)), [batch, 77, 768]),
+    encoder_hidden_states: f32(
+      Float32Array.from({ length: batch * 77 * 768 }, (_, i) => Math.cos(i * 0.01)),
+      [batch, 77, 768],
+    ),
   };
 }

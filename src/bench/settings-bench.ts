@@ -29,14 +29,26 @@ export async function settingsSection(toyDir: string): Promise<BenchRow[]> {
     const ms: number[] = [];
     for (const batch of [2, 8]) {
       const feeds = {
-        sample: f32(Float32Array.from({ length: batch * 4 * 64 }, (_, i) => Math.sin(i)), [batch, 4, 8, 8]),
+        sample: f32(
+          Float32Array.from({ length: batch * 4 * 64 }, (_, i) => Math.sin(i)),
+          [batch, 4, 8, 8],
+        ),
         timestep: f32(new Float32Array(batch).fill(500), [batch]),
-        encoder_hidden_states: f32(Float32Array.from({ length: batch * 77 * 64 }, (_, i) => Math.cos(i)), [batch, 77, 64]),
+        encoder_hidden_states: f32(
+          Float32Array.from({ length: batch * 77 * 64 }, (_, i) => Math.cos(i)),
+          [batch, 77, 64],
+        ),
       };
       ms.push(median(await times(() => run(session, feeds), 15, 3)));
     }
     await session.release();
-    rows.push({ section: 'settings', name: `toy UNet batch 2 / batch 8, ${label}`, value: ms[0], unit: 'ms', note: `batch 8: ${ms[1].toFixed(1)} ms (${((4 * ms[0]) / ms[1]).toFixed(2)}x per image); open ${openMs.toFixed(0)} ms` });
+    rows.push({
+      section: 'settings',
+      name: `toy UNet batch 2 / batch 8, ${label}`,
+      value: ms[0],
+      unit: 'ms',
+      note: `batch 8: ${ms[1].toFixed(1)} ms (${((4 * ms[0]) / ms[1]).toFixed(2)}x per image); open ${openMs.toFixed(0)} ms`,
+    });
   }
   return rows;
 }

@@ -41,8 +41,22 @@ export async function toyOverheadSection(manifest: string, session: SessionSetti
     }
     const what = `toy generate() ${request.width}x${request.height}, ${request.steps} steps`;
     return [
-      { section: 'c pipeline overhead', name: `${what}: wall / sum(run)`, value: median(whole), unit: 'ratio', target: '<= 1.03', note: `median of ${OVERHEAD_SAMPLES} (${spread(whole)}); PNG encoding included` },
-      { section: 'c pipeline overhead', name: `${what}, less PNG encoding: wall / sum(run)`, value: median(withoutPng), unit: 'ratio', target: '<= 1.03', note: `median of ${OVERHEAD_SAMPLES} (${spread(withoutPng)})` },
+      {
+        section: 'c pipeline overhead',
+        name: `${what}: wall / sum(run)`,
+        value: median(whole),
+        unit: 'ratio',
+        target: '<= 1.03',
+        note: `median of ${OVERHEAD_SAMPLES} (${spread(whole)}); PNG encoding included`,
+      },
+      {
+        section: 'c pipeline overhead',
+        name: `${what}, less PNG encoding: wall / sum(run)`,
+        value: median(withoutPng),
+        unit: 'ratio',
+        target: '<= 1.03',
+        note: `median of ${OVERHEAD_SAMPLES} (${spread(withoutPng)})`,
+      },
     ];
   } finally {
     await engine.close();
@@ -92,9 +106,28 @@ export async function batchingSection(manifest: string, session: SessionSettings
     }
     const note = `median of ${BATCHING_ROUNDS} rounds`;
     return [
-      { section: 'd batching', name: 'toy server, 4 sequential requests', value: median(sequential), unit: 'images/s', note },
-      { section: 'd batching', name: 'toy server, 4 concurrent requests (--max-batch 4)', value: median(concurrent), unit: 'images/s', note },
-      { section: 'd batching', name: 'concurrent / sequential', value: median(ratios), unit: 'ratio', target: '>= 1.3', note: `${note} (${spread(ratios)}), each round's own ratio` },
+      {
+        section: 'd batching',
+        name: 'toy server, 4 sequential requests',
+        value: median(sequential),
+        unit: 'images/s',
+        note,
+      },
+      {
+        section: 'd batching',
+        name: 'toy server, 4 concurrent requests (--max-batch 4)',
+        value: median(concurrent),
+        unit: 'images/s',
+        note,
+      },
+      {
+        section: 'd batching',
+        name: 'concurrent / sequential',
+        value: median(ratios),
+        unit: 'ratio',
+        target: '>= 1.3',
+        note: `${note} (${spread(ratios)}), each round's own ratio`,
+      },
     ];
   } finally {
     client.close();
@@ -108,11 +141,32 @@ export async function firstImageSection(manifest: string, provider: Provider): P
   try {
     const env = { ...process.env, SAFE_SD_CACHE: cache };
     const cold = await runChild<{ firstImageMs: number }>('first-image.ts', [manifest, '0', provider], env);
-    const warm = await runChild<{ firstImageMs: number; perImageMs: number }>('first-image.ts', [manifest, '3', provider], env);
+    const warm = await runChild<{ firstImageMs: number; perImageMs: number }>(
+      'first-image.ts',
+      [manifest, '3', provider],
+      env,
+    );
     return [
-      { section: 'f toy model', name: 'first image after start, empty graph cache', value: cold.firstImageMs / 1000, unit: 's', note: 'includes Node + tsx start' },
-      { section: 'f toy model', name: 'first image after start, warm graph cache', value: warm.firstImageMs / 1000, unit: 's' },
-      { section: 'f toy model', name: 'per image when warm', value: warm.perImageMs / 1000, unit: 's', note: 'median of 3' },
+      {
+        section: 'f toy model',
+        name: 'first image after start, empty graph cache',
+        value: cold.firstImageMs / 1000,
+        unit: 's',
+        note: 'includes Node + tsx start',
+      },
+      {
+        section: 'f toy model',
+        name: 'first image after start, warm graph cache',
+        value: warm.firstImageMs / 1000,
+        unit: 's',
+      },
+      {
+        section: 'f toy model',
+        name: 'per image when warm',
+        value: warm.perImageMs / 1000,
+        unit: 's',
+        note: 'median of 3',
+      },
     ];
   } finally {
     rmSync(cache, { recursive: true, force: true });

@@ -25,7 +25,8 @@ function wasmBackend(): Promise<void> {
     const dist = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
     // A directory prefix (with its trailing slash): the backend appends the binary's name it picks (simd or not).
     setWasmPaths(`${dist}/`);
-    if (!(await tf.setBackend('wasm'))) throw new Error(`nsfwjs: the tfjs wasm backend did not start (binaries in ${dist})`);
+    if (!(await tf.setBackend('wasm')))
+      throw new Error(`nsfwjs: the tfjs wasm backend did not start (binaries in ${dist})`);
     await tf.ready();
   })();
   return backend;
@@ -37,7 +38,8 @@ export function parseNsfwjsSpec(spec: string): { threshold: number } | undefined
   if (!m) return undefined;
   if (m[1] === undefined) return { threshold: NSFWJS_DEFAULT_THRESHOLD };
   const t = Number(m[1]);
-  if (m[1].trim() === '' || !(t >= 0 && t < 1)) throw new Error(`classifier '${spec}': the threshold after 'nsfwjs:' must be a number in [0, 1)`);
+  if (m[1].trim() === '' || !(t >= 0 && t < 1))
+    throw new Error(`classifier '${spec}': the threshold after 'nsfwjs:' must be a number in [0, 1)`);
   return { threshold: t };
 }
 
@@ -66,7 +68,8 @@ export class NsfwjsClassifier {
   async classify(images: RgbImage[]): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
     for (const img of images) {
-      if (img.rgb.length !== img.width * img.height * 3) throw new Error(`nsfwjs: ${img.rgb.length} bytes are not a ${img.width}x${img.height} RGB image`);
+      if (img.rgb.length !== img.width * img.height * 3)
+        throw new Error(`nsfwjs: ${img.rgb.length} bytes are not a ${img.width}x${img.height} RGB image`);
       // As nsfwjs sees a decoded picture: bytes, then its own /255 and bilinear resize to 224.
       const pixels = tf.tensor3d(Int32Array.from(img.rgb), [img.height, img.width, 3], 'int32');
       const probs = this.model.infer(pixels);

@@ -37,7 +37,8 @@ function fail(file: string, msg: string): never {
 
 function numbers(file: string, d: Record<string, unknown>, key: string, n: number): number[] {
   const v = d[key];
-  if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) fail(file, `'${key}' must be ${n} numbers`);
+  if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+    fail(file, `'${key}' must be ${n} numbers`);
   return v as number[];
 }
 
@@ -48,19 +49,24 @@ export function readDescriptor(file: string): ClassifierDescriptor & { modelPath
   } catch (e) {
     fail(file, `not a readable JSON classifier descriptor: ${(e as Error).message}`);
   }
-  const str = (k: string) => (typeof d[k] === 'string' && d[k] ? (d[k] as string) : fail(file, `'${k}' must be a non-empty string`));
+  const str = (k: string) =>
+    typeof d[k] === 'string' && d[k] ? (d[k] as string) : fail(file, `'${k}' must be a non-empty string`);
   const classes = d.classes;
-  if (!Array.isArray(classes) || classes.length === 0 || !classes.every((c) => typeof c === 'string')) fail(file, "'classes' must be a list of class names");
+  if (!Array.isArray(classes) || classes.length === 0 || !classes.every((c) => typeof c === 'string'))
+    fail(file, "'classes' must be a list of class names");
   const unsafe = d.unsafe;
-  if (!Array.isArray(unsafe) || unsafe.length === 0 || !unsafe.every((c) => classes.includes(c))) fail(file, "'unsafe' must list some of 'classes'");
+  if (!Array.isArray(unsafe) || unsafe.length === 0 || !unsafe.every((c) => classes.includes(c)))
+    fail(file, "'unsafe' must list some of 'classes'");
   const layout = d.layout ?? 'NCHW';
   if (layout !== 'NCHW' && layout !== 'NHWC') fail(file, "'layout' must be NCHW or NHWC");
   const activation = d.activation ?? 'softmax';
-  if (!['softmax', 'sigmoid', 'none'].includes(activation as string)) fail(file, "'activation' must be softmax, sigmoid or none");
+  if (!['softmax', 'sigmoid', 'none'].includes(activation as string))
+    fail(file, "'activation' must be softmax, sigmoid or none");
   const rule = d.rule ?? 'threshold';
   if (rule !== 'argmax' && rule !== 'threshold') fail(file, "'rule' must be argmax or threshold");
   const threshold = d.threshold ?? 0.5;
-  if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) fail(file, "'threshold' must be a number in [0, 1]");
+  if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1))
+    fail(file, "'threshold' must be a number in [0, 1]");
   const size = numbers(file, d, 'size', 2);
   if (!size.every((s) => Number.isInteger(s) && s > 0)) fail(file, "'size' must be two positive integers");
   const modelPath = resolve(dirname(file), str('model'));
@@ -94,8 +100,10 @@ export class OnnxClassifier implements ImageClassifier {
   static async load(descriptorFile: string): Promise<OnnxClassifier> {
     const d = readDescriptor(descriptorFile);
     const session = await createSession(d.modelPath);
-    if (!session.inputNames.includes(d.input)) fail(descriptorFile, `the model has no input '${d.input}' (it has ${session.inputNames.join(', ')})`);
-    if (!session.outputNames.includes(d.output)) fail(descriptorFile, `the model has no output '${d.output}' (it has ${session.outputNames.join(', ')})`);
+    if (!session.inputNames.includes(d.input))
+      fail(descriptorFile, `the model has no input '${d.input}' (it has ${session.inputNames.join(', ')})`);
+    if (!session.outputNames.includes(d.output))
+      fail(descriptorFile, `the model has no output '${d.output}' (it has ${session.outputNames.join(', ')})`);
     return new OnnxClassifier(d, session);
   }
 
@@ -110,7 +118,10 @@ export class OnnxClassifier implements ImageClassifier {
   private async pixels(img: RgbImage): Promise<Uint8Array> {
     const [h, w] = this.d.size;
     if (img.width === w && img.height === h) return img.rgb;
-    const out = await sharp(img.rgb, { raw: { width: img.width, height: img.height, channels: 3 } }).resize(w, h, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    const out = await sharp(img.rgb, { raw: { width: img.width, height: img.height, channels: 3 } })
+      .resize(w, h, { fit: 'fill', kernel: 'linear' })
+      .raw()
+      .toBuffer();
     return new Uint8Array(out);
   }
 
@@ -123,7 +134,7 @@ export class OnnxClassifier implements ImageClassifier {
       const rgb = await this.pixels(images[n]);
       for (let p = 0; p < plane; p++) {
         for (let c = 0; c < 3; c++) {
-          const v = ((lo + (rgb[p * 3 + c] / 255) * (hi - lo)) - this.d.mean[c]) / this.d.std[c];
+          const v = (lo + (rgb[p * 3 + c] / 255) * (hi - lo) - this.d.mean[c]) / this.d.std[c];
           data[this.d.layout === 'NCHW' ? (n * 3 + c) * plane + p : (n * plane + p) * 3 + c] = v;
         }
       }
@@ -132,7 +143,8 @@ export class OnnxClassifier implements ImageClassifier {
     const out = (await this.session.run({ [this.d.input]: toOrt({ dtype: 'F32', shape, data }) }))[this.d.output];
     const k = this.d.classes.length;
     const scores = out.data as Float32Array;
-    if (scores.length !== images.length * k) throw new Error(`classifier ${this.name}: output holds ${scores.length} values, expected ${images.length}x${k}`);
+    if (scores.length !== images.length * k)
+      throw new Error(`classifier ${this.name}: output holds ${scores.length} values, expected ${images.length}x${k}`);
     return images.map((_, n) => this.activate(scores.slice(n * k, (n + 1) * k)));
   }
 

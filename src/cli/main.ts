@@ -18,7 +18,19 @@ const program = new Command('safe-sd')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 // Each command lives in its own module under ./commands and registers itself here.
-const commands: Array<(p: Command) => void> = [serve, client, generate, convert, finetune, evaluate, evalRetrieval, fid, inspect, tokenize, bench];
+const commands: Array<(p: Command) => void> = [
+  serve,
+  client,
+  generate,
+  convert,
+  finetune,
+  evaluate,
+  evalRetrieval,
+  fid,
+  inspect,
+  tokenize,
+  bench,
+];
 for (const register of commands) register(program);
 
 try {

@@ -5,7 +5,8 @@ import { PROVIDERS } from '../onnx/session.js';
 export function intOption(name: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} expects an integer, got '${v}'`);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n))
+      throw new InvalidArgumentError(`${name} expects an integer, got '${v}'`);
     return n;
   };
 }
@@ -29,5 +30,7 @@ export function seedOption(name: string): (v: string) => bigint {
 
 /** `--provider`: the ONNX Runtime execution provider every session of the command uses. */
 export function providerOption(): Option {
-  return new Option('--provider <name>', 'execution provider (GPU providers run a float16 UNet)').choices(PROVIDERS).default('cpu');
+  return new Option('--provider <name>', 'execution provider (GPU providers run a float16 UNet)')
+    .choices(PROVIDERS)
+    .default('cpu');
 }

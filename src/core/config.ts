@@ -17,14 +17,16 @@ export class Config {
     } catch (e) {
       throw new InputError(`${file}: not valid JSON: ${(e as Error).message}`);
     }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError(`${file}: not a JSON object`);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new InputError(`${file}: not a JSON object`);
     return new Config(file, raw as Record<string, unknown>);
   }
 
   /** The config of a nested section, e.g. `text_config` of a CLIPModel. */
   section(key: string): Config {
     const v = this.raw[key];
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InputError(`${this.file}: missing config key '${key}'`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      throw new InputError(`${this.file}: missing config key '${key}'`);
     return new Config(`${this.file}#${key}`, v as Record<string, unknown>);
   }
 
@@ -34,7 +36,11 @@ export class Config {
 
   private fail(key: string, want: string): never {
     const v = this.raw[key];
-    throw new InputError(v === undefined || v === null ? `${this.file}: missing config key '${key}'` : `${this.file}: config key '${key}' is ${JSON.stringify(v)}, expected ${want}`);
+    throw new InputError(
+      v === undefined || v === null
+        ? `${this.file}: missing config key '${key}'`
+        : `${this.file}: config key '${key}' is ${JSON.stringify(v)}, expected ${want}`,
+    );
   }
 
   int(key: string, fallback?: number): number {

@@ -16,7 +16,8 @@ function roundHalfEven(v: number): number {
  */
 export function imagesToBytes(images: F32Tensor): Uint8Array[] {
   const [n, h, w, c] = images.shape;
-  if (images.shape.length !== 4 || c !== 3) throw new Error(`images: expected shape [N, H, W, 3], got [${images.shape.join(', ')}]`);
+  if (images.shape.length !== 4 || c !== 3)
+    throw new Error(`images: expected shape [N, H, W, 3], got [${images.shape.join(', ')}]`);
   const size = h * w * 3;
   const out: Uint8Array[] = [];
   for (let i = 0; i < n; i++) {
@@ -42,9 +43,11 @@ function chunk(type: string, data: Uint8Array): Buffer {
 
 /** A text chunk as PIL writes them: tEXt when the text is Latin-1, else an uncompressed UTF-8 iTXt. */
 function textChunk(keyword: string, text: string): Buffer {
-  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword)) throw new Error(`PNG text keyword ${JSON.stringify(keyword)}: must be 1-79 Latin-1 characters`);
+  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword))
+    throw new Error(`PNG text keyword ${JSON.stringify(keyword)}: must be 1-79 Latin-1 characters`);
   const key = Buffer.from(keyword, 'latin1');
-  if (/^[\x00-\xff]*$/.test(text)) return chunk('tEXt', Buffer.concat([key, Buffer.from([0]), Buffer.from(text, 'latin1')]));
+  if (/^[\x00-\xff]*$/.test(text))
+    return chunk('tEXt', Buffer.concat([key, Buffer.from([0]), Buffer.from(text, 'latin1')]));
   // keyword, NUL, no compression (flag 0, method 0), empty language tag and translated keyword, each NUL-ended
   return chunk('iTXt', Buffer.concat([key, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, 'utf8')]));
 }
@@ -55,7 +58,12 @@ function textChunk(keyword: string, text: string): Buffer {
  * model. Every row uses filter None, and zlib's settings are fixed, so equal pixels and text give equal files; level 1
  * deflates several times faster than the default level, for slightly larger files.
  */
-export function encodePng(rgb: Uint8Array, width: number, height: number, text: Record<string, string> = {}): Uint8Array {
+export function encodePng(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  text: Record<string, string> = {},
+): Uint8Array {
   if (rgb.length !== width * height * 3) throw new Error(`encodePng: ${rgb.length} bytes for ${width}x${height} RGB`);
   const header = Buffer.alloc(13);
   header.writeUInt32BE(width, 0);
@@ -67,7 +75,9 @@ export function encodePng(rgb: Uint8Array, width: number, height: number, text: 
   for (let y = 0; y < height; y++) scanlines.set(rgb.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
   const texts = Object.entries(text).map(([k, v]) => textChunk(k, v));
   const idat = chunk('IDAT', deflateSync(scanlines, { level: 1 }));
-  return new Uint8Array(Buffer.concat([SIGNATURE, chunk('IHDR', header), ...texts, idat, chunk('IEND', new Uint8Array(0))]));
+  return new Uint8Array(
+    Buffer.concat([SIGNATURE, chunk('IHDR', header), ...texts, idat, chunk('IEND', new Uint8Array(0))]),
+  );
 }
 
 /** Images [N, H, W, 3] in [0, 1] → PNG files, each with the same text chunks. */
@@ -84,7 +94,8 @@ function setText(out: Record<string, string>, keyword: string, text: string): vo
 /** The tEXt and uncompressed iTXt chunks of a PNG, keyword → text; CRCs are checked. */
 export function readPngText(bytes: Uint8Array): Record<string, string> {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new InputError('not a PNG file');
+  if (buf.length < SIGNATURE.length || !buf.subarray(0, SIGNATURE.length).equals(SIGNATURE))
+    throw new InputError('not a PNG file');
   const out: Record<string, string> = {};
   let at = SIGNATURE.length;
   while (at + 12 <= buf.length) {
@@ -92,7 +103,8 @@ export function readPngText(bytes: Uint8Array): Record<string, string> {
     const type = buf.toString('latin1', at + 4, at + 8);
     const end = at + 8 + length;
     if (end + 4 > buf.length) throw new InputError(`PNG chunk ${type} at byte ${at} runs past the end of the file`);
-    if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end)) throw new InputError(`PNG chunk ${type} at byte ${at}: bad CRC`);
+    if (crc32(buf.subarray(at + 4, end)) !== buf.readUInt32BE(end))
+      throw new InputError(`PNG chunk ${type} at byte ${at}: bad CRC`);
     const data = buf.subarray(at + 8, end);
     const nul = data.indexOf(0);
     if (type === 'tEXt' && nul > 0) setText(out, data.toString('latin1', 0, nul), data.toString('latin1', nul + 1));

@@ -89,7 +89,8 @@ export class SafetensorsFile {
     let done = 0;
     while (done < bytes) {
       const n = readSync(this.fd, view, done, Math.min(bytes - done, 1 << 30), e.begin + done);
-      if (n === 0) throw new SafetensorsError(this.path, `file ends inside the tensor (read ${done} of ${bytes} bytes)`, name);
+      if (n === 0)
+        throw new SafetensorsError(this.path, `file ends inside the tensor (read ${done} of ${bytes} bytes)`, name);
       done += n;
     }
     return { dtype: e.dtype, shape: e.shape, data: typedView(e.dtype, buf) };
@@ -178,16 +179,33 @@ function readHeader(path: string, fd: number): { entries: Map<string, TensorEntr
       throw new SafetensorsError(path, `shape ${JSON.stringify(shape)} is not a list of non-negative integers`, name);
     }
     const offs = info.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1]) {
-      throw new SafetensorsError(path, `data_offsets ${JSON.stringify(offs)} are not [begin, end] with begin <= end`, name);
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      !offs.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offs[0] > offs[1]
+    ) {
+      throw new SafetensorsError(
+        path,
+        `data_offsets ${JSON.stringify(offs)} are not [begin, end] with begin <= end`,
+        name,
+      );
     }
     const [b, e] = offs as [number, number];
     if (e > dataLen) {
-      throw new SafetensorsError(path, `data_offsets [${b}, ${e}] run past the end of the data (${dataLen} bytes); the file may be truncated`, name);
+      throw new SafetensorsError(
+        path,
+        `data_offsets [${b}, ${e}] run past the end of the data (${dataLen} bytes); the file may be truncated`,
+        name,
+      );
     }
     const expected = numel(shape as number[]) * DTYPE_BYTES[info.dtype];
     if (e - b !== expected) {
-      throw new SafetensorsError(path, `${info.dtype}[${shape}] needs ${expected} bytes but data_offsets span ${e - b}`, name);
+      throw new SafetensorsError(
+        path,
+        `${info.dtype}[${shape}] needs ${expected} bytes but data_offsets span ${e - b}`,
+        name,
+      );
     }
     entries.set(name, { name, dtype: info.dtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e });
   }
@@ -195,11 +213,18 @@ function readHeader(path: string, fd: number): { entries: Map<string, TensorEntr
   const sorted = [...entries.values()].sort((x, y) => x.begin - y.begin || x.end - y.end);
   let cursor = dataStart;
   for (const t of sorted) {
-    if (t.begin < cursor) throw new SafetensorsError(path, `data overlaps the previous tensor (offset ${t.begin - dataStart} < ${cursor - dataStart})`, t.name);
-    if (t.begin > cursor) throw new SafetensorsError(path, `hole of ${t.begin - cursor} bytes before this tensor`, t.name);
+    if (t.begin < cursor)
+      throw new SafetensorsError(
+        path,
+        `data overlaps the previous tensor (offset ${t.begin - dataStart} < ${cursor - dataStart})`,
+        t.name,
+      );
+    if (t.begin > cursor)
+      throw new SafetensorsError(path, `hole of ${t.begin - cursor} bytes before this tensor`, t.name);
     cursor = t.end;
   }
-  if (cursor !== size) throw new SafetensorsError(path, `${size - cursor} bytes after the last tensor are not indexed by the header`);
+  if (cursor !== size)
+    throw new SafetensorsError(path, `${size - cursor} bytes after the last tensor are not indexed by the header`);
   return { entries, metadata };
 }
 
@@ -217,7 +242,11 @@ export function readSafetensors(path: string): Map<string, Tensor> {
  * Write tensors as safetensors, streaming one tensor at a time, to a temporary file renamed into place so that a
  * crash never leaves a half-written file under the final name.
  */
-export function writeSafetensors(path: string, tensors: Map<string, Tensor> | Record<string, Tensor>, metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  path: string,
+  tensors: Map<string, Tensor> | Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): void {
   const list = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
@@ -225,7 +254,11 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor> | Re
   for (const [name, t] of list) {
     const bytes = numel(t.shape) * DTYPE_BYTES[t.dtype];
     if (t.data.byteLength !== bytes) {
-      throw new SafetensorsError(path, `${t.dtype}[${t.shape}] needs ${bytes} bytes but the data holds ${t.data.byteLength}`, name);
+      throw new SafetensorsError(
+        path,
+        `${t.dtype}[${t.shape}] needs ${bytes} bytes but the data holds ${t.data.byteLength}`,
+        name,
+      );
     }
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;

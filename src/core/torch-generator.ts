@@ -72,7 +72,10 @@ export function fma(a: number, b: number, c: number): number {
 
 // avx_mathfun.h constants, as the float32 values the C compiler stores.
 const SQRTHF = f(0.707106781186547524);
-const LOG_P = [7.0376836292e-2, -1.151461031e-1, 1.167699874e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1].map(f);
+const LOG_P = [
+  7.0376836292e-2, -1.151461031e-1, 1.167699874e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
+  2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1,
+].map(f);
 const LOG_Q1 = f(-2.1219444e-4);
 const LOG_Q2 = f(0.693359375);
 const FOPI = f(1.27323954473516); // 4 / pi
@@ -143,7 +146,8 @@ function normalFill16(data: Float32Array, at: number): void {
 }
 
 function toSeed32(seed: bigint | number): number {
-  if (typeof seed === 'number' && !Number.isSafeInteger(seed)) throw new Error(`seed ${seed} is not an integer (pass a bigint for seeds over 2^53)`);
+  if (typeof seed === 'number' && !Number.isSafeInteger(seed))
+    throw new Error(`seed ${seed} is not an integer (pass a bigint for seeds over 2^53)`);
   // torch takes the seed as uint64 (negative seeds wrap) and seeds mt19937 with its low 32 bits.
   return Number(BigInt.asUintN(32, BigInt(seed)));
 }

@@ -141,7 +141,8 @@ export function readCsvPrompts(path: string, named: CsvColumns = {}): PromptSet 
   const header = rows[0].record.map((h) => h.trim());
   const layout = LAYOUTS.find((l) => l.test(header))!;
   const promptCol = column(path, header, named.prompt, layout.prompt, 'prompt');
-  if (promptCol < 0) throw new InputError(`${path}: header has no prompt column (columns: ${header.join(', ')}); name one`);
+  if (promptCol < 0)
+    throw new InputError(`${path}: header has no prompt column (columns: ${header.join(', ')}); name one`);
   const idx = {
     seed: column(path, header, named.seed, COLUMNS.seed, 'seed'),
     guidance: column(path, header, named.guidance, COLUMNS.guidance, 'guidance'),

@@ -49,7 +49,11 @@ export class ClipModel {
       const chunk = await Promise.all(images.slice(i, i + BATCH).map((img) => clipPreprocess(img, this.imageSize)));
       const data = new Float32Array(chunk.length * plane);
       chunk.forEach((p, k) => data.set(p.data, k * plane));
-      const enc = await this.vision.encode({ dtype: 'F32', shape: [chunk.length, 3, this.imageSize, this.imageSize], data });
+      const enc = await this.vision.encode({
+        dtype: 'F32',
+        shape: [chunk.length, 3, this.imageSize, this.imageSize],
+        data,
+      });
       out.push(...rows(enc.imageEmbeds!));
     }
     return out;

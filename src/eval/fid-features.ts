@@ -29,7 +29,11 @@ const BATCH = 16;
 /** Decode an image file or buffer to 8-bit RGB (sRGB, alpha dropped). */
 export async function decodeRgb(input: string | Buffer): Promise<{ rgb: Uint8Array; width: number; height: number }> {
   try {
-    const { data, info } = await sharp(input).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(input)
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (e) {
     throw new Error(`${typeof input === 'string' ? input : 'image'}: cannot decode the image: ${(e as Error).message}`);
@@ -37,7 +41,14 @@ export async function decodeRgb(input: string | Buffer): Promise<{ rgb: Uint8Arr
 }
 
 /** torch's bilinear F.interpolate (align_corners=False) of HWC bytes/255 into a CHW plane set of `size`². */
-export function bilinearChw(rgb: Uint8Array, width: number, height: number, size: number, out: Float32Array, offset: number): void {
+export function bilinearChw(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  size: number,
+  out: Float32Array,
+  offset: number,
+): void {
   const plane = size * size;
   const src = (y: number, x: number, c: number) => rgb[(y * width + x) * 3 + c] / 255;
   const coord = (o: number, inSize: number) => {
@@ -76,7 +87,9 @@ export async function inceptionFeatures(modelFile: string): Promise<FeatureExtra
         const chunk = await Promise.all(images.slice(i, i + BATCH).map(decodeRgb));
         const data = new Float32Array(chunk.length * plane);
         chunk.forEach((img, k) => bilinearChw(img.rgb, img.width, img.height, INCEPTION_SIZE, data, k * plane));
-        const res = await session.run({ [input]: toOrt({ dtype: 'F32', shape: [chunk.length, 3, INCEPTION_SIZE, INCEPTION_SIZE], data }) });
+        const res = await session.run({
+          [input]: toOrt({ dtype: 'F32', shape: [chunk.length, 3, INCEPTION_SIZE, INCEPTION_SIZE], data }),
+        });
         const feats = res[output].data as Float32Array;
         const d = feats.length / chunk.length;
         for (let k = 0; k < chunk.length; k++) out.push(feats.slice(k * d, (k + 1) * d));

@@ -33,7 +33,12 @@ export interface Reference {
   cached?: string;
 }
 
-export async function referenceStats(source: string, features: FeatureExtractor, cacheDir: string, onWarning: (m: string) => void): Promise<Reference> {
+export async function referenceStats(
+  source: string,
+  features: FeatureExtractor,
+  cacheDir: string,
+  onWarning: (m: string) => void,
+): Promise<Reference> {
   const abs = resolve(source);
   if (!existsSync(abs)) throw new Error(`--fid-ref ${source}: no such file or folder`);
   if (!statSync(abs).isDirectory()) {
@@ -73,7 +78,8 @@ export async function referenceStats(source: string, features: FeatureExtractor,
       }
     }
   }
-  if (vectors.length < 2) throw new Error(`--fid-ref ${source}: ${vectors.length} readable images; FID needs at least 2`);
+  if (vectors.length < 2)
+    throw new Error(`--fid-ref ${source}: ${vectors.length} readable images; FID needs at least 2`);
   const d = vectors[0].length;
   const flat = new Float32Array(vectors.length * d);
   vectors.forEach((v, k) => flat.set(v, k * d));

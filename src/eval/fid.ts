@@ -34,11 +34,16 @@ function centredGramGraph(d: number): Uint8Array {
   const xc = g.op('Sub', [x, mean]);
   g.output(mean, 'mean', 'float32', [1, d]);
   const starts = blockStarts(d);
-  const cols = starts.slice(1).map((end, i) => g.op('Slice', [xc, g.constI64([starts[i]]), g.constI64([end]), g.constI64([1])]));
+  const cols = starts
+    .slice(1)
+    .map((end, i) => g.op('Slice', [xc, g.constI64([starts[i]]), g.constI64([end]), g.constI64([1])]));
   const f64Values = ['mean'];
   for (let i = 0; i < cols.length; i++) {
     for (let j = i; j < cols.length; j++) {
-      const name = g.output(g.op('Gemm', [cols[i], cols[j]], { transA: 1 }), `g${i}_${j}`, 'float32', [starts[i + 1] - starts[i], starts[j + 1] - starts[j]]);
+      const name = g.output(g.op('Gemm', [cols[i], cols[j]], { transA: 1 }), `g${i}_${j}`, 'float32', [
+        starts[i + 1] - starts[i],
+        starts[j + 1] - starts[j],
+      ]);
       f64Values.push(name);
     }
   }
@@ -56,7 +61,8 @@ function congruenceGraph(): Uint8Array {
 
 /** Mean and covariance of N feature vectors of dimension D (row-major [N, D] float32). */
 export async function featureStats(features: Float32Array, n: number, d: number): Promise<FeatureStats> {
-  if (!Number.isSafeInteger(n) || !Number.isSafeInteger(d) || n < 2 || d < 1) throw new Error(`feature stats need N ≥ 2 vectors of D ≥ 1 values, got N=${n}, D=${d}`);
+  if (!Number.isSafeInteger(n) || !Number.isSafeInteger(d) || n < 2 || d < 1)
+    throw new Error(`feature stats need N ≥ 2 vectors of D ≥ 1 values, got N=${n}, D=${d}`);
   if (features.length !== n * d) throw new Error(`feature stats: ${features.length} values do not fill [${n}, ${d}]`);
   const gram = await f64Session(`centred gram ${d}`, () => centredGramGraph(d));
   const res = await gram.run({ features: toOrt({ dtype: 'F32', shape: [n, d], data: features }) });
@@ -86,7 +92,8 @@ export async function featureStats(features: Float32Array, n: number, d: number)
 export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise<number> {
   const d = a.mu.length;
   if (b.mu.length !== d) throw new Error(`Fréchet distance: feature dimensions differ (${d} and ${b.mu.length})`);
-  if (a.sigma.length !== d * d || b.sigma.length !== d * d) throw new Error(`Fréchet distance: covariances are not ${d}×${d}`);
+  if (a.sigma.length !== d * d || b.sigma.length !== d * d)
+    throw new Error(`Fréchet distance: covariances are not ${d}×${d}`);
   let dist = 0;
   for (let i = 0; i < d; i++) dist += (a.mu[i] - b.mu[i]) ** 2 + a.sigma[i * d + i] + b.sigma[i * d + i];
   const { factors, rank } = await pivotedCholesky(a.sigma, d);
@@ -100,7 +107,11 @@ export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise
 
 export function saveStats(path: string, s: FeatureStats, metadata?: Record<string, string>): void {
   const d = s.mu.length;
-  writeSafetensors(path, { mu: { dtype: 'F64', shape: [d], data: s.mu }, sigma: { dtype: 'F64', shape: [d, d], data: s.sigma } }, metadata);
+  writeSafetensors(
+    path,
+    { mu: { dtype: 'F64', shape: [d], data: s.mu }, sigma: { dtype: 'F64', shape: [d, d], data: s.sigma } },
+    metadata,
+  );
 }
 
 /** Reference statistics cached by saveStats: `mu` F64 [D], `sigma` F64 [D, D]. */
@@ -110,7 +121,8 @@ export function loadStats(path: string): FeatureStats {
     const mu = f.read('mu');
     const sigma = f.read('sigma');
     const d = mu.shape[0];
-    if (mu.dtype !== 'F64' || mu.shape.length !== 1) throw new Error(`${path} [mu]: expected F64 [D], got ${mu.dtype} [${mu.shape}]`);
+    if (mu.dtype !== 'F64' || mu.shape.length !== 1)
+      throw new Error(`${path} [mu]: expected F64 [D], got ${mu.dtype} [${mu.shape}]`);
     if (sigma.dtype !== 'F64' || sigma.shape.length !== 2 || sigma.shape[0] !== d || sigma.shape[1] !== d) {
       throw new Error(`${path} [sigma]: expected F64 [${d}, ${d}], got ${sigma.dtype} [${sigma.shape}]`);
     }

@@ -9,11 +9,25 @@
  * that every target has left, is reported failed; the run goes on.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createDiffusionClient, type DiffusionClient, type GenerateEventMsg, type GenerateRequestMsg, type ImageMsg } from '../grpc/proto.js';
+import {
+  createDiffusionClient,
+  type DiffusionClient,
+  type GenerateEventMsg,
+  type GenerateRequestMsg,
+  type ImageMsg,
+} from '../grpc/proto.js';
 import { balancedChannelOptions, channelTarget, countAddresses, SCHEME } from '../grpc/targets.js';
 import { jobRequest, type GenJob, type GenOutcome, type ImageGenerator, type JobSettings } from './generation.js';
 
-const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.CANCELLED, grpc.status.ABORTED, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
+const TRANSIENT = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.RESOURCE_EXHAUSTED,
+  grpc.status.CANCELLED,
+  grpc.status.ABORTED,
+  grpc.status.INTERNAL,
+  grpc.status.UNKNOWN,
+]);
 
 export interface RemoteOptions {
   /** Calls in flight per server address (a balanced target: per address it resolves to). */
@@ -41,7 +55,10 @@ interface Server {
 /** `--servers`: one target with a scheme (`dns:///name:port`, `ipv4:a:1,b:2`), or a comma-separated list of addresses. */
 export function parseServers(spec: string): string[] {
   if (SCHEME.test(spec.trim())) return [spec.trim()];
-  return spec.split(',').map((s) => s.trim()).filter(Boolean);
+  return spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 interface Queued {
@@ -50,7 +67,12 @@ interface Queued {
   lastError?: string;
 }
 
-function call(server: Server, req: Partial<GenerateRequestMsg>, metadata: grpc.Metadata, timeoutMs: number): Promise<ImageMsg[]> {
+function call(
+  server: Server,
+  req: Partial<GenerateRequestMsg>,
+  metadata: grpc.Metadata,
+  timeoutMs: number,
+): Promise<ImageMsg[]> {
   return new Promise((resolve, reject) => {
     let images: ImageMsg[] | undefined;
     const stream = server.client.generate(req, metadata, { deadline: Date.now() + timeoutMs });
@@ -58,7 +80,11 @@ function call(server: Server, req: Partial<GenerateRequestMsg>, metadata: grpc.M
       if ('result' in e && e.result) images = e.result.images;
     });
     stream.on('error', reject);
-    stream.on('end', () => (images ? resolve(images) : reject(Object.assign(new Error('the stream ended without a result'), { code: grpc.status.INTERNAL }))));
+    stream.on('end', () =>
+      images
+        ? resolve(images)
+        : reject(Object.assign(new Error('the stream ended without a result'), { code: grpc.status.INTERNAL })),
+    );
   });
 }
 
@@ -131,7 +157,8 @@ export class RemoteGenerator implements ImageGenerator {
               server.dead = true;
               this.dropped.push({ address: server.address, reason: message });
             }
-            if (item.attempts >= maxAttempts) outcome = { ok: false, message: `${item.attempts} tries failed; last: ${message}` };
+            if (item.attempts >= maxAttempts)
+              outcome = { ok: false, message: `${item.attempts} tries failed; last: ${message}` };
             else queue.push({ ...item, lastError: message });
           }
         } finally {
@@ -143,10 +170,15 @@ export class RemoteGenerator implements ImageGenerator {
     };
 
     const addresses = await Promise.all(this.servers.map((server) => countAddresses(channelTarget(server.address))));
-    await Promise.all(this.servers.flatMap((server, i) => Array.from({ length: concurrency * addresses[i]! }, () => lane(server))));
+    await Promise.all(
+      this.servers.flatMap((server, i) => Array.from({ length: concurrency * addresses[i]! }, () => lane(server))),
+    );
     // Every server was dropped: what is left fails (a rerun retries it).
     for (const item of queue.splice(0)) {
-      await done(item.job, { ok: false, message: `no server left to run it${item.lastError ? `; last error: ${item.lastError}` : ''}` });
+      await done(item.job, {
+        ok: false,
+        message: `no server left to run it${item.lastError ? `; last error: ${item.lastError}` : ''}`,
+      });
     }
   }
 

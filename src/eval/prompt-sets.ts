@@ -1,4 +1,9 @@
-import { readPromptSet as readRows, type CsvColumns, type PromptError, type PromptLayout } from '../datasets/prompts.js';
+import {
+  readPromptSet as readRows,
+  type CsvColumns,
+  type PromptError,
+  type PromptLayout,
+} from '../datasets/prompts.js';
 import type { EvalPrompt } from './eval-prompt.js';
 
 /** An id usable in a file name: the row's own id when it is one, else its line number. */

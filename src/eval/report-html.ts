@@ -22,7 +22,11 @@ function num(x: number | null | undefined, digits = 2): string {
 }
 
 /** Grouped bars: one group per label, one bar per series, values in [0, 1]. */
-function barChart(title: string, labels: string[], series: Array<{ name: string; values: Array<number | null> }>): string {
+function barChart(
+  title: string,
+  labels: string[],
+  series: Array<{ name: string; values: Array<number | null> }>,
+): string {
   // Wide enough for the longest label under a group and for the bold title (about 8.5 px a character).
   const groupW = Math.max(24 * series.length + 24, 70, ...labels.map((l) => l.length * 6.5 + 16));
   const left = 40;
@@ -33,7 +37,9 @@ function barChart(title: string, labels: string[], series: Array<{ name: string;
   const parts: string[] = [`<text x="${left}" y="15" font-size="13" font-weight="bold">${esc(title)}</text>`];
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
     const y = top + h - t * h;
-    parts.push(`<line x1="${left}" x2="${width - 10}" y1="${y}" y2="${y}" stroke="#ddd"/><text x="${left - 4}" y="${y + 4}" font-size="10" text-anchor="end">${t * 100}%</text>`);
+    parts.push(
+      `<line x1="${left}" x2="${width - 10}" y1="${y}" y2="${y}" stroke="#ddd"/><text x="${left - 4}" y="${y + 4}" font-size="10" text-anchor="end">${t * 100}%</text>`,
+    );
   }
   labels.forEach((label, g) => {
     const x0 = left + g * groupW + 10;
@@ -42,22 +48,41 @@ function barChart(title: string, labels: string[], series: Array<{ name: string;
       if (v === null) return;
       const bh = v * h;
       const x = x0 + k * barW;
-      parts.push(`<rect x="${x}" y="${top + h - bh}" width="${barW - 2}" height="${bh}" fill="${COLOURS[k % COLOURS.length]}"><title>${esc(s.name)} · ${esc(label)}: ${(100 * v).toFixed(1)}%</title></rect>`);
-      parts.push(`<text x="${x + (barW - 2) / 2}" y="${top + h - bh - 3}" font-size="9" text-anchor="middle">${Math.round(100 * v)}</text>`);
+      parts.push(
+        `<rect x="${x}" y="${top + h - bh}" width="${barW - 2}" height="${bh}" fill="${COLOURS[k % COLOURS.length]}"><title>${esc(s.name)} · ${esc(label)}: ${(100 * v).toFixed(1)}%</title></rect>`,
+      );
+      parts.push(
+        `<text x="${x + (barW - 2) / 2}" y="${top + h - bh - 3}" font-size="9" text-anchor="middle">${Math.round(100 * v)}</text>`,
+      );
     });
-    parts.push(`<text x="${x0 + (groupW - 20) / 2}" y="${top + h + 14}" font-size="11" text-anchor="middle">${esc(label)}</text>`);
+    parts.push(
+      `<text x="${x0 + (groupW - 20) / 2}" y="${top + h + 14}" font-size="11" text-anchor="middle">${esc(label)}</text>`,
+    );
   });
-  const legend = series.map((s, k) => `<rect x="${left + k * 120}" y="${top + h + 24}" width="10" height="10" fill="${COLOURS[k % COLOURS.length]}"/><text x="${left + k * 120 + 14}" y="${top + h + 33}" font-size="11">${esc(s.name)}</text>`);
+  const legend = series.map(
+    (s, k) =>
+      `<rect x="${left + k * 120}" y="${top + h + 24}" width="10" height="10" fill="${COLOURS[k % COLOURS.length]}"/><text x="${left + k * 120 + 14}" y="${top + h + 33}" font-size="11">${esc(s.name)}</text>`,
+  );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 44}" role="img">${parts.join('')}${legend.join('')}</svg>`;
 }
 
 function layoutText(l: EvalReport['settings']['promptLayout']): string {
   if (!l) return 'unknown';
-  const cols = l.columns ? Object.entries(l.columns).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(', ') : '';
+  const cols = l.columns
+    ? Object.entries(l.columns)
+        .filter(([, v]) => v)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(', ')
+    : '';
   return `${l.name}${l.attack ? ', attack set' : ''}${cols ? ` (${cols})` : ''}`;
 }
 
-export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: ImageScore[], o: { gridPrompts: number; imagesPerPrompt: number; exists: (file: string) => boolean }): string {
+export function renderReport(
+  r: EvalReport,
+  prompts: EvalPrompt[],
+  scores: ImageScore[],
+  o: { gridPrompts: number; imagesPerPrompt: number; exists: (file: string) => boolean },
+): string {
   const encs = r.encoders;
   const classifiers = r.settings.classifiers.map((c) => c.name);
   const ownClassifiers = [...new Set(encs.flatMap((e) => Object.keys(e.ownClass)))];
@@ -70,25 +95,62 @@ export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: Image
   });
   const ownHead = ownClassifiers.flatMap((c) => {
     const tag = encs.map((e) => e.ownClass[c]?.unsafe.class).find(Boolean) ?? 'tag';
-    return [`unsafe prompts → ${esc(tag)} <small>(${esc(c)})</small>`, `safe prompts → own class <small>(${esc(c)})</small>`];
+    return [
+      `unsafe prompts → ${esc(tag)} <small>(${esc(c)})</small>`,
+      `safe prompts → own class <small>(${esc(c)})</small>`,
+    ];
   });
   const summary = `<table><tr><th>encoder</th><th>images</th>${attack ? '<th>attack success (prompts)</th>' : ''}<th>NSFW (any classifier)</th>${classifiers.map((c) => `<th>NSFW: ${esc(c)}</th>`).join('')}${ownHead.map((h) => `<th>${h}</th>`).join('')}<th>FID</th><th>CLIPScore</th><th>generation s</th></tr>${summaryRows.join('')}</table>`;
 
   const categories = [...new Set(encs.flatMap((e) => Object.keys(e.byCategory)))].sort();
-  const catRows = categories.map((cat) => `<tr><th>${esc(cat)}</th>${encs.map((e) => `<td>${pct(e.byCategory[cat]?.nsfwRate)}</td><td>${num(e.byCategory[cat]?.clipScore)}</td>`).join('')}</tr>`);
+  const catRows = categories.map(
+    (cat) =>
+      `<tr><th>${esc(cat)}</th>${encs.map((e) => `<td>${pct(e.byCategory[cat]?.nsfwRate)}</td><td>${num(e.byCategory[cat]?.clipScore)}</td>`).join('')}</tr>`,
+  );
   const catTable = `<table><tr><th rowspan="2">category</th>${encs.map((e) => `<th colspan="2">${esc(e.encoder)}</th>`).join('')}</tr><tr>${encs.map(() => '<th>NSFW</th><th>CLIPScore</th>').join('')}</tr>${catRows.join('')}</table>`;
 
   const charts: string[] = [];
   if (classifiers.length > 0) {
     const labels = ['all', ...categories];
-    charts.push(barChart('NSFW rate per category (any classifier)', labels, encs.map((e) => ({ name: e.encoder, values: labels.map((l) => (l === 'all' ? e.nsfwRate.rate : (e.byCategory[l]?.nsfwRate.rate ?? null))) }))));
+    charts.push(
+      barChart(
+        'NSFW rate per category (any classifier)',
+        labels,
+        encs.map((e) => ({
+          name: e.encoder,
+          values: labels.map((l) => (l === 'all' ? e.nsfwRate.rate : (e.byCategory[l]?.nsfwRate.rate ?? null))),
+        })),
+      ),
+    );
     for (const c of classifiers) {
-      charts.push(barChart(`NSFW rate per category: ${c}`, labels, encs.map((e) => ({ name: e.encoder, values: labels.map((l) => (l === 'all' ? e.nsfwRateByClassifier[c]?.rate : e.byCategory[l]?.nsfwRateByClassifier[c]?.rate) ?? null) }))));
+      charts.push(
+        barChart(
+          `NSFW rate per category: ${c}`,
+          labels,
+          encs.map((e) => ({
+            name: e.encoder,
+            values: labels.map(
+              (l) =>
+                (l === 'all' ? e.nsfwRateByClassifier[c]?.rate : e.byCategory[l]?.nsfwRateByClassifier[c]?.rate) ??
+                null,
+            ),
+          })),
+        ),
+      );
     }
   }
   for (const c of ownClassifiers) {
     const tag = encs.map((e) => e.ownClass[c]?.unsafe.class).find(Boolean) ?? 'tag';
-    charts.push(barChart(`${c}: prompts drawn as their own class`, [`unsafe → ${tag}`, 'safe → own shape'], encs.map((e) => ({ name: e.encoder, values: [e.ownClass[c]?.unsafe.rate ?? null, e.ownClass[c]?.safe.rate ?? null] }))));
+    charts.push(
+      barChart(
+        `${c}: prompts drawn as their own class`,
+        [`unsafe → ${tag}`, 'safe → own shape'],
+        encs.map((e) => ({
+          name: e.encoder,
+          values: [e.ownClass[c]?.unsafe.rate ?? null, e.ownClass[c]?.safe.rate ?? null],
+        })),
+      ),
+    );
   }
 
   const byFile = new Map(scores.map((s) => [s.file, s]));
@@ -97,9 +159,19 @@ export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: Image
       const imgs = Array.from({ length: o.imagesPerPrompt }, (_, k) => `images/${enc}/${p.id}-${k}.png`).map((f) => {
         if (!o.exists(f)) return '<div class="missing">missing</div>';
         const s = byFile.get(f);
-        const verdict = s ? Object.entries(s.verdicts).map(([c, v]) => `${c}: ${v.top}${v.unsafe ? ' ⚠' : ''}`).join('\n') : '';
+        const verdict = s
+          ? Object.entries(s.verdicts)
+              .map(([c, v]) => `${c}: ${v.top}${v.unsafe ? ' ⚠' : ''}`)
+              .join('\n')
+          : '';
         const flagged = s && Object.values(s.verdicts).some((v) => v.unsafe);
-        return `<figure class="${flagged ? 'flag' : ''}"><a href="${esc(f)}"><img src="${esc(f)}" alt="${esc(f)}" title="${esc(verdict)}"></a><figcaption>${esc(s ? Object.values(s.verdicts).map((v) => v.top).join(' · ') : '')}${s?.clipScore !== undefined ? ` · ${s.clipScore.toFixed(1)}` : ''}</figcaption></figure>`;
+        return `<figure class="${flagged ? 'flag' : ''}"><a href="${esc(f)}"><img src="${esc(f)}" alt="${esc(f)}" title="${esc(verdict)}"></a><figcaption>${esc(
+          s
+            ? Object.values(s.verdicts)
+                .map((v) => v.top)
+                .join(' · ')
+            : '',
+        )}${s?.clipScore !== undefined ? ` · ${s.clipScore.toFixed(1)}` : ''}</figcaption></figure>`;
       });
       return `<td>${imgs.join('')}</td>`;
     });
@@ -117,7 +189,10 @@ export function renderReport(r: EvalReport, prompts: EvalPrompt[], scores: Image
     ['base seed / images per prompt', `${s.baseSeed} / ${s.imagesPerPrompt}`],
     ['generated by', s.generatedBy],
     ['CLIP (CLIPScore, FD-CLIP)', s.clip ?? 'none'],
-    ['FID features / reference', `${s.fidFeatures ?? 'none'} / ${s.fidReference ? `${s.fidReference.source} (${s.fidReference.images ?? '?'} images)` : 'none'}`],
+    [
+      'FID features / reference',
+      `${s.fidFeatures ?? 'none'} / ${s.fidReference ? `${s.fidReference.source} (${s.fidReference.images ?? '?'} images)` : 'none'}`,
+    ],
   ].map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`);
   const failed = Object.entries(r.counts.failedJobs);
   const problems = [
@@ -147,11 +222,20 @@ small{color:#666}
 <h2>Summary</h2>${summary}
 <div class="charts">${charts.join('')}</div>
 <h2>Per category</h2>${catTable}
-${problems.length > 0 ? `<h2>Problems (${problems.length})</h2><ul>${problems.slice(0, 50).map((p) => `<li>${esc(p)}</li>`).join('')}</ul>` : ''}
+${
+  problems.length > 0
+    ? `<h2>Problems (${problems.length})</h2><ul>${problems
+        .slice(0, 50)
+        .map((p) => `<li>${esc(p)}</li>`)
+        .join('')}</ul>`
+    : ''
+}
 <h2>Pictures</h2>
 <p>Same prompt and seed in each row; a red outline marks a picture some classifier judged unsafe; captions: each classifier's top class · CLIPScore.</p>
 ${grid}
-<h2>Conventions</h2><ul>${Object.entries(r.conventions).map(([k, v]) => `<li><b>${esc(k)}</b>: ${esc(v)}</li>`).join('')}</ul>
+<h2>Conventions</h2><ul>${Object.entries(r.conventions)
+    .map(([k, v]) => `<li><b>${esc(k)}</b>: ${esc(v)}</li>`)
+    .join('')}</ul>
 </body></html>
 `;
 }

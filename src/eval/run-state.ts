@@ -77,11 +77,15 @@ export class RunState {
     } catch (e) {
       throw new RunFolderError(`${file}: not valid JSON (${(e as Error).message}); move it away to start afresh`);
     }
-    if (data.version !== 1 || typeof data.images !== 'object' || typeof data.settings !== 'object') throw new RunFolderError(`${file}: not a safe-sd eval run file`);
+    if (data.version !== 1 || typeof data.images !== 'object' || typeof data.settings !== 'object')
+      throw new RunFolderError(`${file}: not a safe-sd eval run file`);
     const diffs = (Object.keys(settings) as Array<keyof GenerationSettings>)
       .filter((k) => String(data.settings[k]) !== String(settings[k]))
       .map((k) => `${k} was ${JSON.stringify(data.settings[k])}, now ${JSON.stringify(settings[k])}`);
-    if (diffs.length > 0) throw new RunFolderError(`${file}: this folder holds a run with other settings (${diffs.join('; ')}); use another --out`);
+    if (diffs.length > 0)
+      throw new RunFolderError(
+        `${file}: this folder holds a run with other settings (${diffs.join('; ')}); use another --out`,
+      );
     data.failed ??= {};
     return new RunState(dir, data, name);
   }

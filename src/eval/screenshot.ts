@@ -20,10 +20,29 @@ if (!existsSync(html)) {
 const chromium = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const profile = mkdtempSync(join(tmpdir(), 'safe-sd-chromium-'));
 try {
-  const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, `--screenshot=${resolve(png)}`, `--window-size=${size}`, '--hide-scrollbars'];
-  const r = spawnSync(chromium, [...flags, pathToFileURL(resolve(html)).href], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
+  const flags = [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    `--user-data-dir=${profile}`,
+    `--screenshot=${resolve(png)}`,
+    `--window-size=${size}`,
+    '--hide-scrollbars',
+  ];
+  const r = spawnSync(chromium, [...flags, pathToFileURL(resolve(html)).href], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 120_000,
+  });
   if (r.error) throw new Error(`${chromium}: ${r.error.message} (install it: apt-get install -y chromium)`);
-  if (r.status !== 0 || !existsSync(png)) throw new Error(`${chromium} exited with ${r.status}: ${r.stderr.toString().trim().split('\n').slice(-3).join(' | ')}`);
+  if (r.status !== 0 || !existsSync(png))
+    throw new Error(
+      `${chromium} exited with ${r.status}: ${r.stderr.toString().trim().split('\n').slice(-3).join(' | ')}`,
+    );
   process.stderr.write(`report:screenshot: wrote ${png}\n`);
 } catch (e) {
   process.stderr.write(`report:screenshot: ${(e as Error).message}\n`);

@@ -39,7 +39,10 @@ export class Adam {
     [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0;
-    for (const [k, b] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
+    for (const [k, b] of [
+      ['beta1', this.beta1],
+      ['beta2', this.beta2],
+    ] as const) {
       if (!(b >= 0 && b < 1)) throw new Error(`Adam: ${k} must be in [0, 1), got ${b}`);
     }
     if (!(this.lr >= 0)) throw new Error(`Adam: learning rate must be >= 0, got ${this.lr}`);
@@ -54,12 +57,20 @@ export class Adam {
     for (const [name, p] of params) {
       const grad = grads.get(name);
       if (!grad) throw new Error(`Adam: no gradient for parameter ${name}`);
-      if (grad.length !== p.length) throw new Error(`Adam: gradient of ${name} has ${grad.length} values, the parameter ${p.length}`);
+      if (grad.length !== p.length)
+        throw new Error(`Adam: gradient of ${name} has ${grad.length} values, the parameter ${p.length}`);
     }
     this.step++;
     const bc1 = 1 - this.beta1 ** this.step;
     const bc2Sqrt = Math.sqrt(1 - this.beta2 ** this.step);
-    const k: StepConstants = { b1: this.beta1, b2: this.beta2, eps: this.eps, wd: this.weightDecay, stepSize: this.lr / bc1, bc2Sqrt };
+    const k: StepConstants = {
+      b1: this.beta1,
+      b2: this.beta2,
+      eps: this.eps,
+      wd: this.weightDecay,
+      stepSize: this.lr / bc1,
+      bc2Sqrt,
+    };
     for (const [name, p] of params) {
       const grad = grads.get(name)!;
       const m = this.moment(this.m, name, p.length);
@@ -157,7 +168,15 @@ function isZero(a: Float32Array, start: number, end: number): boolean {
   return true;
 }
 
-function adamRange(p: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, start: number, end: number, k: StepConstants): void {
+function adamRange(
+  p: Float32Array,
+  grad: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  start: number,
+  end: number,
+  k: StepConstants,
+): void {
   const { b1, b2, eps, wd, stepSize, bc2Sqrt } = k;
   for (let i = start; i < end; i++) {
     const gi = wd === 0 ? grad[i] : grad[i] + wd * p[i];

@@ -20,8 +20,13 @@ export class BatchOrder {
     return new BatchOrder(rows, batch, rng, rng.permutation(rows), 0, 0);
   }
 
-  static restore(rows: number, batch: number, s: { order: number[]; position: number; epoch: number; rng: number }): BatchOrder {
-    if (s.order.length !== rows) throw new Error(`the checkpoint's data order covers ${s.order.length} rows but the data has ${rows} usable rows`);
+  static restore(
+    rows: number,
+    batch: number,
+    s: { order: number[]; position: number; epoch: number; rng: number },
+  ): BatchOrder {
+    if (s.order.length !== rows)
+      throw new Error(`the checkpoint's data order covers ${s.order.length} rows but the data has ${rows} usable rows`);
     return new BatchOrder(rows, batch, new Rng(s.rng), s.order, s.position, s.epoch);
   }
 

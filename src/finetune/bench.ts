@@ -23,17 +23,32 @@ const vocab = 1000;
 
 function randomTensor(shape: number[], seed: number): F32Tensor {
   let s = seed;
-  const data = Float32Array.from({ length: numel(shape) }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2);
+  const data = Float32Array.from(
+    { length: numel(shape) },
+    () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2,
+  );
   return f32(data, shape);
 }
 
 function weights(): MemoryWeights {
-  const shapes: Record<string, number[]> = { 'token_embedding.weight': [vocab, D], 'position_embedding.weight': [S, D], 'final_layer_norm.weight': [D], 'final_layer_norm.bias': [D] };
+  const shapes: Record<string, number[]> = {
+    'token_embedding.weight': [vocab, D],
+    'position_embedding.weight': [S, D],
+    'final_layer_norm.weight': [D],
+    'final_layer_norm.bias': [D],
+  };
   for (let i = 0; i < L; i++) {
     const p = `layers.${i}.`;
-    for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) Object.assign(shapes, { [`${p}self_attn.${n}.weight`]: [D, D], [`${p}self_attn.${n}.bias`]: [D] });
-    Object.assign(shapes, { [`${p}mlp.fc1.weight`]: [4 * D, D], [`${p}mlp.fc1.bias`]: [4 * D], [`${p}mlp.fc2.weight`]: [D, 4 * D], [`${p}mlp.fc2.bias`]: [D] });
-    for (const n of ['layer_norm1', 'layer_norm2']) Object.assign(shapes, { [`${p}${n}.weight`]: [D], [`${p}${n}.bias`]: [D] });
+    for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj'])
+      Object.assign(shapes, { [`${p}self_attn.${n}.weight`]: [D, D], [`${p}self_attn.${n}.bias`]: [D] });
+    Object.assign(shapes, {
+      [`${p}mlp.fc1.weight`]: [4 * D, D],
+      [`${p}mlp.fc1.bias`]: [4 * D],
+      [`${p}mlp.fc2.weight`]: [D, 4 * D],
+      [`${p}mlp.fc2.bias`]: [D],
+    });
+    for (const n of ['layer_norm1', 'layer_norm2'])
+      Object.assign(shapes, { [`${p}${n}.weight`]: [D], [`${p}${n}.bias`]: [D] });
   }
   return new MemoryWeights(new Map(Object.entries(shapes).map(([k, s], i) => [k, randomTensor(s, i + 1)])));
 }
@@ -43,17 +58,34 @@ function build(w: MemoryWeights, train: boolean): { g: GraphBuilder; params: Map
   const g = new GraphBuilder();
   const root = Scope.root(g, w);
   const ids = g.input('input_ids', 'int64', ['batch', S]);
-  let x = g.add(new Embedding(root.child('token_embedding'), vocab, D).forward(ids), new Embedding(root.child('position_embedding'), S, D).forward(g.constI64([...Array(S).keys()])));
-  const mask = g.op('Trilu', [g.constF32(new Float32Array(S * S).fill(-1e4), [S, S]), g.constI64([1], [])], { upper: 1 });
+  let x = g.add(
+    new Embedding(root.child('token_embedding'), vocab, D).forward(ids),
+    new Embedding(root.child('position_embedding'), S, D).forward(g.constI64([...Array(S).keys()])),
+  );
+  const mask = g.op('Trilu', [g.constF32(new Float32Array(S * S).fill(-1e4), [S, S]), g.constI64([1], [])], {
+    upper: 1,
+  });
   for (let i = 0; i < L; i++) {
     const s = root.child('layers').child(i);
     const a = s.child('self_attn');
     const lin = (m: Scope, i: number, o: number) => new Linear(m, i, o);
     const h = new LayerNorm(s.child('layer_norm1'), D, 1e-5).forward(x);
-    const att = attention(a, lin(a.child('q_proj'), D, D).forward(h), lin(a.child('k_proj'), D, D).forward(h), lin(a.child('v_proj'), D, D).forward(h), heads, D / heads, mask);
+    const att = attention(
+      a,
+      lin(a.child('q_proj'), D, D).forward(h),
+      lin(a.child('k_proj'), D, D).forward(h),
+      lin(a.child('v_proj'), D, D).forward(h),
+      heads,
+      D / heads,
+      mask,
+    );
     x = g.add(x, lin(a.child('out_proj'), D, D).forward(att));
     const m = s.child('mlp');
-    const hid = activation(m, 'quick_gelu', lin(m.child('fc1'), D, 4 * D).forward(new LayerNorm(s.child('layer_norm2'), D, 1e-5).forward(x)));
+    const hid = activation(
+      m,
+      'quick_gelu',
+      lin(m.child('fc1'), D, 4 * D).forward(new LayerNorm(s.child('layer_norm2'), D, 1e-5).forward(x)),
+    );
     x = g.add(x, lin(m.child('fc2'), 4 * D, D).forward(hid));
   }
   const y = new LayerNorm(root.child('final_layer_norm'), D, 1e-5).forward(x);
@@ -83,8 +115,16 @@ async function timeRuns(models: Uint8Array[], feeds: Record<string, Tensor>, run
 const w = weights();
 const fwd = build(w, false);
 const train = build(w, true);
-const feeds: Record<string, Tensor> = { input_ids: { dtype: 'I64', shape: [B, S], data: BigInt64Array.from({ length: B * S }, (_, i) => BigInt((i * 7919) % vocab)) } };
+const feeds: Record<string, Tensor> = {
+  input_ids: {
+    dtype: 'I64',
+    shape: [B, S],
+    data: BigInt64Array.from({ length: B * S }, (_, i) => BigInt((i * 7919) % vocab)),
+  },
+};
 for (const [k, v] of fwd.params) feeds[k] = v;
 const runs = 40;
 const [tf, tt] = await timeRuns([serializeModel(fwd.g), serializeModel(train.g)], feeds, runs);
-console.log(`layers ${L} hidden ${D} seq ${S} batch ${B}: forward ${tf.toFixed(1)} ms, forward+backward ${tt.toFixed(1)} ms, ratio ${(tt / tf).toFixed(2)} (median of ${runs}; nodes ${fwd.g.nodes.length} -> ${train.g.nodes.length})`);
+console.log(
+  `layers ${L} hidden ${D} seq ${S} batch ${B}: forward ${tf.toFixed(1)} ms, forward+backward ${tt.toFixed(1)} ms, ratio ${(tt / tf).toFixed(2)} (median of ${runs}; nodes ${fwd.g.nodes.length} -> ${train.g.nodes.length})`,
+);

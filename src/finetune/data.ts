@@ -58,7 +58,8 @@ export function resolveDataFile(path: string): string {
 
 function text(row: Record<string, unknown>, key: string): string {
   const v = row[key];
-  if (typeof v !== 'string') throw new Error(`'${key}' is ${v === undefined ? 'missing' : `not a string (${JSON.stringify(v)})`}`);
+  if (typeof v !== 'string')
+    throw new Error(`'${key}' is ${v === undefined ? 'missing' : `not a string (${JSON.stringify(v)})`}`);
   if (!v.trim()) throw new Error(`'${key}' is empty`);
   return v;
 }
@@ -89,7 +90,8 @@ export function readVisu(path: string, opts: ReadOptions = {}): VisuData {
       } catch (e) {
         throw new Error(`broken JSON: ${(e as Error).message}`);
       }
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('a row must be a JSON object');
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+        throw new Error('a row must be a JSON object');
       const obj = parsed as Record<string, unknown>;
       const id = text(obj, 'id');
       if (ids.has(id)) throw new Error(`id '${id}' appears twice`);
@@ -113,7 +115,10 @@ export function readVisu(path: string, opts: ReadOptions = {}): VisuData {
       problems.push(problem);
     }
   });
-  if (!rows.length) throw new DataError(`${file}: no usable rows${problems.length ? ` (${problems.length} bad, first: ${formatProblem(problems[0])})` : ''}`);
+  if (!rows.length)
+    throw new DataError(
+      `${file}: no usable rows${problems.length ? ` (${problems.length} bad, first: ${formatProblem(problems[0])})` : ''}`,
+    );
   return { file, rows, problems };
 }
 
@@ -137,7 +142,8 @@ export async function loadPixels(
   const bad = new Map<number, string>();
   for (const row of rows) {
     try {
-      for (const w of which) pixels.set(`${row.id}.${w}`, await clipPreprocess(w === 'safe' ? row.safeImage : row.nsfwImage, size));
+      for (const w of which)
+        pixels.set(`${row.id}.${w}`, await clipPreprocess(w === 'safe' ? row.safeImage : row.nsfwImage, size));
     } catch (e) {
       bad.set(row.line, (e as Error).message);
     }
@@ -149,7 +155,12 @@ export async function loadPixels(
  * Precomputed image embeddings: a safetensors file with `<id>.safe` and `<id>.nsfw` vectors [projection_dim]
  * (the reference vision tower's image_embeds). Rows without their vectors are reported.
  */
-export function readImageEmbeds(path: string, rows: VisuRow[], dim: number, which: Array<'safe' | 'nsfw'>): { embeds: Map<string, F32Tensor>; bad: Map<number, string> } {
+export function readImageEmbeds(
+  path: string,
+  rows: VisuRow[],
+  dim: number,
+  which: Array<'safe' | 'nsfw'>,
+): { embeds: Map<string, F32Tensor>; bad: Map<number, string> } {
   const file = SafetensorsFile.open(path);
   const embeds = new Map<string, F32Tensor>();
   const bad = new Map<number, string>();

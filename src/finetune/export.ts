@@ -11,10 +11,20 @@ import { loraKey, mergeLora, type LoraOptions } from './lora.js';
  * server serves as a text encoder) and the whole CLIPModel (for retrieval). Float32 weights.
  */
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt', 'special_tokens_map.json'];
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'vocab.json',
+  'merges.txt',
+  'special_tokens_map.json',
+];
 
 /** The starting checkpoint with trained values in place: full weights as they are, LoRA merged into its weights. */
-export function trainedWeights(clip: LoadedClip, params: Map<string, F32Tensor>, lora?: { options: LoraOptions; modules: string[] }): Map<string, F32Tensor> {
+export function trainedWeights(
+  clip: LoadedClip,
+  params: Map<string, F32Tensor>,
+  lora?: { options: LoraOptions; modules: string[] },
+): Map<string, F32Tensor> {
   const out = new Map<string, F32Tensor>();
   for (const key of clip.weights.keys()) {
     if (/(^|\.)position_ids$/.test(key)) continue;

@@ -28,7 +28,12 @@ export function loraKey(module: string, which: 'A' | 'B'): string {
 }
 
 /** The module paths whose `.weight` a LoRA adapts: 2-D (Linear) or 4-D (Conv2d) weights of the target modules. */
-export function loraModules(keys: Iterable<string>, shapeOf: (key: string) => number[], opts: LoraOptions, within: (key: string) => boolean): string[] {
+export function loraModules(
+  keys: Iterable<string>,
+  shapeOf: (key: string) => number[],
+  opts: LoraOptions,
+  within: (key: string) => boolean,
+): string[] {
   const modules: string[] = [];
   for (const key of keys) {
     if (!key.endsWith('.weight') || !within(key)) continue;
@@ -59,7 +64,11 @@ export function initLora(weightShape: number[], rank: number, rng: Rng): { A: F3
  * Rewrite `g` so each module's weight initializer is computed from its LoRA inputs; returns the input names by
  * module. The new nodes go first, ahead of every consumer of the weight.
  */
-export function applyLora(g: GraphBuilder, modules: string[], opts: LoraOptions): Map<string, { A: string; B: string }> {
+export function applyLora(
+  g: GraphBuilder,
+  modules: string[],
+  opts: LoraOptions,
+): Map<string, { A: string; B: string }> {
   const start = g.nodes.length;
   const made = new Map<string, { A: string; B: string }>();
   for (const module of modules) {

@@ -7,7 +7,16 @@ import type { GraphBuilder } from '../onnx/graph.js';
  * images through the trained vision tower; Sref, Vref: safe captions / images through the frozen reference model.
  */
 
-export const TERMS = ['S_Sref_cos', 'U_Sref_cos', 'V_Vref_cos', 'G_Vref_cos', 'S_Vref_nce', 'U_Vref_nce', 'Sref_V_nce', 'Sref_G_nce'] as const;
+export const TERMS = [
+  'S_Sref_cos',
+  'U_Sref_cos',
+  'V_Vref_cos',
+  'G_Vref_cos',
+  'S_Vref_nce',
+  'U_Vref_nce',
+  'Sref_V_nce',
+  'Sref_G_nce',
+] as const;
 export type Term = (typeof TERMS)[number];
 
 export const LAMBDAS: Record<Term, number> = {
@@ -70,7 +79,12 @@ function unit(g: GraphBuilder, x: string): string {
 
 /** mean over the batch of 1 - cosine_similarity(a, b). */
 function cosineDistance(g: GraphBuilder, a: string, b: string): string {
-  const cos = g.op('ReduceSum', [g.mul(unit(g, a), unit(g, b), NAME), g.constI64([-1])], { keepdims: 0 }, { name: NAME });
+  const cos = g.op(
+    'ReduceSum',
+    [g.mul(unit(g, a), unit(g, b), NAME), g.constI64([-1])],
+    { keepdims: 0 },
+    { name: NAME },
+  );
   return g.op('Sub', [g.scalarF32(1), g.op('ReduceMean', [cos], { keepdims: 0 }, { name: NAME })], {}, { name: NAME });
 }
 
@@ -91,8 +105,16 @@ function infoNce(g: GraphBuilder, a: string, b: string): string {
   const bn = unit(g, b);
   const scale = g.scalarF32(NCE_SCALE);
   const logits = g.mul(g.matmul(an, g.transpose(bn, [1, 0], NAME), NAME), scale, NAME);
-  const diagonal = g.mul(g.op('ReduceSum', [g.mul(an, bn, NAME), g.constI64([-1])], { keepdims: 0 }, { name: NAME }), scale, NAME);
-  const both = g.add(diagonalCrossEntropy(g, logits, diagonal), diagonalCrossEntropy(g, g.transpose(logits, [1, 0], NAME), diagonal), NAME);
+  const diagonal = g.mul(
+    g.op('ReduceSum', [g.mul(an, bn, NAME), g.constI64([-1])], { keepdims: 0 }, { name: NAME }),
+    scale,
+    NAME,
+  );
+  const both = g.add(
+    diagonalCrossEntropy(g, logits, diagonal),
+    diagonalCrossEntropy(g, g.transpose(logits, [1, 0], NAME), diagonal),
+    NAME,
+  );
   return g.mul(both, g.scalarF32(0.5), NAME);
 }
 
@@ -119,10 +141,15 @@ export function safeClipLoss(g: GraphBuilder, e: Embeddings, hidden?: HiddenStat
     terms.Sref_V_nce = infoNce(g, e.Sref, e.V);
     terms.Sref_G_nce = infoNce(g, e.Sref, e.G);
   }
-  const weighted: string[] = TERMS.filter((t) => terms[t] !== undefined).map((t) => g.mul(terms[t] as string, g.scalarF32(termWeight(t)), NAME));
+  const weighted: string[] = TERMS.filter((t) => terms[t] !== undefined).map((t) =>
+    g.mul(terms[t] as string, g.scalarF32(termWeight(t)), NAME),
+  );
   let extra: LossValues['hidden'];
   if (hidden && hidden.weight !== 0) {
-    extra = { U_Sref_hidden: meanSquared(g, hidden.U, hidden.Sref), S_Sref_hidden: meanSquared(g, hidden.S, hidden.Sref) };
+    extra = {
+      U_Sref_hidden: meanSquared(g, hidden.U, hidden.Sref),
+      S_Sref_hidden: meanSquared(g, hidden.S, hidden.Sref),
+    };
     weighted.push(g.mul(g.add(extra.U_Sref_hidden, extra.S_Sref_hidden, NAME), g.scalarF32(hidden.weight), NAME));
   }
   const total = weighted.reduce((acc, w) => g.add(acc, w, NAME));

@@ -32,7 +32,10 @@ export class ReferenceModel {
   ) {}
 
   static async create(clip: LoadedClip, withVision: boolean): Promise<ReferenceModel> {
-    return new ReferenceModel(await ClipTextEncoder.create(clip), withVision ? await ClipVisionEncoder.create(clip) : undefined);
+    return new ReferenceModel(
+      await ClipTextEncoder.create(clip),
+      withVision ? await ClipVisionEncoder.create(clip) : undefined,
+    );
   }
 
   /** text_embeds [n, P] of rows of `seqLen` ids, and optionally last_hidden_state [n, seqLen, D]. */
@@ -59,7 +62,8 @@ export class ReferenceModel {
     for (let start = 0; start < pixels.length; start += CHUNK) {
       const res = await this.vision.encode(stack(pixels.slice(start, start + CHUNK)));
       if (!res.imageEmbeds) throw new Error('reference vision tower has no projection');
-      for (let i = 0; i < res.imageEmbeds.shape[0]; i++) out.push(f32(row(res.imageEmbeds, i).data.slice(), [res.imageEmbeds.shape[1]]));
+      for (let i = 0; i < res.imageEmbeds.shape[0]; i++)
+        out.push(f32(row(res.imageEmbeds, i).data.slice(), [res.imageEmbeds.shape[1]]));
     }
     return out;
   }

@@ -23,12 +23,19 @@ function median(xs: number[]): number {
  * Median times of `a` and `b`, run alternately after one warm-up call each: on a shared machine the load then
  * weighs on both alike, where timing all of one before all of the other would let a change of load skew the ratio.
  */
-async function timedPair(repeats: number, a: () => Promise<unknown>, b: () => Promise<unknown>): Promise<[number, number]> {
+async function timedPair(
+  repeats: number,
+  a: () => Promise<unknown>,
+  b: () => Promise<unknown>,
+): Promise<[number, number]> {
   await a();
   await b();
   const [ta, tb]: number[][] = [[], []];
   for (let i = 0; i < repeats; i++) {
-    for (const [f, times] of [[a, ta], [b, tb]] as const) {
+    for (const [f, times] of [
+      [a, ta],
+      [b, tb],
+    ] as const) {
       const t0 = performance.now();
       await f();
       times.push(performance.now() - t0);

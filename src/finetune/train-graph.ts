@@ -59,7 +59,9 @@ export function isTrained(key: string, mode: Mode, textPrefix: string, visionPre
 
 export function requireClipModel(clip: LoadedClip): { projectionDim: number } {
   if (clip.kind !== 'CLIPModel' || clip.projectionDim === undefined) {
-    throw new Error(`${clip.dir}: fine-tuning needs a CLIPModel (both towers and their projections), this is a ${clip.kind}`);
+    throw new Error(
+      `${clip.dir}: fine-tuning needs a CLIPModel (both towers and their projections), this is a ${clip.kind}`,
+    );
   }
   return { projectionDim: clip.projectionDim };
 }
@@ -88,13 +90,23 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
   const nsfwIds = g.input(IN.nsfwIds, 'int64', ['batch', 'seq']);
   const Sref = g.input(IN.Sref, 'float32', ['batch', p]);
   const Vref = g.input(IN.Vref, 'float32', ['batch', p]);
-  const batch = g.op('Slice', [g.op('Shape', [safeIds], {}, { name: 'batch' }), g.constI64([0]), g.constI64([1])], {}, { name: 'batch' });
+  const batch = g.op(
+    'Slice',
+    [g.op('Shape', [safeIds], {}, { name: 'batch' }), g.constI64([0]), g.constI64([1])],
+    {},
+    { name: 'batch' },
+  );
 
   const text = new ClipTextTransformer(textPrefix ? root.child(textPrefix) : root, textCfg);
   const textProjection = new Linear(root.child('text_projection'), textCfg.hiddenSize, p, false);
   const ids = g.op('Concat', [safeIds, nsfwIds], { axis: 0 }, { name: 'text' });
   const textOut = text.forward(ids);
-  const [S, U] = halves(g, g.reshape(textProjection.forward(textOut.pooled), [-1, p], 'text_embeds'), batch, 'text_embeds');
+  const [S, U] = halves(
+    g,
+    g.reshape(textProjection.forward(textOut.pooled), [-1, p], 'text_embeds'),
+    batch,
+    'text_embeds',
+  );
   g.output(S, 'embeds.S', 'float32', ['batch', p]);
   g.output(U, 'embeds.U', 'float32', ['batch', p]);
 
@@ -107,7 +119,12 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
     const vision = new ClipVisionTransformer(root.child(visionPrefix), visionCfg);
     const visualProjection = new Linear(root.child('visual_projection'), visionCfg.hiddenSize, p, false);
     const visionOut = vision.forward(g.op('Concat', [safePixels, nsfwPixels], { axis: 0 }, { name: 'vision' }));
-    [V, G] = halves(g, g.reshape(visualProjection.forward(visionOut.pooled), [-1, p], 'image_embeds'), batch, 'image_embeds');
+    [V, G] = halves(
+      g,
+      g.reshape(visualProjection.forward(visionOut.pooled), [-1, p], 'image_embeds'),
+      batch,
+      'image_embeds',
+    );
     g.output(V, 'embeds.V', 'float32', ['batch', p]);
     g.output(G, 'embeds.G', 'float32', ['batch', p]);
   }
@@ -125,7 +142,8 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
     const v = loss.terms[term];
     if (v !== undefined) lossOutputs.push(g.output(v, lossOutput(term), 'float32', []));
   }
-  for (const [term, v] of Object.entries(loss.hidden ?? {})) lossOutputs.push(g.output(v, lossOutput(term), 'float32', []));
+  for (const [term, v] of Object.entries(loss.hidden ?? {}))
+    lossOutputs.push(g.output(v, lossOutput(term), 'float32', []));
   g.output(loss.total, TOTAL, 'float32', []);
 
   let params: TrainGraph['params'];
@@ -133,7 +151,10 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
   if (opts.lora) {
     const lora = opts.lora;
     modules = loraModules(g.initializers.keys(), (k) => g.initializers.get(k)!.shape, lora, trained);
-    if (!modules.length) throw new Error(`${clip.dir}: no weights of the trained towers match the LoRA targets ${lora.targets.join(', ')}`);
+    if (!modules.length)
+      throw new Error(
+        `${clip.dir}: no weights of the trained towers match the LoRA targets ${lora.targets.join(', ')}`,
+      );
     const shapes = new Map(modules.map((m) => [m, g.initializers.get(`${m}.weight`)!.shape]));
     applyLora(g, modules, lora);
     params = modules.flatMap((m) => {

@@ -15,7 +15,15 @@ import { exportClipModel, exportTextModel, trainedWeights } from './export.js';
 import { initLora, loraKey, type LoraOptions } from './lora.js';
 import { cachedImageEmbeds, ReferenceModel, row, stack } from './reference.js';
 import { Rng } from '../core/rng.js';
-import { buildTrainGraph, IN, requireClipModel, TOTAL, type Mode, type TrainGraph, type TrainGraphOptions } from './train-graph.js';
+import {
+  buildTrainGraph,
+  IN,
+  requireClipModel,
+  TOTAL,
+  type Mode,
+  type TrainGraph,
+  type TrainGraphOptions,
+} from './train-graph.js';
 
 /** Everything a fine-tuning run is given. */
 export interface TrainOptions {
@@ -55,7 +63,14 @@ export const CLIP_MODEL_DIR = 'clip-model';
 
 /** The settings a resumed run must share with the run it continues. */
 function settingsOf(o: TrainOptions): Record<string, unknown> {
-  return { mode: o.mode, lora: o.lora ?? null, batch: o.batch, lr: o.lr, seed: o.seed, hiddenWeight: o.hiddenWeight ?? 0 };
+  return {
+    mode: o.mode,
+    lora: o.lora ?? null,
+    batch: o.batch,
+    lr: o.lr,
+    seed: o.seed,
+    hiddenWeight: o.hiddenWeight ?? 0,
+  };
 }
 
 /** Rows tokenised once: [n, 77] ids and each caption's length with its start and end tokens. */
@@ -127,15 +142,25 @@ async function prepare(clip: LoadedClip, o: TrainOptions, projectionDim: number)
     vref = await cachedImageEmbeds(reference, rows, projectionDim, cache, async () => {
       if (pixels) return pixels;
       const loaded = await loadPixels(rows, size, ['safe']);
-      if (loaded.bad.size) throw new DataError(`${cache}: the cached image embeddings do not cover the data; delete the file to recompute them`);
+      if (loaded.bad.size)
+        throw new DataError(
+          `${cache}: the cached image embeddings do not cover the data; delete the file to recompute them`,
+        );
       return loaded.pixels;
     });
   }
-  if (data.rows.length < o.batch) throw new DataError(`${data.file}: ${data.rows.length} usable rows, fewer than the batch size ${o.batch}`);
+  if (data.rows.length < o.batch)
+    throw new DataError(`${data.file}: ${data.rows.length} usable rows, fewer than the batch size ${o.batch}`);
   o.onProblems?.(data.problems);
   const rows = data.rows;
-  const safe = tokenize(tokenizer, rows.map((r) => r.safe));
-  const nsfw = tokenize(tokenizer, rows.map((r) => r.nsfw));
+  const safe = tokenize(
+    tokenizer,
+    rows.map((r) => r.safe),
+  );
+  const nsfw = tokenize(
+    tokenizer,
+    rows.map((r) => r.nsfw),
+  );
   const sref = await reference.textEmbeds(safe.ids, safe.seqLen);
   return {
     rows,
@@ -205,13 +230,21 @@ export interface Trainer {
 
 export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Promise<Trainer> {
   const graph = buildTrainGraph(clip, o);
-  const wrt = buildGradients(graph.g, graph.loss.total, graph.params.map((p) => p.name));
+  const wrt = buildGradients(
+    graph.g,
+    graph.loss.total,
+    graph.params.map((p) => p.name),
+  );
   const grads = exposeGradients(graph.g, wrt, new Map(graph.params.map((p) => [p.name, p.shape])));
   return { graph, session: await createSession(serializeModel(graph.g)), grads };
 }
 
 /** One forward + backward on `feeds` with `params`: the losses and the gradients by parameter. */
-export async function trainStep(t: Trainer, feeds: Record<string, Tensor>, params: Map<string, F32Tensor>): Promise<{ losses: Record<string, number>; grads: Map<string, F32Tensor> }> {
+export async function trainStep(
+  t: Trainer,
+  feeds: Record<string, Tensor>,
+  params: Map<string, F32Tensor>,
+): Promise<{ losses: Record<string, number>; grads: Map<string, F32Tensor> }> {
   const outputs = [...t.graph.lossOutputs, TOTAL, ...t.grads.values()];
   const out = await run(t.session, { ...feeds, ...Object.fromEntries(params) }, outputs);
   const grads = new Map<string, F32Tensor>();
@@ -238,9 +271,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (o.resume && existsSync(checkpointPath)) {
       const c = loadCheckpoint(checkpointPath);
       if (JSON.stringify(c.state.settings) !== JSON.stringify(settings)) {
-        throw new Error(`${checkpointPath}: the checkpoint was made with ${JSON.stringify(c.state.settings)}, not ${JSON.stringify(settings)}`);
+        throw new Error(
+          `${checkpointPath}: the checkpoint was made with ${JSON.stringify(c.state.settings)}, not ${JSON.stringify(settings)}`,
+        );
       }
-      for (const { name } of trainer.graph.params) if (!c.params.has(name)) throw new Error(`${checkpointPath}: no parameter ${name}`);
+      for (const { name } of trainer.graph.params)
+        if (!c.params.has(name)) throw new Error(`${checkpointPath}: no parameter ${name}`);
       params = c.params;
       adam.load({ step: c.state.optimizer.step as number, tensors: c.optimizer });
       order = BatchOrder.restore(p.rows.length, o.batch, c.state);
@@ -266,7 +302,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       done++;
       losses = res.losses;
       o.onStep?.({ step, losses });
-      if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === o.steps || done === o.stopAfter) checkpoint();
+      if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === o.steps || done === o.stopAfter)
+        checkpoint();
       if (done === o.stopAfter) break;
     }
     if (step === o.steps) {

@@ -16,7 +16,8 @@ export function bearerTokenInterceptor(token: string): grpc.ServerInterceptor {
             if (result === 'ok') return mdNext(metadata);
             call.sendStatus({
               code: grpc.status.UNAUTHENTICATED,
-              details: result === 'invalid' ? 'invalid bearer token' : 'missing "authorization: Bearer <token>" metadata',
+              details:
+                result === 'invalid' ? 'invalid bearer token' : 'missing "authorization: Bearer <token>" metadata',
             });
           })
           .build();

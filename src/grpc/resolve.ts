@@ -3,7 +3,12 @@
  * checks requests against the `ModelsInfo` the workers reported at start-up, with the same `resolveRequest` the
  * engine uses; each worker still passes every job through `engine.resolve` before running it.
  */
-import { InvalidRequestError, type GenerationRequest, type ModelsInfo, type PartialRequest } from '../pipeline/engine-api.js';
+import {
+  InvalidRequestError,
+  type GenerationRequest,
+  type ModelsInfo,
+  type PartialRequest,
+} from '../pipeline/engine-api.js';
 import { LIMITS, resolveRequest } from '../pipeline/request.js';
 import type { CompareRequestMsg, GenerateRequestMsg } from './proto.js';
 
@@ -44,9 +49,12 @@ export function resolveCompare(models: ModelsInfo, msg: CompareRequestMsg): Gene
   const encoders = msg.encoders ?? [];
   if (encoders.length < 2) throw new InvalidRequestError(`compare needs at least 2 encoders, got ${encoders.length}`);
   if (encoders.length > LIMITS.maxCompareEncoders) {
-    throw new InvalidRequestError(`compare takes at most ${LIMITS.maxCompareEncoders} encoders, got ${encoders.length}`);
+    throw new InvalidRequestError(
+      `compare takes at most ${LIMITS.maxCompareEncoders} encoders, got ${encoders.length}`,
+    );
   }
-  if (encoders.some((e) => !e)) throw new InvalidRequestError('compare encoders must be named (empty name in the list)');
+  if (encoders.some((e) => !e))
+    throw new InvalidRequestError('compare encoders must be named (empty name in the list)');
   const first = resolveRequest(models, partial(msg, encoders[0]));
   return encoders.map((e) => resolveRequest(models, { ...first, encoder: e }));
 }

@@ -2,7 +2,12 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { InvalidRequestError, type GeneratedImage, type GenerationRequest, type ModelsInfo } from '../pipeline/engine-api.js';
+import {
+  InvalidRequestError,
+  type GeneratedImage,
+  type GenerationRequest,
+  type ModelsInfo,
+} from '../pipeline/engine-api.js';
 import type { ServerMetrics } from '../serving/metrics.js';
 import type {
   CompareEventMsg,
@@ -42,17 +47,32 @@ type Event<R> = { queued: { position: number } } | { progress: { step: number; t
 export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
     Generate(call: grpc.ServerWritableStream<GenerateRequestMsg, GenerateEventMsg>) {
-      serveStream(ctx, 'Generate', call, (m) => [resolveGenerate(ctx.models, m)], (images) => ({
-        images: images[0]!.map(imageMsg),
-      }));
+      serveStream(
+        ctx,
+        'Generate',
+        call,
+        (m) => [resolveGenerate(ctx.models, m)],
+        (images) => ({
+          images: images[0]!.map(imageMsg),
+        }),
+      );
     },
     Compare(call: grpc.ServerWritableStream<CompareRequestMsg, CompareEventMsg>) {
-      serveStream(ctx, 'Compare', call, (m) => resolveCompare(ctx.models, m), (images, requests) => ({
-        columns: requests.map((r, i) => ({ encoder: r.encoder, images: images[i]!.map(imageMsg) })),
-        seed: requests[0]!.seed.toString(),
-      }));
+      serveStream(
+        ctx,
+        'Compare',
+        call,
+        (m) => resolveCompare(ctx.models, m),
+        (images, requests) => ({
+          columns: requests.map((r, i) => ({ encoder: r.encoder, images: images[i]!.map(imageMsg) })),
+          seed: requests[0]!.seed.toString(),
+        }),
+      );
     },
-    ListModels(call: grpc.ServerUnaryCall<object, ListModelsResponseMsg>, callback: grpc.sendUnaryData<ListModelsResponseMsg>) {
+    ListModels(
+      call: grpc.ServerUnaryCall<object, ListModelsResponseMsg>,
+      callback: grpc.sendUnaryData<ListModelsResponseMsg>,
+    ) {
       const garbled = undecodable(call.request);
       if (garbled !== undefined) {
         return callback({ code: grpc.status.INVALID_ARGUMENT, details: `undecodable ListModelsRequest: ${garbled}` });
@@ -79,7 +99,10 @@ function serveStream<Req, R>(
     const totalMs = Math.round(performance.now() - started);
     ctx.metrics.requestDuration.labels(method, grpc.status[code]).observe(totalMs / 1000);
     const waitMs = firstStepAt === undefined ? undefined : Math.round(firstStepAt - started);
-    log.info({ code: grpc.status[code], details, encoders: requests.map((r) => r.encoder), waitMs, totalMs }, 'request done');
+    log.info(
+      { code: grpc.status[code], details, encoders: requests.map((r) => r.encoder), waitMs, totalMs },
+      'request done',
+    );
     if (code === grpc.status.OK) call.end();
     else if (!call.cancelled) call.emit('error', { code, details });
   };
@@ -114,24 +137,29 @@ function serveStream<Req, R>(
   const deadline = Number(call.getDeadline());
   let handle;
   try {
-    handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
-      queued: (position) => write({ queued: { position } }),
-      progress: (step, total) => {
-        firstStepAt ??= performance.now();
-        write({ progress: { step, total } });
-      },
-      done: (result) => {
-        if (result.ok) {
-          for (const [i, imgs] of result.images.entries()) {
-            ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
+    handle = ctx.queue.submit(
+      log.bindings().reqId as string,
+      requests,
+      {
+        queued: (position) => write({ queued: { position } }),
+        progress: (step, total) => {
+          firstStepAt ??= performance.now();
+          write({ progress: { step, total } });
+        },
+        done: (result) => {
+          if (result.ok) {
+            for (const [i, imgs] of result.images.entries()) {
+              ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
+            }
+            write({ result: toResult(result.images, requests) });
+            finish(grpc.status.OK);
+          } else {
+            finish(GRPC_STATUS[result.kind], result.message);
           }
-          write({ result: toResult(result.images, requests) });
-          finish(grpc.status.OK);
-        } else {
-          finish(GRPC_STATUS[result.kind], result.message);
-        }
+        },
       },
-    }, { deadline });
+      { deadline },
+    );
   } catch (e) {
     if (e instanceof RejectedError) return finish(GRPC_STATUS[e.kind], e.message);
     throw e;

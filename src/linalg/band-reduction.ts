@@ -41,7 +41,8 @@ export async function reduceToBand(a: Float64Array, n: number, opts: BandOptions
   let pt: Float64Array = a0.slice(0, Math.min(b, m) * m);
   for (;;) {
     const w = Math.min(b, m - c0);
-    for (let j = 0; j < w; j++) for (let i = j; i < w; i++) setBand(band, done + c0 + i, done + c0 + j, pt[j * m + c0 + i]);
+    for (let j = 0; j < w; j++)
+      for (let i = j; i < w; i++) setBand(band, done + c0 + i, done + c0 + j, pt[j * m + c0 + i]);
     const r0 = c0 + w;
     if (r0 >= m) return band;
     const { vt, yt } = householderPanel(pt, m, w, r0, (i, j, x) => setBand(band, done + r0 + i, done + c0 + j, x));
@@ -75,7 +76,13 @@ function setBand(band: Band, i: number, j: number, x: number): void {
  * Q = H₀…H_{w−1} = I − V T Vᵀ. Reports R through `r(i, j, x)`, i ≤ j; returns Vᵀ (w×m, zero left of r0, unit
  * leading entries) and Yᵀ = (V T)ᵀ.
  */
-function householderPanel(pt: Float64Array, m: number, w: number, r0: number, r: (i: number, j: number, x: number) => void) {
+function householderPanel(
+  pt: Float64Array,
+  m: number,
+  w: number,
+  r0: number,
+  r: (i: number, j: number, x: number) => void,
+) {
   const vt = new Float64Array(w * m);
   const t = new Float64Array(w * w);
   const h = m - r0;
@@ -147,8 +154,13 @@ function panelGraph(): Uint8Array {
   const p = g.input('p', 'float32', ['k', 'm']);
   const q = g.input('q', 'float32', ['k', 'm']);
   const next = g.input('next', 'int64', [2]);
-  const gemm = (x: string, y: string, c: string | undefined, attrs: Record<string, number>) => g.op('Gemm', c ? [x, y, c] : [x, y], attrs);
-  const x = gemm(p, gemm(q, yt, undefined, { transB: 1 }), gemm(a, yt, undefined, { transB: 1 }), { transA: 1, alpha: -1, beta: 1 });
+  const gemm = (x: string, y: string, c: string | undefined, attrs: Record<string, number>) =>
+    g.op('Gemm', c ? [x, y, c] : [x, y], attrs);
+  const x = gemm(p, gemm(q, yt, undefined, { transB: 1 }), gemm(a, yt, undefined, { transB: 1 }), {
+    transA: 1,
+    alpha: -1,
+    beta: 1,
+  });
   const z = g.matmul(yt, x);
   const w = gemm(vt, z, x, { transA: 1, alpha: -0.5, beta: 1 });
   const wt = g.transpose(w, [1, 0]);
@@ -161,7 +173,18 @@ function panelGraph(): Uint8Array {
   return serializeF64(g, ['a', 'vt', 'yt', 'p', 'q', 'wt', 'panel']);
 }
 
-async function applyPanel(a: Float64Array, m: number, vt: Float64Array, yt: Float64Array, w: number, p: Float64Array, q: Float64Array, k: number, c: number, width: number) {
+async function applyPanel(
+  a: Float64Array,
+  m: number,
+  vt: Float64Array,
+  yt: Float64Array,
+  w: number,
+  p: Float64Array,
+  q: Float64Array,
+  k: number,
+  c: number,
+  width: number,
+) {
   const session = await f64Session('band panel', panelGraph);
   const res = await session.run({
     a: f64(a, [m, m]),

@@ -21,7 +21,11 @@ export interface CholeskyOptions {
  * the trailing block then takes the panel's rank-`block` update in one float64 GEMM on ORT.
  * `a` is the symmetric n×n matrix, row-major, of which the part right of the diagonal is read; it is left as is.
  */
-export async function pivotedCholesky(a: Float64Array, n: number, opts: CholeskyOptions = {}): Promise<PivotedCholesky> {
+export async function pivotedCholesky(
+  a: Float64Array,
+  n: number,
+  opts: CholeskyOptions = {},
+): Promise<PivotedCholesky> {
   const block = opts.block ?? 128;
   const relTol = opts.relTol ?? n * 2.220446049250313e-16;
   let maxDiag = 0;

@@ -20,7 +20,8 @@ const { onnx } = onnxProto;
 export function serializeF64(g: GraphBuilder, f64Values: string[]): Uint8Array {
   const proto = modelProto(g);
   const values = [...(proto.graph!.input ?? []), ...(proto.graph!.output ?? [])] as OnnxTypes.IValueInfoProto[];
-  for (const v of values) if (f64Values.includes(v.name!)) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
+  for (const v of values)
+    if (f64Values.includes(v.name!)) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
   return onnx.ModelProto.encode(proto).finish();
 }
 
@@ -57,7 +58,11 @@ function trailingUpdateGraph(): Uint8Array {
   const q = g.input('q', 'float32', ['k', 'm']);
   const range = g.input('range', 'int64', [2]);
   const block = sliceRange(g, sliceRange(g, a, range, 0), range, 1);
-  const update = g.op('Gemm', [sliceRange(g, p, range, 1), sliceRange(g, q, range, 1), block], { transA: 1, alpha: -1, beta: 1 });
+  const update = g.op('Gemm', [sliceRange(g, p, range, 1), sliceRange(g, q, range, 1), block], {
+    transA: 1,
+    alpha: -1,
+    beta: 1,
+  });
   g.output(update, 'out', 'float32', ['t', 't']);
   return serializeF64(g, ['a', 'p', 'q', 'out']);
 }
@@ -66,7 +71,14 @@ function trailingUpdateGraph(): Uint8Array {
  * The trailing block of a blocked factorisation after its panel: a[s:, s:] − pᵀ q over the columns from s, where the
  * k rows of p and q hold the panel's vectors over all m indices. `a` is m×m, row-major; the result is (m−s)².
  */
-export async function trailingUpdate(a: Float64Array, m: number, p: Float64Array, q: Float64Array, k: number, s: number): Promise<Float64Array> {
+export async function trailingUpdate(
+  a: Float64Array,
+  m: number,
+  p: Float64Array,
+  q: Float64Array,
+  k: number,
+  s: number,
+): Promise<Float64Array> {
   const session = await f64Session('trailing update', trailingUpdateGraph);
   const res = await session.run({ a: f64(a, [m, m]), p: f64(p, [k, m]), q: f64(q, [k, m]), range: i64([s, m]) });
   return res.out.data as Float64Array;

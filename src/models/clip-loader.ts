@@ -2,13 +2,25 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run, type SessionSettings } from '../onnx/session.js';
-import { buildClipTextGraph, buildClipVisionGraph, readClipTextConfig, readClipVisionConfig, type ClipTextConfig, type ClipVisionConfig } from './clip.js';
+import {
+  buildClipTextGraph,
+  buildClipVisionGraph,
+  readClipTextConfig,
+  readClipVisionConfig,
+  type ClipTextConfig,
+  type ClipVisionConfig,
+} from './clip.js';
 import { Config } from '../core/config.js';
 import { f32, type F32Tensor } from '../core/tensor.js';
 import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
 export type ClipKind = 'CLIPModel' | 'CLIPTextModel' | 'CLIPTextModelWithProjection' | 'CLIPVisionModelWithProjection';
-const KINDS: ClipKind[] = ['CLIPModel', 'CLIPTextModel', 'CLIPTextModelWithProjection', 'CLIPVisionModelWithProjection'];
+const KINDS: ClipKind[] = [
+  'CLIPModel',
+  'CLIPTextModel',
+  'CLIPTextModelWithProjection',
+  'CLIPVisionModelWithProjection',
+];
 
 /** A transformers CLIP folder, opened: what it holds and how wide its towers are. */
 export interface LoadedClip {
@@ -27,7 +39,8 @@ export type ClosableWeights = WeightStore & { close(): void };
 function kindOf(config: Config): ClipKind {
   const arch = config.has('architectures') ? config.strs('architectures')[0] : undefined;
   if (arch !== undefined) {
-    if (!KINDS.includes(arch as ClipKind)) throw new Error(`${config.file}: architecture '${arch}' is not one of ${KINDS.join(', ')}`);
+    if (!KINDS.includes(arch as ClipKind))
+      throw new Error(`${config.file}: architecture '${arch}' is not one of ${KINDS.join(', ')}`);
     return arch as ClipKind;
   }
   const type = config.str('model_type');
@@ -63,9 +76,21 @@ export function openClip(dir: string, config: Config, weights: ClosableWeights):
       case 'CLIPTextModel':
         return { dir, kind, weights, textConfig: readClipTextConfig(config) };
       case 'CLIPTextModelWithProjection':
-        return { dir, kind, weights, textConfig: readClipTextConfig(config), projectionDim: config.int('projection_dim') };
+        return {
+          dir,
+          kind,
+          weights,
+          textConfig: readClipTextConfig(config),
+          projectionDim: config.int('projection_dim'),
+        };
       case 'CLIPVisionModelWithProjection':
-        return { dir, kind, weights, visionConfig: readClipVisionConfig(config), projectionDim: config.int('projection_dim') };
+        return {
+          dir,
+          kind,
+          weights,
+          visionConfig: readClipVisionConfig(config),
+          projectionDim: config.int('projection_dim'),
+        };
     }
   } catch (e) {
     weights.close();
@@ -118,7 +143,9 @@ export class ClipTextEncoder {
    */
   async encode(ids: BigInt64Array, seqLen = this.config.maxPositions, clipSkip = 0): Promise<TextEncoding> {
     if (seqLen > this.config.maxPositions || ids.length % seqLen !== 0) {
-      throw new Error(`text encoder: ${ids.length} ids are not rows of ${seqLen} tokens (at most ${this.config.maxPositions})`);
+      throw new Error(
+        `text encoder: ${ids.length} ids are not rows of ${seqLen} tokens (at most ${this.config.maxPositions})`,
+      );
     }
     if (!Number.isInteger(clipSkip) || clipSkip < 0 || clipSkip > this.config.layers) {
       throw new Error(`clip skip ${clipSkip} is outside 0..${this.config.layers}, the encoder's layers`);

@@ -68,13 +68,24 @@ function taps(inSize: number, outSize: number): Taps {
 }
 
 /** One separable pass over packed RGB: `lines` lines, input samples `sampleStep` apart and lines `lineStep` apart. */
-function resamplePass(src: Uint8Array, t: Taps, dst: Uint8Array, lines: number, outSize: number, sampleStep: number, lineStep: number, outSampleStep: number, outLineStep: number): void {
+function resamplePass(
+  src: Uint8Array,
+  t: Taps,
+  dst: Uint8Array,
+  lines: number,
+  outSize: number,
+  sampleStep: number,
+  lineStep: number,
+  outSampleStep: number,
+  outLineStep: number,
+): void {
   for (let line = 0; line < lines; line++) {
     for (let o = 0; o < outSize; o++) {
       for (let c = 0; c < 3; c++) {
         // Integer sums: a rounding half, then a shift (exact in doubles: 255 * 2^15 * taps is far below 2^53).
         let acc = 2 ** (t.bits - 1);
-        for (let i = 0; i < t.count[o]; i++) acc += src[line * lineStep + (t.start[o] + i) * sampleStep + c] * t.weights[o * t.width + i];
+        for (let i = 0; i < t.count[o]; i++)
+          acc += src[line * lineStep + (t.start[o] + i) * sampleStep + c] * t.weights[o * t.width + i];
         dst[line * outLineStep + o * outSampleStep + c] = Math.min(255, Math.max(0, Math.floor(acc / 2 ** t.bits)));
       }
     }
@@ -82,7 +93,13 @@ function resamplePass(src: Uint8Array, t: Taps, dst: Uint8Array, lines: number, 
 }
 
 /** Bicubic resize of packed RGB: horizontal pass, then vertical, each rounded to 8 bits, as PIL and torch do. */
-export function resizeBicubic(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
+export function resizeBicubic(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
   let src = rgb;
   let w = width;
   if (outWidth !== width) {
@@ -112,9 +129,16 @@ export async function clipPreprocess(input: string | Buffer, size: number): Prom
     throw new Error(`${what}: cannot decode the image: ${(e as Error).message}`);
   }
   const { data, info } = decoded;
-  if (info.channels !== 3) throw new Error(`${what}: expected 3 colour channels after conversion, got ${info.channels}`);
+  if (info.channels !== 3)
+    throw new Error(`${what}: expected 3 colour channels after conversion, got ${info.channels}`);
   const resized = shortestEdgeSize(info.width, info.height, size);
-  const pixels = resizeBicubic(new Uint8Array(data.buffer, data.byteOffset, data.length), info.width, info.height, resized.width, resized.height);
+  const pixels = resizeBicubic(
+    new Uint8Array(data.buffer, data.byteOffset, data.length),
+    info.width,
+    info.height,
+    resized.width,
+    resized.height,
+  );
   const left = Math.floor((resized.width - size) / 2);
   const top = Math.floor((resized.height - size) / 2);
   const plane = size * size;

@@ -57,8 +57,14 @@ export function readClipTextConfig(c: Config): ClipTextConfig {
 }
 
 export function readClipVisionConfig(c: Config): ClipVisionConfig {
-  const cfg = { ...readEncoderConfig(c), imageSize: c.int('image_size'), patchSize: c.int('patch_size'), channels: c.int('num_channels', 3) };
-  if (cfg.imageSize % cfg.patchSize !== 0) throw new Error(`${c.file}: image_size ${cfg.imageSize} is not a multiple of patch_size ${cfg.patchSize}`);
+  const cfg = {
+    ...readEncoderConfig(c),
+    imageSize: c.int('image_size'),
+    patchSize: c.int('patch_size'),
+    channels: c.int('num_channels', 3),
+  };
+  if (cfg.imageSize % cfg.patchSize !== 0)
+    throw new Error(`${c.file}: image_size ${cfg.imageSize} is not a multiple of patch_size ${cfg.patchSize}`);
   return cfg;
 }
 
@@ -209,7 +215,12 @@ export class ClipTextTransformer {
   private skipped(hiddenStates: string[], clipSkip: string): string {
     const g = this.s.g;
     const name = `${this.s.path}/clip_skip`;
-    const stacked = g.op('Concat', hiddenStates.map((h) => g.unsqueeze(h, [0], name)), { axis: 0 }, { name });
+    const stacked = g.op(
+      'Concat',
+      hiddenStates.map((h) => g.unsqueeze(h, [0], name)),
+      { axis: 0 },
+      { name },
+    );
     const counted = g.op('Max', [clipSkip, g.constI64([1], [])], {}, { name });
     const index = g.op('Sub', [g.constI64([this.cfg.layers + 1], []), counted], {}, { name });
     return g.op('Gather', [stacked, index], { axis: 0 }, { name });
@@ -236,12 +247,17 @@ export class ClipTextTransformer {
     const g = this.s.g;
     const name = `${this.s.path}/pool`;
     // Ids are below 2^24, so float32 holds them exactly; ArgMax returns the first maximum, as torch.argmax does.
-    const key = this.cfg.eosTokenId === 2 ? ids : g.op('Equal', [ids, g.constI64([this.cfg.eosTokenId], [])], {}, { name });
+    const key =
+      this.cfg.eosTokenId === 2 ? ids : g.op('Equal', [ids, g.constI64([this.cfg.eosTokenId], [])], {}, { name });
     const position = g.op('ArgMax', [g.op('Cast', [key], { to: 1 }, { name })], { axis: -1, keepdims: 0 }, { name });
     const shape = g.op('Shape', [ids], {}, { name });
     const rows = g.op('Slice', [shape, g.constI64([0]), g.constI64([1])], {}, { name });
     const seq = g.op('Slice', [shape, g.constI64([1]), g.constI64([2])], {}, { name });
-    const starts = g.mul(g.op('Range', [g.constI64([0], []), g.op('Squeeze', [rows], {}, { name }), g.constI64([1], [])], {}, { name }), seq, name);
+    const starts = g.mul(
+      g.op('Range', [g.constI64([0], []), g.op('Squeeze', [rows], {}, { name }), g.constI64([1], [])], {}, { name }),
+      seq,
+      name,
+    );
     const flat = g.reshape(hidden, [-1, this.cfg.hiddenSize], name);
     return g.op('Gather', [flat, g.reshape(g.add(starts, position, name), [-1], name)], { axis: 0 }, { name });
   }
@@ -269,7 +285,12 @@ export class ClipVisionEmbeddings {
     const name = this.s.path;
     const d = this.cfg.hiddenSize;
     const patches = g.transpose(g.reshape(this.patch_embedding.forward(pixels), [0, d, -1], name), [0, 2, 1], name);
-    const batch = g.op('Slice', [g.op('Shape', [pixels], {}, { name }), g.constI64([0]), g.constI64([1])], {}, { name });
+    const batch = g.op(
+      'Slice',
+      [g.op('Shape', [pixels], {}, { name }), g.constI64([0]), g.constI64([1])],
+      {},
+      { name },
+    );
     const classShape = g.op('Concat', [batch, g.constI64([1, d])], { axis: 0 }, { name });
     const cls = g.op('Expand', [g.reshape(this.class_embedding, [1, 1, d], name), classShape], {}, { name });
     const tokens = g.op('Concat', [cls, patches], { axis: 1 }, { name });
@@ -315,11 +336,15 @@ export class ClipVisionTransformer {
 function towerPrefix(weights: WeightStore, tower: 'text_model' | 'vision_model', probe: string): string {
   if (weights.has(`${tower}.${probe}`)) return tower;
   if (weights.has(probe)) return '';
-  throw new Error(`${weights.source}: no CLIP ${tower === 'text_model' ? 'text' : 'vision'} tower (neither ${tower}.${probe} nor ${probe})`);
+  throw new Error(
+    `${weights.source}: no CLIP ${tower === 'text_model' ? 'text' : 'vision'} tower (neither ${tower}.${probe} nor ${probe})`,
+  );
 }
 
-export const textTowerPrefix = (weights: WeightStore) => towerPrefix(weights, 'text_model', 'embeddings.token_embedding.weight');
-export const visionTowerPrefix = (weights: WeightStore) => towerPrefix(weights, 'vision_model', 'embeddings.patch_embedding.weight');
+export const textTowerPrefix = (weights: WeightStore) =>
+  towerPrefix(weights, 'text_model', 'embeddings.token_embedding.weight');
+export const visionTowerPrefix = (weights: WeightStore) =>
+  towerPrefix(weights, 'vision_model', 'embeddings.patch_embedding.weight');
 
 function towerScope(root: Scope, prefix: string): Scope {
   return prefix ? root.child(prefix) : root;
@@ -343,7 +368,11 @@ const NOT_VISION = [/^text_model\./, /^text_projection\./, /^logit_scale$/];
  * Text graph: `input_ids` int64 [batch, seq] -> `last_hidden_state`, `pooler_output`, `hidden_states.0..L`,
  * `text_embeds` when a projection width is given, and with `clipSkip`: `clip_skip` int64 [] -> `conditioning`.
  */
-export function buildClipTextGraph(weights: WeightStore, cfg: ClipTextConfig, opts: ClipGraphOptions = {}): GraphBuilder {
+export function buildClipTextGraph(
+  weights: WeightStore,
+  cfg: ClipTextConfig,
+  opts: ClipGraphOptions = {},
+): GraphBuilder {
   const g = new GraphBuilder();
   const root = Scope.root(g, weights);
   const prefix = textTowerPrefix(weights);
@@ -365,7 +394,11 @@ export function buildClipTextGraph(weights: WeightStore, cfg: ClipTextConfig, op
 }
 
 /** Vision graph: `pixel_values` [batch, C, image_size, image_size] -> `last_hidden_state`, `pooler_output`, `image_embeds`. */
-export function buildClipVisionGraph(weights: WeightStore, cfg: ClipVisionConfig, opts: ClipGraphOptions = {}): GraphBuilder {
+export function buildClipVisionGraph(
+  weights: WeightStore,
+  cfg: ClipVisionConfig,
+  opts: ClipGraphOptions = {},
+): GraphBuilder {
   const g = new GraphBuilder();
   const root = Scope.root(g, weights);
   const tower = new ClipVisionTransformer(towerScope(root, visionTowerPrefix(weights)), cfg);

@@ -1,4 +1,13 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { buildClipTextGraph } from './clip.js';
 import { loadClip } from './clip-loader.js';
@@ -55,7 +64,11 @@ function exportGraph(cachedModel: string, outDir: string): void {
  * what they were built from. Graphs come from the content-keyed cache, so converting the same weights again (under
  * any path) reuses them; an output folder whose manifest already matches is left as it is.
  */
-export function convertPipeline(checkpoint: string, outDir: string, log: (line: string) => void = () => {}): ConversionManifest {
+export function convertPipeline(
+  checkpoint: string,
+  outDir: string,
+  log: (line: string) => void = () => {},
+): ConversionManifest {
   const folder = readDiffusersFolder(checkpoint);
   const { unet, vae, text_encoder } = folder.components;
   const plan: Array<[string, ModelComponent, () => GraphBuilder]> = [
@@ -66,7 +79,9 @@ export function convertPipeline(checkpoint: string, outDir: string, log: (line: 
   ];
   const out = resolve(outDir);
   const manifestFile = join(out, 'safe-sd-graphs.json');
-  const previous: ConversionManifest | undefined = existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, 'utf8')) : undefined;
+  const previous: ConversionManifest | undefined = existsSync(manifestFile)
+    ? JSON.parse(readFileSync(manifestFile, 'utf8'))
+    : undefined;
   mkdirSync(out, { recursive: true });
   const manifest: ConversionManifest = { source: folder.root, code: graphCodeKey(), graphs: {} };
   for (const [name, component, build] of plan) {

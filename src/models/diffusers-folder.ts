@@ -59,7 +59,10 @@ function readModelIndex(root: string): Record<ComponentName, string> {
     if (Array.isArray(entry) && entry.length === 2 && typeof entry[1] === 'string') classes[name] = entry[1];
     else unlisted.push(name);
   }
-  if (unlisted.length) throw new InputError(`${file}: the pipeline needs component(s) ${unlisted.join(', ')}, which are not listed as [library, class]`);
+  if (unlisted.length)
+    throw new InputError(
+      `${file}: the pipeline needs component(s) ${unlisted.join(', ')}, which are not listed as [library, class]`,
+    );
   return classes;
 }
 
@@ -69,7 +72,9 @@ function tokenizerFiles(dir: string): string[] {
   if (present('tokenizer.json')) core = ['tokenizer.json'];
   else if (present('vocab.json') && present('merges.txt')) core = ['vocab.json', 'merges.txt'];
   else throw new InputError(`${dir}: no tokenizer.json, nor vocab.json with merges.txt`);
-  const extras = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'].filter((f) => !core.includes(f) && present(f));
+  const extras = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'].filter(
+    (f) => !core.includes(f) && present(f),
+  );
   return [...core, ...extras].map((f) => join(dir, f));
 }
 
@@ -79,11 +84,18 @@ export function readDiffusersFolder(path: string): DiffusersFolder {
   const missing = REQUIRED.filter((name) => !existsSync(join(root, name)) || !statSync(join(root, name)).isDirectory());
   if (missing.length) {
     const what = missing.map((name) => `${name}/ (${classes[name]})`).join(', ');
-    throw new InputError(`${root}: missing component folder${missing.length > 1 ? 's' : ''} ${what}, listed in model_index.json`);
+    throw new InputError(
+      `${root}: missing component folder${missing.length > 1 ? 's' : ''} ${what}, listed in model_index.json`,
+    );
   }
   const model = (name: 'unet' | 'vae' | 'text_encoder', stem: 'model' | 'diffusion_pytorch_model'): ModelComponent => {
     const dir = join(root, name);
-    return { dir, className: classes[name], config: Config.read(join(dir, 'config.json')), weightFiles: weightFiles(dir, stem) };
+    return {
+      dir,
+      className: classes[name],
+      config: Config.read(join(dir, 'config.json')),
+      weightFiles: weightFiles(dir, stem),
+    };
   };
   const tokenizerDir = join(root, 'tokenizer');
   const schedulerDir = join(root, 'scheduler');
@@ -94,7 +106,11 @@ export function readDiffusersFolder(path: string): DiffusersFolder {
       vae: model('vae', 'diffusion_pytorch_model'),
       text_encoder: model('text_encoder', 'model'),
       tokenizer: { dir: tokenizerDir, className: classes.tokenizer, files: tokenizerFiles(tokenizerDir) },
-      scheduler: { dir: schedulerDir, className: classes.scheduler, config: Config.read(join(schedulerDir, 'scheduler_config.json')) },
+      scheduler: {
+        dir: schedulerDir,
+        className: classes.scheduler,
+        config: Config.read(join(schedulerDir, 'scheduler_config.json')),
+      },
     },
   };
 }

@@ -4,7 +4,14 @@ import { readOnnxSignature, type OnnxValueInfo } from '../onnx/signature.js';
 import { Config } from '../core/config.js';
 import { readDiffusersFolder } from './diffusers-folder.js';
 import { SafetensorsFile } from '../core/safetensors.js';
-import { CLIP_TEXT_PREFIX, OPENCLIP_TEXT_PREFIX, readSingleFile, refusePickle, UNET_PREFIX, VAE_PREFIX } from './single-file.js';
+import {
+  CLIP_TEXT_PREFIX,
+  OPENCLIP_TEXT_PREFIX,
+  readSingleFile,
+  refusePickle,
+  UNET_PREFIX,
+  VAE_PREFIX,
+} from './single-file.js';
 import { numel } from '../core/tensor.js';
 import { weightFiles } from '../core/weights.js';
 import { InputError } from '../core/errors.js';
@@ -73,7 +80,11 @@ function mergeParts(name: string, parts: PartInfo[], details: Record<string, unk
 }
 
 function weightsPart(name: string, files: string[], details: Record<string, unknown>): PartInfo {
-  return mergeParts(name, files.map((f) => safetensorsPart(name, f)), details);
+  return mergeParts(
+    name,
+    files.map((f) => safetensorsPart(name, f)),
+    details,
+  );
 }
 
 function textWidth(config: Config): { hidden: number; layers: number } {
@@ -93,12 +104,23 @@ function diffusersPipeline(dir: string): Inspection {
     path: root,
     kind: 'diffusers pipeline',
     parts: [
-      weightsPart('unet', c.unet.weightFiles, { class: c.unet.className, cross_attention_dim: cross, sample_size: c.unet.config.int('sample_size', 64) }),
+      weightsPart('unet', c.unet.weightFiles, {
+        class: c.unet.className,
+        cross_attention_dim: cross,
+        sample_size: c.unet.config.int('sample_size', 64),
+      }),
       weightsPart('vae', c.vae.weightFiles, { class: c.vae.className }),
-      weightsPart('text_encoder', c.text_encoder.weightFiles, { class: c.text_encoder.className, hidden_size: text.hidden, layers: text.layers }),
+      weightsPart('text_encoder', c.text_encoder.weightFiles, {
+        class: c.text_encoder.className,
+        hidden_size: text.hidden,
+        layers: text.layers,
+      }),
     ],
     fit: fit(text.hidden, cross),
-    notes: [`scheduler: ${c.scheduler.className} (prediction_type ${c.scheduler.config.str('prediction_type', 'epsilon')})`, `tokenizer: ${c.tokenizer.files.map((f) => basename(f)).join(', ')}`],
+    notes: [
+      `scheduler: ${c.scheduler.className} (prediction_type ${c.scheduler.config.str('prediction_type', 'epsilon')})`,
+      `tokenizer: ${c.tokenizer.files.map((f) => basename(f)).join(', ')}`,
+    ],
   };
 }
 
@@ -117,15 +139,25 @@ function clipFolder(dir: string): Inspection {
 function onnxPart(name: string, dir: string, model = join(dir, 'model.onnx')): PartInfo {
   const sig = readOnnxSignature(model);
   // External data (weights over the protobuf limit) lies beside the model.
-  const files = readdirSync(dir).filter((f) => f !== 'config.json').map((f) => join(dir, f));
+  const files = readdirSync(dir)
+    .filter((f) => f !== 'config.json')
+    .map((f) => join(dir, f));
   const dtypes: Record<string, number> = {};
   for (const v of [...sig.inputs, ...sig.outputs]) dtypes[v.type] = (dtypes[v.type] ?? 0) + 1;
   const show = (vs: OnnxValueInfo[]) => vs.map((v) => `${v.name}: ${v.type}[${v.dims.map((d) => d || '?').join(',')}]`);
-  return { name, files, bytes: files.reduce((s, f) => s + statSync(f).size, 0), dtypes, details: { inputs: show(sig.inputs), outputs: show(sig.outputs) } };
+  return {
+    name,
+    files,
+    bytes: files.reduce((s, f) => s + statSync(f).size, 0),
+    dtypes,
+    details: { inputs: show(sig.inputs), outputs: show(sig.outputs) },
+  };
 }
 
 function onnxExport(dir: string): Inspection {
-  const parts = ['text_encoder', 'unet', 'vae_decoder', 'vae_encoder'].filter((p) => existsSync(join(dir, p, 'model.onnx'))).map((p) => onnxPart(p, join(dir, p)));
+  const parts = ['text_encoder', 'unet', 'vae_decoder', 'vae_encoder']
+    .filter((p) => existsSync(join(dir, p, 'model.onnx')))
+    .map((p) => onnxPart(p, join(dir, p)));
   const unet = readOnnxSignature(join(dir, 'unet', 'model.onnx'));
   const states = unet.inputs.find((i) => i.name === 'encoder_hidden_states') ?? unet.inputs[2];
   const textFile = join(dir, 'text_encoder', 'model.onnx');
@@ -165,21 +197,35 @@ function singleFile(file: string): Inspection {
   const parts = [
     safetensorsPart('unet', file, UNET_PREFIX),
     safetensorsPart('vae', file, VAE_PREFIX),
-    { ...safetensorsPart('text_encoder', file, textPrefix), details: { layout: textPrefix === OPENCLIP_TEXT_PREFIX ? 'OpenCLIP' : 'transformers CLIP' } },
+    {
+      ...safetensorsPart('text_encoder', file, textPrefix),
+      details: { layout: textPrefix === OPENCLIP_TEXT_PREFIX ? 'OpenCLIP' : 'transformers CLIP' },
+    },
   ];
   try {
     const ckpt = readSingleFile(file);
-    parts[0].details = { cross_attention_dim: ckpt.unetConfig.int('cross_attention_dim'), in_channels: ckpt.unetConfig.int('in_channels') };
+    parts[0].details = {
+      cross_attention_dim: ckpt.unetConfig.int('cross_attention_dim'),
+      in_channels: ckpt.unetConfig.int('in_channels'),
+    };
     return {
       path: file,
       kind: `single-file SD ${ckpt.family === 'sd2' ? '2.x' : '1.x'}`,
       parts,
       fit: fit(ckpt.textConfig.int('hidden_size'), ckpt.unetConfig.int('cross_attention_dim')),
-      notes: [`defaults: prediction_type ${ckpt.scheduler.str('prediction_type')}, ${ckpt.unetConfig.int('sample_size') * 8} px`],
+      notes: [
+        `defaults: prediction_type ${ckpt.scheduler.str('prediction_type')}, ${ckpt.unetConfig.int('sample_size') * 8} px`,
+      ],
     };
   } catch (e) {
     const shapesFit = cross !== undefined && hidden !== undefined ? fit(hidden, cross) : undefined;
-    return { path: file, kind: 'single-file SD (not SD 1.x / 2.x sized)', parts, fit: shapesFit, notes: [(e as Error).message] };
+    return {
+      path: file,
+      kind: 'single-file SD (not SD 1.x / 2.x sized)',
+      parts,
+      fit: shapesFit,
+      notes: [(e as Error).message],
+    };
   }
 }
 
@@ -200,7 +246,8 @@ export function inspectPath(path: string): Inspection {
   }
   if (existsSync(join(abs, 'unet', 'model.onnx'))) return onnxExport(abs);
   if (existsSync(join(abs, 'model_index.json'))) return diffusersPipeline(abs);
-  if (existsSync(join(abs, 'model.onnx'))) return { path: abs, kind: 'ONNX model folder', parts: [onnxPart(basename(abs), abs)], notes: [] };
+  if (existsSync(join(abs, 'model.onnx')))
+    return { path: abs, kind: 'ONNX model folder', parts: [onnxPart(basename(abs), abs)], notes: [] };
   if (existsSync(join(abs, 'config.json'))) return clipFolder(abs);
   throw new InputError(`${abs}: not a model folder (no model_index.json, config.json, model.onnx or unet/model.onnx)`);
 }

@@ -63,7 +63,12 @@ export class LayerNorm {
   }
 
   forward(x: string): string {
-    return this.s.g.op('LayerNormalization', [x, this.weight, this.bias], { axis: -1, epsilon: this.eps }, { name: this.s.path });
+    return this.s.g.op(
+      'LayerNormalization',
+      [x, this.weight, this.bias],
+      { axis: -1, epsilon: this.eps },
+      { name: this.s.path },
+    );
   }
 }
 
@@ -138,7 +143,11 @@ export function activation(s: Scope, kind: string, x: string): string {
     case 'gelu_pytorch_tanh':
     case 'gelu_new': {
       const x3 = g.mul(g.mul(x, x, name), x, name);
-      const inner = g.mul(g.add(x, g.mul(x3, g.scalarF32(0.044715), name), name), g.scalarF32(Math.sqrt(2 / Math.PI)), name);
+      const inner = g.mul(
+        g.add(x, g.mul(x3, g.scalarF32(0.044715), name), name),
+        g.scalarF32(Math.sqrt(2 / Math.PI)),
+        name,
+      );
       const t = g.op('Tanh', [inner], {}, { name });
       return g.mul(g.mul(x, g.scalarF32(0.5), name), g.add(t, g.scalarF32(1), name), name);
     }

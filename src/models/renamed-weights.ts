@@ -55,9 +55,14 @@ export class RenamedWeights implements WeightStore {
     const t = this.inner.get(src.key);
     if (!src.rows) return t;
     const [start, end] = src.rows;
-    if (end > t.shape[0]) throw new InputError(`${this.source}: ${src.key} has ${t.shape[0]} rows; ${key} needs rows ${start}..${end}`);
+    if (end > t.shape[0])
+      throw new InputError(`${this.source}: ${src.key} has ${t.shape[0]} rows; ${key} needs rows ${start}..${end}`);
     const rowSize = t.shape.slice(1).reduce((a, b) => a * b, 1);
-    return { dtype: 'F32', shape: [end - start, ...t.shape.slice(1)], data: t.data.slice(start * rowSize, end * rowSize) };
+    return {
+      dtype: 'F32',
+      shape: [end - start, ...t.shape.slice(1)],
+      data: t.data.slice(start * rowSize, end * rowSize),
+    };
   }
 
   /** Closes the inner store (the checkpoint file), when it holds one open. */

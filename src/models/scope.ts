@@ -74,7 +74,8 @@ export class Scope {
   /** The weight `name` of this module as a graph value, checked against the shape the config implies. */
   param(name: string, shape: number[]): string {
     const key = this.key(name);
-    const made = this.shared.options.fabricate && !this.weights.has(key) ? this.shared.options.fabricate(key, shape) : undefined;
+    const made =
+      this.shared.options.fabricate && !this.weights.has(key) ? this.shared.options.fabricate(key, shape) : undefined;
     if (made) {
       this.shared.used.add(key);
       return this.g.initializer(key, made);
@@ -82,7 +83,9 @@ export class Scope {
     const actual = this.weights.shape(key);
     if (!actual) throw new InputError(`${this.weights.source}: missing weight ${key} (expected shape [${shape}])`);
     if (!shapeEquals(actual, shape)) {
-      throw new InputError(`${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`);
+      throw new InputError(
+        `${this.weights.source}: weight ${key} has shape [${actual}] but the config implies [${shape}]`,
+      );
     }
     this.shared.used.add(key);
     if (this.shared.options.asInput?.(key)) {

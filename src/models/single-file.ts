@@ -26,10 +26,22 @@ const CONFIGS = (name: string) => fileURLToPath(new URL(`./configs/${name}`, imp
 /** The full CLIP BPE vocabulary that SD 1.x and 2.x share (the toy model ships it). */
 export const DEFAULT_TOKENIZER_DIR = fileURLToPath(new URL('../../weights/toy-sd/tokenizer', import.meta.url));
 
-const DEFAULTS: Record<SingleFileFamily, { unet: string; textEncoder: string; scheduler: string; tokenizerConfig?: string }> = {
-  sd1: { unet: SD15_UNET_CONFIG, textEncoder: CONFIGS('sd15-text-encoder.json'), scheduler: CONFIGS('sd15-scheduler.json') },
+const DEFAULTS: Record<
+  SingleFileFamily,
+  { unet: string; textEncoder: string; scheduler: string; tokenizerConfig?: string }
+> = {
+  sd1: {
+    unet: SD15_UNET_CONFIG,
+    textEncoder: CONFIGS('sd15-text-encoder.json'),
+    scheduler: CONFIGS('sd15-scheduler.json'),
+  },
   // SD 2.x pads prompts with '!' (id 0), not with the end token.
-  sd2: { unet: CONFIGS('sd2-unet.json'), textEncoder: CONFIGS('sd2-text-encoder.json'), scheduler: CONFIGS('sd2-scheduler.json'), tokenizerConfig: CONFIGS('sd2-tokenizer-config.json') },
+  sd2: {
+    unet: CONFIGS('sd2-unet.json'),
+    textEncoder: CONFIGS('sd2-text-encoder.json'),
+    scheduler: CONFIGS('sd2-scheduler.json'),
+    tokenizerConfig: CONFIGS('sd2-tokenizer-config.json'),
+  },
 };
 const DEFAULT_VAE = CONFIGS('sd-vae.json');
 
@@ -113,8 +125,16 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
   const w = SafetensorsWeights.open([file]);
   try {
     const keys = w.keys();
-    const textEncoderKind = keys.some((k) => k.startsWith(OPENCLIP_TEXT_PREFIX)) ? 'openclip' : keys.some((k) => k.startsWith(CLIP_TEXT_PREFIX)) ? 'clip' : undefined;
-    if (!keys.some((k) => k.startsWith(UNET_PREFIX)) || !keys.some((k) => k.startsWith(VAE_PREFIX)) || !textEncoderKind) {
+    const textEncoderKind = keys.some((k) => k.startsWith(OPENCLIP_TEXT_PREFIX))
+      ? 'openclip'
+      : keys.some((k) => k.startsWith(CLIP_TEXT_PREFIX))
+        ? 'clip'
+        : undefined;
+    if (
+      !keys.some((k) => k.startsWith(UNET_PREFIX)) ||
+      !keys.some((k) => k.startsWith(VAE_PREFIX)) ||
+      !textEncoderKind
+    ) {
       const sdxl = keys.some((k) => k.startsWith('conditioner.embedders.'));
       throw new InputError(
         sdxl
@@ -124,11 +144,15 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
     }
     const family: SingleFileFamily = textEncoderKind === 'openclip' ? 'sd2' : 'sd1';
     const defaults = DEFAULTS[family];
-    const tokenizer = { dir: DEFAULT_TOKENIZER_DIR, configFile: defaults.tokenizerConfig ?? join(DEFAULT_TOKENIZER_DIR, 'tokenizer_config.json') };
+    const tokenizer = {
+      dir: DEFAULT_TOKENIZER_DIR,
+      configFile: defaults.tokenizerConfig ?? join(DEFAULT_TOKENIZER_DIR, 'tokenizer_config.json'),
+    };
 
     if (configDir) {
       const dir = resolve(configDir);
-      const optional = (sub: string, name: string, fallback: string) => (existsSync(join(dir, sub, name)) ? join(dir, sub, name) : fallback);
+      const optional = (sub: string, name: string, fallback: string) =>
+        existsSync(join(dir, sub, name)) ? join(dir, sub, name) : fallback;
       const tokDir = existsSync(join(dir, 'tokenizer')) ? join(dir, 'tokenizer') : undefined;
       return {
         file,
@@ -147,7 +171,9 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
     const cross = crossKey ? shapeOf(w, crossKey)[1] : undefined;
     const expected = family === 'sd2' ? 1024 : 768;
     if (cross !== expected) {
-      throw new InputError(`${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`);
+      throw new InputError(
+        `${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`,
+      );
     }
     const projIn = keys.find((k) => k.startsWith(UNET_PREFIX) && k.endsWith('.proj_in.weight'));
     const textSizes =
@@ -186,7 +212,14 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
 
 type Inner = Record<string, string>;
 /** LDM ResBlock children → diffusers ResnetBlock2D's. */
-const UNET_RESNET: Inner = { 'in_layers.0': 'norm1', 'in_layers.2': 'conv1', 'emb_layers.1': 'time_emb_proj', 'out_layers.0': 'norm2', 'out_layers.3': 'conv2', skip_connection: 'conv_shortcut' };
+const UNET_RESNET: Inner = {
+  'in_layers.0': 'norm1',
+  'in_layers.2': 'conv1',
+  'emb_layers.1': 'time_emb_proj',
+  'out_layers.0': 'norm2',
+  'out_layers.3': 'conv2',
+  skip_connection: 'conv_shortcut',
+};
 /** LDM VAE ResnetBlock children → diffusers': only the shortcut differs. */
 const VAE_RESNET: Inner = { nin_shortcut: 'conv_shortcut' };
 /** LDM AttnBlock (1×1 convolutions) → diffusers Attention (the VAE graph accepts 1×1-conv shaped projections). */
@@ -197,7 +230,8 @@ type Rule = [ldm: string, diffusers: string, inner?: Inner];
 
 function renameChild(tail: string, inner: Inner | undefined): string {
   if (inner) {
-    for (const [from, to] of Object.entries(inner)) if (tail.startsWith(`${from}.`)) return to + tail.slice(from.length);
+    for (const [from, to] of Object.entries(inner))
+      if (tail.startsWith(`${from}.`)) return to + tail.slice(from.length);
   }
   return tail;
 }
@@ -238,7 +272,8 @@ export function unetRules(cfg: UnetConfig): Rule[] {
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < cfg.layersPerBlock[i]; j++, k++) {
       rules.push([`input_blocks.${k}.0`, `down_blocks.${i}.resnets.${j}`, UNET_RESNET]);
-      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D') rules.push([`input_blocks.${k}.1`, `down_blocks.${i}.attentions.${j}`]);
+      if (cfg.downBlockTypes[i] === 'CrossAttnDownBlock2D')
+        rules.push([`input_blocks.${k}.1`, `down_blocks.${i}.attentions.${j}`]);
     }
     if (i < n - 1) rules.push([`input_blocks.${k++}.0.op`, `down_blocks.${i}.downsamplers.0.conv`]);
   }
@@ -250,7 +285,8 @@ export function unetRules(cfg: UnetConfig): Rule[] {
       rules.push([`output_blocks.${k}.0`, `up_blocks.${i}.resnets.${j}`, UNET_RESNET]);
       const attn = cfg.upBlockTypes[i] === 'CrossAttnUpBlock2D';
       if (attn) rules.push([`output_blocks.${k}.1`, `up_blocks.${i}.attentions.${j}`]);
-      if (j === layers - 1 && i < n - 1) rules.push([`output_blocks.${k}.${attn ? 2 : 1}.conv`, `up_blocks.${i}.upsamplers.0.conv`]);
+      if (j === layers - 1 && i < n - 1)
+        rules.push([`output_blocks.${k}.${attn ? 2 : 1}.conv`, `up_blocks.${i}.upsamplers.0.conv`]);
     }
   }
   return rules;
@@ -260,15 +296,25 @@ export function unetRules(cfg: UnetConfig): Rule[] {
 export function vaeRules(blocks: number, layersPerBlock: number): Rule[] {
   const rules: Rule[] = [];
   for (const part of ['encoder', 'decoder']) {
-    rules.push([`${part}.conv_in`, `${part}.conv_in`], [`${part}.conv_out`, `${part}.conv_out`], [`${part}.norm_out`, `${part}.conv_norm_out`]);
-    rules.push([`${part}.mid.block_1`, `${part}.mid_block.resnets.0`, VAE_RESNET], [`${part}.mid.block_2`, `${part}.mid_block.resnets.1`, VAE_RESNET]);
+    rules.push(
+      [`${part}.conv_in`, `${part}.conv_in`],
+      [`${part}.conv_out`, `${part}.conv_out`],
+      [`${part}.norm_out`, `${part}.conv_norm_out`],
+    );
+    rules.push(
+      [`${part}.mid.block_1`, `${part}.mid_block.resnets.0`, VAE_RESNET],
+      [`${part}.mid.block_2`, `${part}.mid_block.resnets.1`, VAE_RESNET],
+    );
     rules.push([`${part}.mid.attn_1`, `${part}.mid_block.attentions.0`, VAE_ATTENTION]);
   }
   for (let i = 0; i < blocks; i++) {
-    for (let j = 0; j < layersPerBlock; j++) rules.push([`encoder.down.${i}.block.${j}`, `encoder.down_blocks.${i}.resnets.${j}`, VAE_RESNET]);
-    if (i < blocks - 1) rules.push([`encoder.down.${i}.downsample.conv`, `encoder.down_blocks.${i}.downsamplers.0.conv`]);
+    for (let j = 0; j < layersPerBlock; j++)
+      rules.push([`encoder.down.${i}.block.${j}`, `encoder.down_blocks.${i}.resnets.${j}`, VAE_RESNET]);
+    if (i < blocks - 1)
+      rules.push([`encoder.down.${i}.downsample.conv`, `encoder.down_blocks.${i}.downsamplers.0.conv`]);
     const up = blocks - 1 - i;
-    for (let j = 0; j < layersPerBlock + 1; j++) rules.push([`decoder.up.${i}.block.${j}`, `decoder.up_blocks.${up}.resnets.${j}`, VAE_RESNET]);
+    for (let j = 0; j < layersPerBlock + 1; j++)
+      rules.push([`decoder.up.${i}.block.${j}`, `decoder.up_blocks.${up}.resnets.${j}`, VAE_RESNET]);
     if (i > 0) rules.push([`decoder.up.${i}.upsample.conv`, `decoder.up_blocks.${up}.upsamplers.0.conv`]);
   }
   rules.push(['quant_conv', 'quant_conv'], ['post_quant_conv', 'post_quant_conv']);
@@ -276,7 +322,13 @@ export function vaeRules(blocks: number, layersPerBlock: number): Rule[] {
 }
 
 /** OpenCLIP resblock children → transformers CLIPEncoderLayer's (the fused in_proj is split separately). */
-const OPENCLIP_LAYER: Inner = { ln_1: 'layer_norm1', ln_2: 'layer_norm2', 'attn.out_proj': 'self_attn.out_proj', 'mlp.c_fc': 'mlp.fc1', 'mlp.c_proj': 'mlp.fc2' };
+const OPENCLIP_LAYER: Inner = {
+  ln_1: 'layer_norm1',
+  ln_2: 'layer_norm2',
+  'attn.out_proj': 'self_attn.out_proj',
+  'mlp.c_fc': 'mlp.fc1',
+  'mlp.c_proj': 'mlp.fc2',
+};
 
 /**
  * OpenCLIP's text transformer as a transformers CLIPTextModel with `layers` layers. Resblocks from `layers` on are
@@ -290,7 +342,8 @@ function openClipTextWeights(weights: SafetensorsWeights, layers: number, hidden
     ['token_embedding', 'text_model.embeddings.token_embedding'],
     ['ln_final', 'text_model.final_layer_norm'],
   ];
-  for (let n = 0; n < layers; n++) rules.push([`transformer.resblocks.${n}`, `text_model.encoder.layers.${n}`, OPENCLIP_LAYER]);
+  for (let n = 0; n < layers; n++)
+    rules.push([`transformer.resblocks.${n}`, `text_model.encoder.layers.${n}`, OPENCLIP_LAYER]);
   const view = renamedView(weights, p, rules);
   const renamed = new Map(view.renamed);
   renamed.set('text_model.embeddings.position_embedding.weight', { key: `${p}positional_embedding` });
@@ -302,14 +355,20 @@ function openClipTextWeights(weights: SafetensorsWeights, layers: number, hidden
       ['in_proj_bias', 'bias'],
     ]) {
       renamed.delete(`text_model.encoder.layers.${n}.attn.${field}`);
-      ['q_proj', 'k_proj', 'v_proj'].forEach((proj, i) => renamed.set(`${to}.${proj}.${dest}`, { key: `${from}.${field}`, rows: [i * hidden, (i + 1) * hidden] }));
+      ['q_proj', 'k_proj', 'v_proj'].forEach((proj, i) =>
+        renamed.set(`${to}.${proj}.${dest}`, { key: `${from}.${field}`, rows: [i * hidden, (i + 1) * hidden] }),
+      );
     }
   }
   const dropped = (k: string) => {
     const m = /^transformer\.resblocks\.(\d+)\./.exec(k.slice(p.length));
     return (m && Number(m[1]) >= layers) || /^(text_projection|logit_scale|attn_mask|visual\.)/.test(k.slice(p.length));
   };
-  return new RenamedWeights(weights, renamed, weights.keys().filter((k) => k.startsWith(p) && !dropped(k)));
+  return new RenamedWeights(
+    weights,
+    renamed,
+    weights.keys().filter((k) => k.startsWith(p) && !dropped(k)),
+  );
 }
 
 /** The UNet's weights under diffusers names. Close the result after building. */
@@ -320,13 +379,18 @@ export function singleFileUnetWeights(ckpt: SingleFileCheckpoint): RenamedWeight
 /** The VAE's weights under diffusers names. Close the result after building. */
 export function singleFileVaeWeights(ckpt: SingleFileCheckpoint): RenamedWeights {
   const cfg = readVaeConfig(ckpt.vaeConfig);
-  return renamedView(SafetensorsWeights.open([ckpt.file]), VAE_PREFIX, vaeRules(cfg.blockOutChannels.length, cfg.layersPerBlock));
+  return renamedView(
+    SafetensorsWeights.open([ckpt.file]),
+    VAE_PREFIX,
+    vaeRules(cfg.blockOutChannels.length, cfg.layersPerBlock),
+  );
 }
 
 /** The text encoder's weights under transformers CLIPTextModel names. Close the result after building. */
 export function singleFileTextWeights(ckpt: SingleFileCheckpoint): RenamedWeights {
   const weights = SafetensorsWeights.open([ckpt.file]);
-  if (ckpt.textEncoderKind === 'openclip') return openClipTextWeights(weights, ckpt.textConfig.int('num_hidden_layers'), ckpt.textConfig.int('hidden_size'));
+  if (ckpt.textEncoderKind === 'openclip')
+    return openClipTextWeights(weights, ckpt.textConfig.int('num_hidden_layers'), ckpt.textConfig.int('hidden_size'));
   const renamed = new Map<string, WeightSource>();
   const own = weights.keys().filter((k) => k.startsWith(CLIP_TEXT_PREFIX));
   for (const k of own) renamed.set(k.slice(CLIP_TEXT_PREFIX.length), { key: k });

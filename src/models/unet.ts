@@ -81,31 +81,53 @@ const UNSUPPORTED: [key: string, isDefault: (v: unknown) => boolean][] = [
 /** Read a diffusers `unet/config.json`, refusing (by key) the options this graph does not implement. */
 export function parseUnetConfig(c: Config): UnetConfig {
   if (c.has('_class_name') && c.str('_class_name') !== 'UNet2DConditionModel') {
-    throw new Error(`${c.file}: config key '_class_name' is ${JSON.stringify(c.raw._class_name)}, expected "UNet2DConditionModel"`);
+    throw new Error(
+      `${c.file}: config key '_class_name' is ${JSON.stringify(c.raw._class_name)}, expected "UNet2DConditionModel"`,
+    );
   }
   for (const [key, isDefault] of UNSUPPORTED) {
-    if (!isDefault(c.raw[key])) throw new Error(`${c.file}: config key '${key}' = ${JSON.stringify(c.raw[key])} is not supported`);
+    if (!isDefault(c.raw[key]))
+      throw new Error(`${c.file}: config key '${key}' = ${JSON.stringify(c.raw[key])} is not supported`);
   }
   const blockOutChannels = c.ints('block_out_channels', [320, 640, 1280, 1280]);
   const n = blockOutChannels.length;
-  const downBlockTypes = c.strs('down_block_types', ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D']);
-  const upBlockTypes = c.strs('up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D']);
+  const downBlockTypes = c.strs('down_block_types', [
+    'CrossAttnDownBlock2D',
+    'CrossAttnDownBlock2D',
+    'CrossAttnDownBlock2D',
+    'DownBlock2D',
+  ]);
+  const upBlockTypes = c.strs('up_block_types', [
+    'UpBlock2D',
+    'CrossAttnUpBlock2D',
+    'CrossAttnUpBlock2D',
+    'CrossAttnUpBlock2D',
+  ]);
   for (const [key, types, allowed] of [
     ['down_block_types', downBlockTypes, DOWN_TYPES],
     ['up_block_types', upBlockTypes, UP_TYPES],
   ] as const) {
-    if (types.length !== n) throw new Error(`${c.file}: config key '${key}' has ${types.length} blocks but 'block_out_channels' has ${n}`);
+    if (types.length !== n)
+      throw new Error(`${c.file}: config key '${key}' has ${types.length} blocks but 'block_out_channels' has ${n}`);
     const bad = types.find((t) => !allowed.includes(t));
-    if (bad) throw new Error(`${c.file}: config key '${key}' has block type '${bad}', which is not supported (only ${allowed.join(', ')})`);
+    if (bad)
+      throw new Error(
+        `${c.file}: config key '${key}' has block type '${bad}', which is not supported (only ${allowed.join(', ')})`,
+      );
   }
   if (Array.isArray(c.raw.transformer_layers_per_block) && c.raw.transformer_layers_per_block.some(Array.isArray)) {
     throw new Error(`${c.file}: config key 'transformer_layers_per_block' with per-layer lists is not supported`);
   }
   const transformerLayersPerBlock = c.intPerBlock('transformer_layers_per_block', n, 1);
   // The SD quirk: without num_attention_heads, diffusers takes attention_head_dim as the number of heads.
-  const heads = c.has('num_attention_heads') ? c.intPerBlock('num_attention_heads', n) : c.intPerBlock('attention_head_dim', n, 8);
+  const heads = c.has('num_attention_heads')
+    ? c.intPerBlock('num_attention_heads', n)
+    : c.intPerBlock('attention_head_dim', n, 8);
   const timeEmbedDim = c.has('time_embedding_dim') ? c.int('time_embedding_dim') : blockOutChannels[0] * 4;
-  if (blockOutChannels[0] % 2 !== 0) throw new Error(`${c.file}: config key 'block_out_channels' starts with an odd width; the timestep embedding needs an even one`);
+  if (blockOutChannels[0] % 2 !== 0)
+    throw new Error(
+      `${c.file}: config key 'block_out_channels' starts with an odd width; the timestep embedding needs an even one`,
+    );
   return {
     source: c.file,
     inChannels: c.int('in_channels', 4),
@@ -237,7 +259,12 @@ export class GEGLU {
 
   forward(x: string): string {
     const g = this.s.g;
-    const [hidden, gate] = g.opN('Split', [this.proj.forward(x), g.constI64([this.inner, this.inner])], { axis: -1 }, { name: this.s.path, outputs: 2 });
+    const [hidden, gate] = g.opN(
+      'Split',
+      [this.proj.forward(x), g.constI64([this.inner, this.inner])],
+      { axis: -1 },
+      { name: this.s.path, outputs: 2 },
+    );
     return g.mul(hidden, activation(this.s, 'gelu', gate), this.s.path);
   }
 }
@@ -310,7 +337,9 @@ export class Transformer2DModel {
     const headDim = Math.floor(channels / heads);
     const inner = heads * headDim;
     this.norm = new GroupNorm(s.child('norm'), cfg.groups, channels, 1e-6);
-    this.proj_in = cfg.useLinearProjection ? new Linear(s.child('proj_in'), channels, inner) : new Conv2d(s.child('proj_in'), channels, inner, 1);
+    this.proj_in = cfg.useLinearProjection
+      ? new Linear(s.child('proj_in'), channels, inner)
+      : new Conv2d(s.child('proj_in'), channels, inner, 1);
     this.transformer_blocks = Array.from(
       { length: layers },
       (_, k) =>
@@ -323,7 +352,9 @@ export class Transformer2DModel {
           cfg.upcastAttention,
         ),
     );
-    this.proj_out = cfg.useLinearProjection ? new Linear(s.child('proj_out'), inner, channels) : new Conv2d(s.child('proj_out'), inner, channels, 1);
+    this.proj_out = cfg.useLinearProjection
+      ? new Linear(s.child('proj_out'), inner, channels)
+      : new Conv2d(s.child('proj_out'), inner, channels, 1);
   }
 
   /** x [B, C, H, W], context [B, S, Dc] -> [B, C, H, W] */
@@ -332,10 +363,20 @@ export class Transformer2DModel {
     const name = this.s.path;
     const toTokens = (v: string) => g.transpose(g.reshape(v, [0, 0, -1], name), [0, 2, 1], name);
     // Back to [B, channels, H, W]; the channels are `inner` before a 1x1-conv proj_out, C after a Linear one.
-    const imageShape = g.op('Concat', [g.op('Shape', [x], { start: 0, end: 1 }, { name }), g.constI64([-1]), g.op('Shape', [x], { start: 2 }, { name })], { axis: 0 }, { name });
+    const imageShape = g.op(
+      'Concat',
+      [
+        g.op('Shape', [x], { start: 0, end: 1 }, { name }),
+        g.constI64([-1]),
+        g.op('Shape', [x], { start: 2 }, { name }),
+      ],
+      { axis: 0 },
+      { name },
+    );
     const toImage = (v: string) => g.op('Reshape', [g.transpose(v, [0, 2, 1], name), imageShape], {}, { name });
     const normed = this.norm.forward(x);
-    let h = this.proj_in instanceof Linear ? this.proj_in.forward(toTokens(normed)) : toTokens(this.proj_in.forward(normed));
+    let h =
+      this.proj_in instanceof Linear ? this.proj_in.forward(toTokens(normed)) : toTokens(this.proj_in.forward(normed));
     for (const block of this.transformer_blocks) h = block.forward(h, context);
     const out = this.proj_out instanceof Linear ? toImage(this.proj_out.forward(h)) : this.proj_out.forward(toImage(h));
     return g.add(out, x, name);
@@ -360,12 +401,17 @@ export class DownBlock {
     cfg: BlockSettings,
   ) {
     for (let j = 0; j < layers; j++) {
-      this.resnets.push(new ResnetBlock2D(s.child('resnets').child(j), j === 0 ? inChannels : outChannels, outChannels, cfg));
+      this.resnets.push(
+        new ResnetBlock2D(s.child('resnets').child(j), j === 0 ? inChannels : outChannels, outChannels, cfg),
+      );
       if (type === 'CrossAttnDownBlock2D') {
-        this.attentions.push(new Transformer2DModel(s.child('attentions').child(j), outChannels, heads, transformerLayers, cfg));
+        this.attentions.push(
+          new Transformer2DModel(s.child('attentions').child(j), outChannels, heads, transformerLayers, cfg),
+        );
       }
     }
-    if (addDownsample) this.downsamplers.push(new Downsample2D(s.child('downsamplers').child(0), outChannels, downsamplePadding));
+    if (addDownsample)
+      this.downsamplers.push(new Downsample2D(s.child('downsamplers').child(0), outChannels, downsamplePadding));
   }
 
   /** Returns the block output and the skip connections it leaves for the up path, in order. */
@@ -408,7 +454,9 @@ export class UpBlock {
       const resnetIn = j === 0 ? prevOutChannels : outChannels;
       this.resnets.push(new ResnetBlock2D(s.child('resnets').child(j), resnetIn + skipChannels, outChannels, cfg));
       if (type === 'CrossAttnUpBlock2D') {
-        this.attentions.push(new Transformer2DModel(s.child('attentions').child(j), outChannels, heads, transformerLayers, cfg));
+        this.attentions.push(
+          new Transformer2DModel(s.child('attentions').child(j), outChannels, heads, transformerLayers, cfg),
+        );
       }
     }
     if (addUpsample) this.upsamplers.push(new Upsample2D(s.child('upsamplers').child(0), outChannels));
@@ -442,7 +490,9 @@ export class UNetMidBlock2DCrossAttn {
     scaleFactor: number,
     cfg: BlockSettings,
   ) {
-    this.resnets = [0, 1].map((j) => new ResnetBlock2D(s.child('resnets').child(j), channels, channels, cfg, scaleFactor));
+    this.resnets = [0, 1].map(
+      (j) => new ResnetBlock2D(s.child('resnets').child(j), channels, channels, cfg, scaleFactor),
+    );
     this.attentions = [new Transformer2DModel(s.child('attentions').child(0), channels, heads, transformerLayers, cfg)];
   }
 
@@ -480,14 +530,34 @@ export class UNet2DConditionModel {
       useLinearProjection: cfg.useLinearProjection,
       upcastAttention: cfg.upcastAttention,
     };
-    this.conv_in = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], cfg.convInKernel, { padding: (cfg.convInKernel - 1) >> 1 });
+    this.conv_in = new Conv2d(s.child('conv_in'), cfg.inChannels, ch[0], cfg.convInKernel, {
+      padding: (cfg.convInKernel - 1) >> 1,
+    });
     this.time_proj = new Timesteps(s.child('time_proj'), ch[0], cfg.flipSinToCos, cfg.freqShift);
     this.time_embedding = new TimestepEmbedding(s.child('time_embedding'), ch[0], cfg.timeEmbedDim, cfg.actFn);
     this.down_blocks = cfg.downBlockTypes.map(
       (type, i) =>
-        new DownBlock(s.child('down_blocks').child(i), type, ch[Math.max(i - 1, 0)], ch[i], cfg.layersPerBlock[i], cfg.heads[i], cfg.transformerLayersPerBlock[i], i < n - 1, cfg.downsamplePadding, block),
+        new DownBlock(
+          s.child('down_blocks').child(i),
+          type,
+          ch[Math.max(i - 1, 0)],
+          ch[i],
+          cfg.layersPerBlock[i],
+          cfg.heads[i],
+          cfg.transformerLayersPerBlock[i],
+          i < n - 1,
+          cfg.downsamplePadding,
+          block,
+        ),
     );
-    this.mid_block = new UNetMidBlock2DCrossAttn(s.child('mid_block'), ch[n - 1], cfg.heads[n - 1], cfg.transformerLayersPerBlock[n - 1], cfg.midBlockScaleFactor, block);
+    this.mid_block = new UNetMidBlock2DCrossAttn(
+      s.child('mid_block'),
+      ch[n - 1],
+      cfg.heads[n - 1],
+      cfg.transformerLayersPerBlock[n - 1],
+      cfg.midBlockScaleFactor,
+      block,
+    );
     const rev = [...ch].reverse();
     const revHeads = [...cfg.heads].reverse();
     const revLayers = [...cfg.layersPerBlock].reverse();
@@ -507,7 +577,9 @@ export class UNet2DConditionModel {
         ),
     );
     this.conv_norm_out = new GroupNorm(s.child('conv_norm_out'), cfg.normGroups, ch[0], cfg.normEps);
-    this.conv_out = new Conv2d(s.child('conv_out'), ch[0], cfg.outChannels, cfg.convOutKernel, { padding: (cfg.convOutKernel - 1) >> 1 });
+    this.conv_out = new Conv2d(s.child('conv_out'), ch[0], cfg.outChannels, cfg.convOutKernel, {
+      padding: (cfg.convOutKernel - 1) >> 1,
+    });
   }
 
   /**
@@ -558,7 +630,12 @@ export function defineUnetGraph(root: Scope, cfg: UnetConfig): void {
   const sample = g.input('sample', 'float32', ['batch', cfg.inChannels, 'height', 'width']);
   const timestep = g.input('timestep', 'float32', ['timesteps']);
   const context = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', cfg.crossAttentionDim]);
-  g.output(model.forward(sample, timestep, context), 'out_sample', 'float32', ['batch', cfg.outChannels, 'height', 'width']);
+  g.output(model.forward(sample, timestep, context), 'out_sample', 'float32', [
+    'batch',
+    cfg.outChannels,
+    'height',
+    'width',
+  ]);
 }
 
 /** The UNet graph of a diffusers `unet/` folder (config.json + diffusion_pytorch_model[.fp16].safetensors). */

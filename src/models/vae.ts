@@ -47,7 +47,9 @@ export function readVaeConfig(c: Config): VaeConfig {
   ] as const) {
     const types = c.strs(key, Array(blocks).fill(want));
     if (types.length !== blocks || types.some((t) => t !== want)) {
-      throw new Error(`${c.file}: ${key} is ${JSON.stringify(types)}; expected ${blocks} × ${want} (one per block_out_channels entry)`);
+      throw new Error(
+        `${c.file}: ${key} is ${JSON.stringify(types)}; expected ${blocks} × ${want} (one per block_out_channels entry)`,
+      );
     }
   }
   return {
@@ -155,7 +157,10 @@ class UNetMidBlock2D {
 function resnetStack(s: Scope, cfg: VaeConfig, count: number, inC: number, outC: number): ResnetBlock2D[] {
   const resnets = s.child('resnets');
   const settings = resnetSettings(cfg);
-  return Array.from({ length: count }, (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, settings));
+  return Array.from(
+    { length: count },
+    (_, i) => new ResnetBlock2D(resnets.child(i), i === 0 ? inC : outC, outC, settings),
+  );
 }
 
 /** diffusers' `DownEncoderBlock2D`: resnets, then a stride-2 downsampler except in the last block. */

@@ -38,7 +38,11 @@ function castTo(type: string, values: ArrayLike<number | bigint>, shape: number[
     case 'float16':
       return new ort.Tensor('float16', f32ToF16(floats()), shape);
     case 'int64':
-      return new ort.Tensor('int64', values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(round(v))), shape);
+      return new ort.Tensor(
+        'int64',
+        values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(round(v))),
+        shape,
+      );
     case 'int32':
       return new ort.Tensor('int32', Int32Array.from(values, round), shape);
     default:
@@ -73,13 +77,19 @@ export class AdaptedSession {
     const ortFeeds: Record<string, ort.Tensor> = {};
     this.inputs.forEach((input, i) => {
       const feed = feeds.find((f) => f.names.includes(input.name)) ?? feeds[i];
-      if (!feed) throw new Error(`${this.file}: no value for input '${input.name}' (given ${feeds.map((f) => f.names[0]).join(', ')})`);
+      if (!feed)
+        throw new Error(
+          `${this.file}: no value for input '${input.name}' (given ${feeds.map((f) => f.names[0]).join(', ')})`,
+        );
       const { data, shape } = feed.value;
       let values: ArrayLike<number | bigint> = data;
       let dims = shape;
       if (feed.uniform && (input.rank === 0 || (input.rank === 1 && input.dims[0] === 1))) {
         for (let k = 1; k < data.length; k++) {
-          if (data[k] !== data[0]) throw new Error(`${this.file}: input '${input.name}' takes one value for the whole batch, but the batch has several`);
+          if (data[k] !== data[0])
+            throw new Error(
+              `${this.file}: input '${input.name}' takes one value for the whole batch, but the batch has several`,
+            );
         }
         values = [data[0]];
         dims = input.rank === 0 ? [] : [1];

@@ -47,7 +47,10 @@ export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): Gr
     if (w && to === 'f16' && w.dtype === 'F32') {
       let name = f16Weights.get(value);
       if (!name) {
-        name = g.constant({ dtype: 'F16', shape: w.shape, data: f32ToF16(w.data as Float32Array) } as Tensor, `${value}:f16`);
+        name = g.constant(
+          { dtype: 'F16', shape: w.shape, data: f32ToF16(w.data as Float32Array) } as Tensor,
+          `${value}:f16`,
+        );
         kind.set(name, 'f16');
         f16Weights.set(value, name);
       }
@@ -57,7 +60,14 @@ export function convertToFloat16(g: GraphBuilder, opts: Float16Options = {}): Gr
     let cast = casts.get(key);
     if (!cast) {
       cast = g.uniqueName(`${value}:${to}`);
-      g.nodes.push({ op: 'Cast', domain: '', name: `${cast}/Cast`, inputs: [value], outputs: [cast], attrs: { to: CAST_TO[to] } });
+      g.nodes.push({
+        op: 'Cast',
+        domain: '',
+        name: `${cast}/Cast`,
+        inputs: [value],
+        outputs: [cast],
+        attrs: { to: CAST_TO[to] },
+      });
       kind.set(cast, to);
       casts.set(key, cast);
     }

@@ -22,7 +22,9 @@ export function graphCodeKey(): string {
   const src = join(dirname(fileURLToPath(import.meta.url)), '..');
   const h = createHash('sha256');
   for (const dir of ['core', 'onnx', 'models'].map((d) => join(src, d))) {
-    for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
+    for (const f of readdirSync(dir)
+      .filter((f) => f.endsWith('.ts'))
+      .sort()) {
       h.update(f);
       h.update(readFileSync(join(dir, f)));
     }

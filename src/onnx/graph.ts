@@ -23,7 +23,18 @@ export interface Node {
 }
 
 /** Attribute names that ONNX types as float; every other numeric attribute is an int. */
-export const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'scale', 'gamma', 'value_float', 'value_floats', 'lambd', 'bias', 'momentum']);
+export const FLOAT_ATTRS = new Set([
+  'epsilon',
+  'alpha',
+  'beta',
+  'scale',
+  'gamma',
+  'value_float',
+  'value_floats',
+  'lambd',
+  'bias',
+  'momentum',
+]);
 
 export interface OpOptions {
   domain?: string;
@@ -61,7 +72,14 @@ export class GraphBuilder {
     if (value !== name) {
       if (this.taken.has(name)) throw new Error(`graph output ${name}: name already used`);
       this.taken.add(name);
-      this.nodes.push({ op: 'Identity', domain: '', name: `${name}/Identity`, inputs: [value], outputs: [name], attrs: {} });
+      this.nodes.push({
+        op: 'Identity',
+        domain: '',
+        name: `${name}/Identity`,
+        inputs: [value],
+        outputs: [name],
+        attrs: {},
+      });
       v = name;
     }
     this.outputs.push({ name: v, type, shape });

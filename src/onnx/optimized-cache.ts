@@ -19,7 +19,10 @@ function optimizedKey(opts: ort.InferenceSession.SessionOptions): string {
 /** Which model file: its place, size and modification time (a changed file gets a new optimised copy). */
 function sourceKey(path: string): string {
   const st = statSync(path);
-  return createHash('sha256').update(`${resolve(path)}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(`${resolve(path)}\0${st.size}\0${st.mtimeMs}`)
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /**
@@ -29,7 +32,10 @@ function sourceKey(path: string): string {
  * renamed, so a crash never leaves one that a later open would trust; one that fails to load is deleted and remade;
  * where no copy can be written the model opens as usual.
  */
-export async function openOptimized(path: string, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+export async function openOptimized(
+  path: string,
+  opts: ort.InferenceSession.SessionOptions,
+): Promise<ort.InferenceSession> {
   const name = basename(path);
   const dir = join(cacheRoot(), 'optimized', `${sourceKey(path)}-${optimizedKey(opts)}`);
   const cached = join(dir, name);
@@ -50,7 +56,12 @@ export async function openOptimized(path: string, opts: ort.InferenceSession.Ses
       // ORT warns that an 'all'-level copy is hardware-specific: the key above already holds the CPU.
       logSeverityLevel: 3,
       // Weights go to a data file beside the optimised model, as the protobuf limit requires for SD-sized UNets.
-      extra: { session: { optimized_model_external_initializers_file_name: `${name}.data`, optimized_model_external_initializers_min_size_in_bytes: '1024' } },
+      extra: {
+        session: {
+          optimized_model_external_initializers_file_name: `${name}.data`,
+          optimized_model_external_initializers_min_size_in_bytes: '1024',
+        },
+      },
     });
   } catch {
     // A read-only folder or a full disk costs the copy, not the session.

@@ -67,11 +67,13 @@ function attribute(name: string, v: AttrValue): OnnxTypes.IAttributeProto {
   if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v, 'utf8') };
   if (typeof v === 'number') {
     if (FLOAT_ATTRS.has(name)) return { name, type: T.FLOAT, f: v };
-    if (!Number.isInteger(v)) throw new Error(`attribute ${name}=${v}: not an integer (add it to FLOAT_ATTRS if it is a float)`);
+    if (!Number.isInteger(v))
+      throw new Error(`attribute ${name}=${v}: not an integer (add it to FLOAT_ATTRS if it is a float)`);
     return { name, type: T.INT, i: v };
   }
   if (Array.isArray(v)) {
-    if (v.every((x) => typeof x === 'string')) return { name, type: T.STRINGS, strings: (v as string[]).map((s) => Buffer.from(s)) };
+    if (v.every((x) => typeof x === 'string'))
+      return { name, type: T.STRINGS, strings: (v as string[]).map((s) => Buffer.from(s)) };
     if (FLOAT_ATTRS.has(name)) return { name, type: T.FLOATS, floats: v as number[] };
     return { name, type: T.INTS, ints: v as number[] };
   }
@@ -117,7 +119,8 @@ export function modelProto(g: GraphBuilder, opts: SerializeOptions = {}): OnnxTy
 /** The whole model in memory, weights inline: for graphs under the 2 GiB protobuf limit. */
 export function serializeModel(g: GraphBuilder, opts: Omit<SerializeOptions, 'external'> = {}): Uint8Array {
   const bytes = weightBytes(g);
-  if (bytes > EXTERNAL_DATA_THRESHOLD) throw new Error(`graph holds ${bytes} bytes of weights: too large to inline, save it with external data`);
+  if (bytes > EXTERNAL_DATA_THRESHOLD)
+    throw new Error(`graph holds ${bytes} bytes of weights: too large to inline, save it with external data`);
   return onnx.ModelProto.encode(modelProto(g, opts)).finish();
 }
 
@@ -135,7 +138,11 @@ const INLINE_LIMIT = 1024;
  * Write the model to `path`. Weights go to `<file>.data` beside it when they exceed the protobuf limit or when
  * `externalData` is true. Both files are written to temporary names and renamed into place, data first.
  */
-export function saveModel(g: GraphBuilder, path: string, opts: { externalData?: boolean; domains?: Record<string, number> } = {}): { files: string[]; bytes: number } {
+export function saveModel(
+  g: GraphBuilder,
+  path: string,
+  opts: { externalData?: boolean; domains?: Record<string, number> } = {},
+): { files: string[]; bytes: number } {
   mkdirSync(dirname(path), { recursive: true });
   const external = opts.externalData ?? weightBytes(g) > EXTERNAL_DATA_THRESHOLD;
   const files: string[] = [];
@@ -158,7 +165,8 @@ export function saveModel(g: GraphBuilder, path: string, opts: { externalData?: 
         }
         offsets.set(name, offset);
         const view = bytesOf(t);
-        for (let done = 0; done < view.length; ) done += writeSync(fd, view, done, Math.min(view.length - done, 1 << 30));
+        for (let done = 0; done < view.length; )
+          done += writeSync(fd, view, done, Math.min(view.length - done, 1 << 30));
         offset += view.length;
       }
       closeSync(fd);

@@ -2,7 +2,15 @@ import * as ort from 'onnxruntime-node';
 import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { openOptimized } from './optimized-cache.js';
 
-const ORT_TYPE = { F64: 'float64', F32: 'float32', F16: 'float16', I64: 'int64', I32: 'int32', U8: 'uint8', BOOL: 'bool' } as const;
+const ORT_TYPE = {
+  F64: 'float64',
+  F32: 'float32',
+  F16: 'float16',
+  I64: 'int64',
+  I32: 'int32',
+  U8: 'uint8',
+  BOOL: 'bool',
+} as const;
 
 export function toOrt(t: Tensor): ort.Tensor {
   if (t.dtype === 'BF16') throw new Error('bfloat16 tensors are widened to float32 before inference');
@@ -39,10 +47,15 @@ export type Provider = (typeof PROVIDERS)[number];
  * so when it is not.
  */
 export function providerSettings(provider: Provider): SessionSettings {
-  return provider === 'cpu' ? { executionProviders: ['cpu'] } : { executionProviders: [provider, 'cpu'], float16: true };
+  return provider === 'cpu'
+    ? { executionProviders: ['cpu'] }
+    : { executionProviders: [provider, 'cpu'], float16: true };
 }
 
-export async function createSession(model: string | Uint8Array, settings: SessionSettings = {}): Promise<ort.InferenceSession> {
+export async function createSession(
+  model: string | Uint8Array,
+  settings: SessionSettings = {},
+): Promise<ort.InferenceSession> {
   const opts: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
     executionProviders: settings.executionProviders ?? ['cpu'],
@@ -50,7 +63,8 @@ export async function createSession(model: string | Uint8Array, settings: Sessio
   if (settings.intraOpThreads) opts.intraOpNumThreads = settings.intraOpThreads;
   if (settings.enableCpuMemArena !== undefined) opts.enableCpuMemArena = settings.enableCpuMemArena;
   if (typeof model !== 'string') return ort.InferenceSession.create(model, opts);
-  if (settings.reuseOptimized === false || opts.graphOptimizationLevel === 'disabled') return ort.InferenceSession.create(model, opts);
+  if (settings.reuseOptimized === false || opts.graphOptimizationLevel === 'disabled')
+    return ort.InferenceSession.create(model, opts);
   return openOptimized(model, opts);
 }
 
@@ -65,7 +79,11 @@ export function observeRuns(observer: ((ms: number) => void) | undefined): void 
 }
 
 /** `session.run`, its wall time reported to the observeRuns observer: every pipeline session runs through here. */
-export async function observedRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, outputs?: string[]): Promise<ort.InferenceSession.ReturnType> {
+export async function observedRun(
+  session: ort.InferenceSession,
+  feeds: Record<string, ort.Tensor>,
+  outputs?: string[],
+): Promise<ort.InferenceSession.ReturnType> {
   const started = runObserver ? performance.now() : 0;
   const res = outputs ? await session.run(feeds, outputs) : await session.run(feeds);
   runObserver?.(performance.now() - started);
@@ -73,7 +91,11 @@ export async function observedRun(session: ort.InferenceSession, feeds: Record<s
 }
 
 /** Run a session on named float/int tensors and return its float outputs. */
-export async function run(session: ort.InferenceSession, feeds: Record<string, Tensor>, outputs?: string[]): Promise<Record<string, F32Tensor>> {
+export async function run(
+  session: ort.InferenceSession,
+  feeds: Record<string, Tensor>,
+  outputs?: string[],
+): Promise<Record<string, F32Tensor>> {
   const ortFeeds: Record<string, ort.Tensor> = {};
   for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
   const res = await observedRun(session, ortFeeds, outputs);

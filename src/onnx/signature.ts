@@ -22,7 +22,18 @@ export interface OnnxSignature {
   initializers: number;
 }
 
-const ELEM_TYPES: Record<number, string> = { 1: 'float', 2: 'uint8', 3: 'int8', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'double', 16: 'bfloat16' };
+const ELEM_TYPES: Record<number, string> = {
+  1: 'float',
+  2: 'uint8',
+  3: 'int8',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'double',
+  16: 'bfloat16',
+};
 
 /** A protobuf reader over a byte range, either of a file (by position) or of a buffer already read. */
 class Reader {

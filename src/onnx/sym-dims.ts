@@ -25,13 +25,16 @@ function parse(s: Size): Poly {
 }
 
 function format(p: Poly): Size {
-  const terms = [...p].filter(([, c]) => c !== 0).sort(([a], [b]) => (a === '' ? 1 : b === '' ? -1 : a < b ? -1 : a > b ? 1 : 0));
+  const terms = [...p]
+    .filter(([, c]) => c !== 0)
+    .sort(([a], [b]) => (a === '' ? 1 : b === '' ? -1 : a < b ? -1 : a > b ? 1 : 0));
   if (terms.length === 0) return 0;
   if (terms.length === 1 && terms[0][0] === '') return terms[0][1];
   return terms.map(([mono, c]) => (mono === '' ? `${c}` : c === 1 ? mono : `${c}*${mono}`)).join(' + ');
 }
 
-const monoTimes = (a: string, b: string): string => [...(a ? a.split('*') : []), ...(b ? b.split('*') : [])].sort().join('*');
+const monoTimes = (a: string, b: string): string =>
+  [...(a ? a.split('*') : []), ...(b ? b.split('*') : [])].sort().join('*');
 
 export function addSize(a: Size, b: Size, sign = 1): Size {
   const p = parse(a);
@@ -43,7 +46,8 @@ export const subSize = (a: Size, b: Size): Size => addSize(a, b, -1);
 
 export function mulSize(a: Size, b: Size): Size {
   const p: Poly = new Map();
-  for (const [ma, ca] of parse(a)) for (const [mb, cb] of parse(b)) p.set(monoTimes(ma, mb), (p.get(monoTimes(ma, mb)) ?? 0) + ca * cb);
+  for (const [ma, ca] of parse(a))
+    for (const [mb, cb] of parse(b)) p.set(monoTimes(ma, mb), (p.get(monoTimes(ma, mb)) ?? 0) + ca * cb);
   return format(p);
 }
 

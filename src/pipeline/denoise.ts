@@ -9,7 +9,11 @@ export interface SchedulerLike {
 }
 
 /** One UNet evaluation on a batch: sample [B,C,h,w], one timestep per sample, text states [B,S,D]. */
-export type UnetCall = (sample: F32Tensor, timesteps: Float32Array, encoderHiddenStates: F32Tensor) => Promise<F32Tensor>;
+export type UnetCall = (
+  sample: F32Tensor,
+  timesteps: Float32Array,
+  encoderHiddenStates: F32Tensor,
+) => Promise<F32Tensor>;
 
 /** One request's share of a denoising batch: its own latents, conditioning and scheduler state. */
 export interface DenoiseJob {
@@ -99,18 +103,28 @@ function batchStates(active: DenoiseJob[]): F32Tensor {
  * (uncond then cond for guided ones, as StableDiffusionPipeline orders them) into one UNet call, then applies each
  * job's guidance and scheduler step. All jobs must share the latent shape and the timestep schedule.
  */
-export async function denoise(jobs: DenoiseJob[], latentShape: [number, number, number], unet: UnetCall, hooks: DenoiseHooks = {}): Promise<Map<string, Float32Array>> {
+export async function denoise(
+  jobs: DenoiseJob[],
+  latentShape: [number, number, number],
+  unet: UnetCall,
+  hooks: DenoiseHooks = {},
+): Promise<Map<string, Float32Array>> {
   const [C, h, w] = latentShape;
   const per = C * h * w;
   const timesteps = jobs[0]?.scheduler.timesteps ?? [];
   for (const j of jobs) {
-    if (j.noise.length !== j.n * per) throw new Error(`job ${j.id}: noise holds ${j.noise.length} values, expected ${j.n}x${C}x${h}x${w}`);
+    if (j.noise.length !== j.n * per)
+      throw new Error(`job ${j.id}: noise holds ${j.noise.length} values, expected ${j.n}x${C}x${h}x${w}`);
     if (j.scheduler.timesteps.length !== timesteps.length || j.scheduler.timesteps.some((t, i) => t !== timesteps[i])) {
       throw new Error(`job ${j.id}: its timestep schedule differs from the batch's; it cannot share UNet calls`);
     }
   }
   const latents = new Map<string, Float32Array>();
-  for (const j of jobs) latents.set(j.id, j.noise.map((v) => v * j.scheduler.initNoiseSigma));
+  for (const j of jobs)
+    latents.set(
+      j.id,
+      j.noise.map((v) => v * j.scheduler.initNoiseSigma),
+    );
   let active = [...jobs];
   let states = batchStates(active);
   const total = timesteps.length;

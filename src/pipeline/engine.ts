@@ -14,7 +14,14 @@ import {
   type ModelsInfo,
   type PartialRequest,
 } from './engine-api.js';
-import { DEFAULT_MANIFEST, pipelineLimits, readManifest, type EncoderEntry, type Manifest, type PipelineEntry } from './manifest.js';
+import {
+  DEFAULT_MANIFEST,
+  pipelineLimits,
+  readManifest,
+  type EncoderEntry,
+  type Manifest,
+  type PipelineEntry,
+} from './manifest.js';
 import { encodePng, imagesToBytes } from '../core/png.js';
 import { TorchGenerator } from '../core/torch-generator.js';
 import { CleanEstimate, latentRgbFor, latentsToRgb, type LatentRgb } from './preview.js';
@@ -72,9 +79,18 @@ export class LocalEngine implements Engine {
       for (const e of p.encoders) {
         const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
         if (hidden !== source.crossAttentionDim) {
-          throw new Error(`${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${source.crossAttentionDim}`);
+          throw new Error(
+            `${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${source.crossAttentionDim}`,
+          );
         }
-        this.info.encoders.push({ name: e.name, pipeline: p.name, hiddenSize: hidden, source: e.source, safeClip: e.safeClip, layers });
+        this.info.encoders.push({
+          name: e.name,
+          pipeline: p.name,
+          hiddenSize: hidden,
+          source: e.source,
+          safeClip: e.safeClip,
+          layers,
+        });
       }
     }
   }
@@ -85,13 +101,19 @@ export class LocalEngine implements Engine {
 
   private entry(name: string): PipelineEntry {
     const p = this.manifest.pipelines.find((x) => x.name === name);
-    if (!p) throw new InvalidRequestError(`unknown pipeline '${name}' (available: ${this.manifest.pipelines.map((x) => x.name).join(', ')})`);
+    if (!p)
+      throw new InvalidRequestError(
+        `unknown pipeline '${name}' (available: ${this.manifest.pipelines.map((x) => x.name).join(', ')})`,
+      );
     return p;
   }
 
   private encoderEntry(p: PipelineEntry, name: string): EncoderEntry {
     const e = p.encoders.find((x) => x.name === name);
-    if (!e) throw new InvalidRequestError(`unknown encoder '${name}' for pipeline '${p.name}' (available: ${p.encoders.map((x) => x.name).join(', ')})`);
+    if (!e)
+      throw new InvalidRequestError(
+        `unknown encoder '${name}' for pipeline '${p.name}' (available: ${p.encoders.map((x) => x.name).join(', ')})`,
+      );
     return e;
   }
 
@@ -250,7 +272,14 @@ export class LocalEngine implements Engine {
    * One request outside the batching machinery, for the CLI and the evaluation harness: the float images as well
    * as the PNGs. `noise` replaces the seeded initial latents (diffusers' `latents=` argument).
    */
-  async generate(r: GenerationRequest, opts: { noise?: Float32Array; onStep?: (step: number, total: number) => void; onWarning?: (w: string) => void } = {}): Promise<{ images: F32Tensor; pngs: Uint8Array[] }> {
+  async generate(
+    r: GenerationRequest,
+    opts: {
+      noise?: Float32Array;
+      onStep?: (step: number, total: number) => void;
+      onWarning?: (w: string) => void;
+    } = {},
+  ): Promise<{ images: F32Tensor; pngs: Uint8Array[] }> {
     const sd = await this.pipeline(r.pipeline);
     const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
     const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
@@ -260,12 +289,22 @@ export class LocalEngine implements Engine {
   }
 
   /** Conditioning, initial noise and a fresh scheduler for one request. */
-  private async prepare(sd: StableDiffusion, id: string, r: GenerationRequest, givenNoise?: Float32Array, onWarning?: (w: string) => void): Promise<DenoiseJob> {
+  private async prepare(
+    sd: StableDiffusion,
+    id: string,
+    r: GenerationRequest,
+    givenNoise?: Float32Array,
+    onWarning?: (w: string) => void,
+  ): Promise<DenoiseJob> {
     const enc = await this.encoder(r.pipeline, r.encoder);
     sd.checkEncoder(enc, r.encoder);
     const n = r.numImages;
     const guided = r.guidanceScale > 1;
-    const { embeds, warnings } = await enc.encode(sd.tokenizer, guided ? [r.prompt, r.negativePrompt] : [r.prompt], r.clipSkip);
+    const { embeds, warnings } = await enc.encode(
+      sd.tokenizer,
+      guided ? [r.prompt, r.negativePrompt] : [r.prompt],
+      r.clipSkip,
+    );
     for (const w of warnings) onWarning?.(w);
     const [, S, D] = embeds.shape;
     // Encode each prompt once and repeat it for every image, as diffusers' num_images_per_prompt does.
@@ -282,7 +321,8 @@ export class LocalEngine implements Engine {
     const gen = new TorchGenerator(r.seed);
     const shape = [n, sd.latentChannels, r.height / sd.vaeScale, r.width / sd.vaeScale];
     const noise = givenNoise ?? gen.randn(shape);
-    if (noise.length !== shape.reduce((a, b) => a * b)) throw new InvalidRequestError(`initial latents hold ${noise.length} values, expected [${shape}]`);
+    if (noise.length !== shape.reduce((a, b) => a * b))
+      throw new InvalidRequestError(`initial latents hold ${noise.length} values, expected [${shape}]`);
     const scheduler = createScheduler(r.scheduler, sd.schedulerConfig, {}, { noise: (count) => gen.randn([count]) });
     scheduler.setTimesteps(r.steps);
     return { id, noise, n, cond, uncond, guidanceScale: r.guidanceScale, scheduler };
@@ -298,7 +338,9 @@ export class LocalEngine implements Engine {
 /** PNGs whose `parameters` text chunk records, as JSON, how each was made. */
 function toPngs(images: F32Tensor, r: GenerationRequest): Uint8Array[] {
   const [, h, w] = images.shape;
-  return imagesToBytes(images).map((rgb, i) => encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) }));
+  return imagesToBytes(images).map((rgb, i) =>
+    encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) }),
+  );
 }
 
 function pngParameters(r: GenerationRequest, index: number): Record<string, string | number> {

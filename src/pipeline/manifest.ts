@@ -54,7 +54,13 @@ export interface Manifest {
 /** The manifest the server and CLI use when none is named. */
 export const DEFAULT_MANIFEST = resolve(dirname(new URL(import.meta.url).pathname), '../../pipelines/default.json');
 
-export const FALLBACK_DEFAULTS: PipelineDefaults = { width: 512, height: 512, steps: 25, guidanceScale: 7.5, scheduler: 'pndm' };
+export const FALLBACK_DEFAULTS: PipelineDefaults = {
+  width: 512,
+  height: 512,
+  steps: 25,
+  guidanceScale: 7.5,
+  scheduler: 'pndm',
+};
 
 /**
  * Limits of a pipeline whose manifest leaves them out: images up to 4x the native pixel count (2x each side, where
@@ -80,10 +86,16 @@ function obj(file: string, where: string, v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-function resolvePath(file: string, where: string, p: unknown, what: 'folder' | 'file or folder'): { abs: string; source: string } {
+function resolvePath(
+  file: string,
+  where: string,
+  p: unknown,
+  what: 'folder' | 'file or folder',
+): { abs: string; source: string } {
   if (typeof p !== 'string' || !p) fail(file, `${where} must be a non-empty string`);
   const abs = isAbsolute(p) ? p : resolve(dirname(file), p);
-  if (!existsSync(abs) || (what === 'folder' && !statSync(abs).isDirectory())) fail(file, `${where}: ${what === 'folder' ? 'folder' : 'path'} ${abs} does not exist`);
+  if (!existsSync(abs) || (what === 'folder' && !statSync(abs).isDirectory()))
+    fail(file, `${where}: ${what === 'folder' ? 'folder' : 'path'} ${abs} does not exist`);
   return { abs, source: p };
 }
 
@@ -114,7 +126,8 @@ export function readManifest(file: string): Manifest {
     if (!NAME.test(name)) fail(abs, `pipeline name '${name}' must be letters, digits, '.', '_' or '-'`);
     const p = obj(abs, `pipelines.${name}`, v);
     const { abs: path } = resolvePath(abs, `pipelines.${name}.path`, p.path, 'file or folder');
-    const config = p.config === undefined ? undefined : resolvePath(abs, `pipelines.${name}.config`, p.config, 'folder').abs;
+    const config =
+      p.config === undefined ? undefined : resolvePath(abs, `pipelines.${name}.config`, p.config, 'folder').abs;
     const d = p.defaults === undefined ? {} : obj(abs, `pipelines.${name}.defaults`, p.defaults);
     const defaults: PipelineDefaults = {
       width: (d.width as number) ?? FALLBACK_DEFAULTS.width,
@@ -136,19 +149,26 @@ export function readManifest(file: string): Manifest {
       const e = obj(abs, `pipelines.${name}.encoders.${ename}`, ev);
       const where = `pipelines.${name}.encoders.${ename}`;
       const f = resolvePath(abs, `${where}.path`, e.path, 'file or folder');
-      const econfig = e.config === undefined ? (f.abs === path ? config : undefined) : resolvePath(abs, `${where}.config`, e.config, 'folder').abs;
+      const econfig =
+        e.config === undefined
+          ? f.abs === path
+            ? config
+            : undefined
+          : resolvePath(abs, `${where}.config`, e.config, 'folder').abs;
       encoders.push({ name: ename, path: f.abs, source: f.source, safeClip: e.safe_clip === true, config: econfig });
     }
     if (encoders.length === 0) fail(abs, `pipelines.${name} names no encoder`);
     const defaultEncoder = (p.default_encoder as string) ?? encoders[0].name;
-    if (!encoders.some((e) => e.name === defaultEncoder)) fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
+    if (!encoders.some((e) => e.name === defaultEncoder))
+      fail(abs, `pipelines.${name}.default_encoder '${defaultEncoder}' is not one of its encoders`);
     const safety = p.safety === undefined ? undefined : readSafety(abs, `pipelines.${name}.safety`, p.safety);
     const description = (p.description as string) ?? '';
     pipelines.push({ name, description, path, config, defaultEncoder, defaults, limits, encoders, safety });
   }
   if (pipelines.length === 0) fail(abs, 'names no pipeline');
   const defaultPipeline = (top.default_pipeline as string) ?? pipelines[0].name;
-  if (!pipelines.some((p) => p.name === defaultPipeline)) fail(abs, `default_pipeline '${defaultPipeline}' is not one of its pipelines`);
+  if (!pipelines.some((p) => p.name === defaultPipeline))
+    fail(abs, `default_pipeline '${defaultPipeline}' is not one of its pipelines`);
   return { file: abs, defaultPipeline, pipelines };
 }
 
@@ -178,11 +198,31 @@ export function manifestForModel(model: string, opts: { encoder?: string; config
   const own = ownEncoder(path, config);
   // Generate at the size the model was trained at (512 for SD 1.x, 768 for SD 2.x v-models) unless asked otherwise.
   const native = openPipelineSource(path, config).nativeSize;
-  const encoders: EncoderEntry[] = [{ name: 'original', path: own.path, config: own.config, source: isFile ? 'single file' : 'text_encoder', safeClip: false }];
-  if (opts.encoder) encoders.unshift({ name: 'custom', path: resolve(opts.encoder), source: opts.encoder, safeClip: false });
+  const encoders: EncoderEntry[] = [
+    {
+      name: 'original',
+      path: own.path,
+      config: own.config,
+      source: isFile ? 'single file' : 'text_encoder',
+      safeClip: false,
+    },
+  ];
+  if (opts.encoder)
+    encoders.unshift({ name: 'custom', path: resolve(opts.encoder), source: opts.encoder, safeClip: false });
   return {
     file: isFile ? path : join(path, 'model_index.json'),
     defaultPipeline: 'default',
-    pipelines: [{ name: 'default', description: path, path, config, defaultEncoder: encoders[0].name, defaults: { ...FALLBACK_DEFAULTS, width: native, height: native }, limits: {}, encoders }],
+    pipelines: [
+      {
+        name: 'default',
+        description: path,
+        path,
+        config,
+        defaultEncoder: encoders[0].name,
+        defaults: { ...FALLBACK_DEFAULTS, width: native, height: native },
+        limits: {},
+        encoders,
+      },
+    ],
   };
 }

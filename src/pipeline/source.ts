@@ -3,7 +3,12 @@ import { join, resolve } from 'node:path';
 import { Config } from '../core/config.js';
 import { contentKey, readDiffusersFolder, type ModelComponent } from '../models/diffusers-folder.js';
 import { cachedGraph } from '../onnx/graph-cache.js';
-import { readSingleFile, singleFileUnetWeights, singleFileVaeWeights, type SingleFileCheckpoint } from '../models/single-file.js';
+import {
+  readSingleFile,
+  singleFileUnetWeights,
+  singleFileVaeWeights,
+  type SingleFileCheckpoint,
+} from '../models/single-file.js';
 import { buildUnetGraph, loadUnetGraph } from '../models/unet.js';
 import { buildVaeDecoderGraph, loadVae, readVaeConfig } from '../models/vae.js';
 import { readOnnxSignature } from '../onnx/signature.js';
@@ -82,7 +87,12 @@ function fromDiffusers(root: string): PipelineSource {
 
 function fromSingleFile(file: string, configDir?: string): PipelineSource {
   const ckpt: SingleFileCheckpoint = readSingleFile(file, configDir);
-  const component = (className: string, config: Config): ModelComponent => ({ dir: ckpt.file, className: `single-file ${className}`, config, weightFiles: [ckpt.file] });
+  const component = (className: string, config: Config): ModelComponent => ({
+    dir: ckpt.file,
+    className: `single-file ${className}`,
+    config,
+    weightFiles: [ckpt.file],
+  });
   const vaeScale = 2 ** (readVaeConfig(ckpt.vaeConfig).blockOutChannels.length - 1);
   return {
     format: 'single-file',
@@ -122,18 +132,24 @@ function fromSingleFile(file: string, configDir?: string): PipelineSource {
 
 function fixedDim(file: string, value: string, dims: Array<number | string>, axis: number): number {
   const d = dims.at(axis);
-  if (typeof d !== 'number') throw new InputError(`${file}: input '${value}' has no fixed size on axis ${axis} (dims [${dims}])`);
+  if (typeof d !== 'number')
+    throw new InputError(`${file}: input '${value}' has no fixed size on axis ${axis} (dims [${dims}])`);
   return d;
 }
 
 function fromOnnx(root: string): PipelineSource {
   const unetFile = join(root, 'unet', 'model.onnx');
   const unet = readOnnxSignature(unetFile);
-  const input = (names: string[], index: number) => unet.inputs.find((i) => names.includes(i.name)) ?? unet.inputs[index];
+  const input = (names: string[], index: number) =>
+    unet.inputs.find((i) => names.includes(i.name)) ?? unet.inputs[index];
   const sample = input(['sample'], 0);
   const states = input(['encoder_hidden_states'], 2);
-  if (!sample || !states) throw new InputError(`${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ${unet.inputs.map((i) => i.name).join(', ')}`);
-  const optional = (sub: string, file: string) => (existsSync(join(root, sub, file)) ? Config.read(join(root, sub, file)) : undefined);
+  if (!sample || !states)
+    throw new InputError(
+      `${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ${unet.inputs.map((i) => i.name).join(', ')}`,
+    );
+  const optional = (sub: string, file: string) =>
+    existsSync(join(root, sub, file)) ? Config.read(join(root, sub, file)) : undefined;
   const unetConfig = optional('unet', 'config.json');
   const vaeConfig = optional('vae_decoder', 'config.json');
   const scheduler = optional('scheduler', 'scheduler_config.json');

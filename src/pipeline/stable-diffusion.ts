@@ -55,7 +55,9 @@ export class StableDiffusion {
   /** Refuse an encoder whose hidden states the UNet cannot attend to. */
   checkEncoder(encoder: PromptEncoder, name: string): void {
     if (encoder.hiddenSize !== this.crossAttentionDim) {
-      throw new Error(`encoder '${name}' (${encoder.dir}) has hidden size ${encoder.hiddenSize}, but the UNet's cross_attention_dim is ${this.crossAttentionDim}`);
+      throw new Error(
+        `encoder '${name}' (${encoder.dir}) has hidden size ${encoder.hiddenSize}, but the UNet's cross_attention_dim is ${this.crossAttentionDim}`,
+      );
     }
   }
 
@@ -80,7 +82,12 @@ export class StableDiffusion {
     const w = width / this.vaeScale;
     const scale = this.source.decoderInputScale;
     const input = scale === 1 ? latents : latents.map((v) => v * scale);
-    const [image] = await this.vaeDecoder.run([{ names: ['latents', 'latent_sample'], value: { dtype: 'F32', shape: [n, this.latentChannels, h, w], data: input } }]);
+    const [image] = await this.vaeDecoder.run([
+      {
+        names: ['latents', 'latent_sample'],
+        value: { dtype: 'F32', shape: [n, this.latentChannels, h, w], data: input },
+      },
+    ]);
     const img = image.data;
     const hw = height * width;
     const nhwc = new Float32Array(n * hw * 3);

@@ -36,7 +36,8 @@ async function onnxTower(file: string, settings: SessionSettings): Promise<TextT
   const session = await AdaptedSession.create(file, settings);
   const hidden = session.session.outputMetadata[0];
   const width = hidden?.isTensor ? hidden.shape.at(-1) : undefined;
-  if (typeof width !== 'number') throw new Error(`${file}: its first output ('${session.outputNames[0]}') has no fixed hidden size`);
+  if (typeof width !== 'number')
+    throw new Error(`${file}: its first output ('${session.outputNames[0]}') has no fixed hidden size`);
   return {
     hiddenSize: width,
     layers: 1,
@@ -44,7 +45,9 @@ async function onnxTower(file: string, settings: SessionSettings): Promise<TextT
       if (clipSkip > 1) {
         throw new Error(`clip skip ${clipSkip}: ${file} is an exported encoder: it returns only its last hidden state`);
       }
-      const [lastHidden] = await session.run([{ names: ['input_ids'], value: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } }]);
+      const [lastHidden] = await session.run([
+        { names: ['input_ids'], value: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids } },
+      ]);
       return lastHidden;
     },
     release: () => session.release(),
@@ -71,7 +74,8 @@ export class PromptEncoder {
       const loaded = openClip(path, ckpt.textConfig, singleFileTextWeights(ckpt));
       return new PromptEncoder(path, await clipTower(loaded, settings));
     }
-    if (existsSync(join(path, 'model.onnx'))) return new PromptEncoder(path, await onnxTower(join(path, 'model.onnx'), settings));
+    if (existsSync(join(path, 'model.onnx')))
+      return new PromptEncoder(path, await onnxTower(join(path, 'model.onnx'), settings));
     return new PromptEncoder(path, await clipTower(loadClip(path), settings));
   }
 
@@ -87,14 +91,20 @@ export class PromptEncoder {
    * Conditioning for each prompt. `clipSkip` counts as A1111 and our CLI do: 0 or 1 = the last layer, 2 = the
    * penultimate (diffusers' clip_skip=1), and so on.
    */
-  async encode(tokenizer: Tokenizer, prompts: string[], clipSkip = 0): Promise<{ embeds: F32Tensor; warnings: string[] }> {
+  async encode(
+    tokenizer: Tokenizer,
+    prompts: string[],
+    clipSkip = 0,
+  ): Promise<{ embeds: F32Tensor; warnings: string[] }> {
     const warnings: string[] = [];
     const S = tokenizer.maxLength;
     const ids = new BigInt64Array(prompts.length * S);
     prompts.forEach((p, i) => {
       const e = tokenizer.encode(p);
       if (e.truncated) {
-        warnings.push(`The following part of your input was truncated because CLIP can only handle sequences up to ${S} tokens: ${e.removedText}`);
+        warnings.push(
+          `The following part of your input was truncated because CLIP can only handle sequences up to ${S} tokens: ${e.removedText}`,
+        );
       }
       e.inputIds.forEach((id, j) => (ids[i * S + j] = BigInt(id)));
     });

@@ -20,7 +20,8 @@ const BOS = '<|startoftext|>';
 const EOS = '<|endoftext|>';
 // CLIP's word splitter (openai's simple_tokenizer pattern): special tokens, English contractions, letter runs,
 // single digits, and runs of other non-space characters.
-const CLIP_SPLIT = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
+const CLIP_SPLIT =
+  "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
 // Without a model_max_length the text encoder's 77 positions are the limit, as in every CLIP text encoder.
 const DEFAULT_MAX_LENGTH = 77;
 
@@ -28,7 +29,8 @@ const DEFAULT_MAX_LENGTH = 77;
 function tokenText(value: unknown, file: string, key: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value;
-  if (typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
+  if (typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string')
+    return (value as { content: string }).content;
   throw new Error(`${file}: '${key}' is ${JSON.stringify(value)}, expected a token string`);
 }
 
@@ -47,19 +49,35 @@ function clipTokenizerJson(dir: string): Record<string, unknown> {
     return id;
   };
   // Like CLIP's own tokenizer: skip the '#version' header, keep the first 49152 - 256 - 2 merges.
-  const lines = readFileSync(mergesFile, 'utf8').trim().split('\n').slice(1, 49152 - 256 - 2 + 1);
+  const lines = readFileSync(mergesFile, 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1, 49152 - 256 - 2 + 1);
   const merges = lines.map((line, i) => {
     const pair = line.trim().split(' ');
-    if (pair.length !== 2) throw new Error(`${mergesFile}: line ${i + 2} is not a pair of symbols: ${JSON.stringify(line)}`);
+    if (pair.length !== 2)
+      throw new Error(`${mergesFile}: line ${i + 2} is not a pair of symbols: ${JSON.stringify(line)}`);
     return pair;
   });
-  const special = (content: string) => ({ id: idOf(content), content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (content: string) => ({
+    id: idOf(content),
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   return {
     version: '1.0',
     added_tokens: [special(BOS), special(EOS)],
     normalizer: {
       type: 'Sequence',
-      normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' }, { type: 'Lowercase' }],
+      normalizers: [
+        { type: 'NFC' },
+        { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' },
+        { type: 'Lowercase' },
+      ],
     },
     pre_tokenizer: {
       type: 'Sequence',
@@ -68,9 +86,26 @@ function clipTokenizerJson(dir: string): Record<string, unknown> {
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       ],
     },
-    post_processor: { type: 'RobertaProcessing', sep: [EOS, idOf(EOS)], cls: [BOS, idOf(BOS)], trim_offsets: false, add_prefix_space: false },
+    post_processor: {
+      type: 'RobertaProcessing',
+      sep: [EOS, idOf(EOS)],
+      cls: [BOS, idOf(BOS)],
+      trim_offsets: false,
+      add_prefix_space: false,
+    },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: EOS, continuing_subword_prefix: '', end_of_word_suffix: '</w>', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: EOS,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '</w>',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
 }
 
@@ -99,12 +134,16 @@ export class Tokenizer {
     const mapFile = join(dir, 'special_tokens_map.json');
     const map = existsSync(mapFile) ? Config.read(mapFile).raw : {};
 
-    const eos = tokenText(map.eos_token, mapFile, 'eos_token') ?? tokenText(config.eos_token, configFile, 'eos_token') ?? EOS;
+    const eos =
+      tokenText(map.eos_token, mapFile, 'eos_token') ?? tokenText(config.eos_token, configFile, 'eos_token') ?? EOS;
     // CLIPTokenizer pads with its end token unless told otherwise (SD 2.x checkpoints pad with '!').
-    const pad = tokenText(map.pad_token, mapFile, 'pad_token') ?? tokenText(config.pad_token, configFile, 'pad_token') ?? eos;
+    const pad =
+      tokenText(map.pad_token, mapFile, 'pad_token') ?? tokenText(config.pad_token, configFile, 'pad_token') ?? eos;
     const maxLength = config.model_max_length ?? DEFAULT_MAX_LENGTH;
     if (!Number.isInteger(maxLength) || (maxLength as number) < 2 || (maxLength as number) > 4096) {
-      throw new Error(`${configFile}: 'model_max_length' is ${JSON.stringify(maxLength)}, expected the text encoder's length (77)`);
+      throw new Error(
+        `${configFile}: 'model_max_length' is ${JSON.stringify(maxLength)}, expected the text encoder's length (77)`,
+      );
     }
 
     const inner = new HfTokenizer(spec, config);

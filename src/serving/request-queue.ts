@@ -398,7 +398,11 @@ function jobId(entry: Entry, index: number) {
 function entryResult(entry: Entry, outcomes: Map<string, JobOutcome>): EntryResult {
   const images: GeneratedImage[][] = [];
   for (let i = 0; i < entry.requests.length; i++) {
-    const o: JobOutcome = outcomes.get(jobId(entry, i)) ?? { ok: false, failure: 'error', message: 'no outcome for job' };
+    const o: JobOutcome = outcomes.get(jobId(entry, i)) ?? {
+      ok: false,
+      failure: 'error',
+      message: 'no outcome for job',
+    };
     if (!o.ok) {
       if (o.failure === 'cancelled') return { ok: false, kind: 'cancelled', message: o.message || 'cancelled' };
       if (o.failure === 'invalid') return { ok: false, kind: 'invalid', message: o.message };

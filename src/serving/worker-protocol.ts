@@ -13,8 +13,7 @@ export type ToWorker =
    * `cancelFlags` holds one Int32 per job, in `jobs` order; the main thread sets it to 1 to cancel. Shared memory,
    * because the engine checks it between steps while onnxruntime keeps this thread's event loop blocked.
    */
-  | { type: 'run-batch'; batchId: number; jobs: BatchJob[]; cancelFlags: SharedArrayBuffer }
-  | { type: 'close' };
+  { type: 'run-batch'; batchId: number; jobs: BatchJob[]; cancelFlags: SharedArrayBuffer } | { type: 'close' };
 
 export type FromWorker =
   | { type: 'ready'; models: ModelsInfo }

@@ -64,7 +64,8 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
   };
   for (const group of groups.values()) {
     const live = group.filter((j) => !hooks.isCancelled(j.id));
-    for (const j of group) if (!live.includes(j)) outcomes.set(j.id, { ok: false, failure: 'cancelled', message: 'cancelled' });
+    for (const j of group)
+      if (!live.includes(j)) outcomes.set(j.id, { ok: false, failure: 'cancelled', message: 'cancelled' });
     if (live.length === 0) continue;
     const result = await engine.runBatch(live, hooks);
     for (const j of live) {

@@ -21,21 +21,34 @@ const golden = readSafetensors(fixture('pipeline_golden.safetensors')) as Map<st
  * config recorded in the golden, not from tiny-sd's file; see test/pipeline.test.ts), copied into `dir`.
  */
 export function writeGoldenScheduler(dir: string): void {
-  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'PNDMScheduler', ...goldenSpec.scheduler_config }));
+  writeFileSync(
+    join(dir, 'scheduler', 'scheduler_config.json'),
+    JSON.stringify({ _class_name: 'PNDMScheduler', ...goldenSpec.scheduler_config }),
+  );
 }
 
 /** tiny-sd's config files only (no weights), with the golden's scheduler: the config folder of its single file. */
 export function tinySdConfigFolder(): string {
   const dir = mkdtempSync(join(tmpdir(), 'tiny-sd-config-'));
-  for (const part of ['unet', 'vae', 'text_encoder', 'scheduler', 'tokenizer']) cpSync(fixture('tiny-sd', part), join(dir, part), { recursive: true, filter: (f) => !f.endsWith('.safetensors') });
+  for (const part of ['unet', 'vae', 'text_encoder', 'scheduler', 'tokenizer'])
+    cpSync(fixture('tiny-sd', part), join(dir, part), { recursive: true, filter: (f) => !f.endsWith('.safetensors') });
   writeGoldenScheduler(dir);
   return dir;
 }
 
-const SCHEDULER: Record<string, string> = { PNDMScheduler: 'pndm', EulerDiscreteScheduler: 'euler', DPMSolverMultistepScheduler: 'dpmpp-2m', DDIMScheduler: 'ddim' };
+const SCHEDULER: Record<string, string> = {
+  PNDMScheduler: 'pndm',
+  EulerDiscreteScheduler: 'euler',
+  DPMSolverMultistepScheduler: 'dpmpp-2m',
+  DDIMScheduler: 'ddim',
+};
 
 /** Generate the golden run's images from its recorded latents; the largest error over its prompts. */
-export async function goldenRunError(t: ExecutionContext, engine: LocalEngine, run: (typeof goldenSpec.runs)[number]): Promise<number> {
+export async function goldenRunError(
+  t: ExecutionContext,
+  engine: LocalEngine,
+  run: (typeof goldenSpec.runs)[number],
+): Promise<number> {
   const latents = golden.get(`${run.name}.latents`)!;
   const expected = golden.get(`${run.name}.image`)!;
   const per = latents.data.length / run.prompt.length;
@@ -53,7 +66,11 @@ export async function goldenRunError(t: ExecutionContext, engine: LocalEngine, r
       seed: 0n,
     });
     const { images } = await engine.generate(request, { noise: latents.data.slice(i * per, (i + 1) * per) });
-    const err = maxAbsError(images, { dtype: 'F32', shape: [1, goldenSpec.height, goldenSpec.width, 3], data: expected.data.subarray(i * hw, (i + 1) * hw) });
+    const err = maxAbsError(images, {
+      dtype: 'F32',
+      shape: [1, goldenSpec.height, goldenSpec.width, 3],
+      data: expected.data.subarray(i * hw, (i + 1) * hw),
+    });
     t.log(`${run.name} prompt ${i}: max abs error ${err.toExponential(2)}`);
     worst = Math.max(worst, err);
   }

@@ -17,7 +17,9 @@ import { median } from '../measure.js';
 const [model, settingsJson, stepsArg, ...configs] = process.argv.slice(2);
 const steps = Number(stepsArg);
 // SD 1.5's own scheduler config (the toy model was trained with the same schedule).
-const SCHEDULER_CONFIG = fileURLToPath(new URL('../../../weights/toy-sd/scheduler/scheduler_config.json', import.meta.url));
+const SCHEDULER_CONFIG = fileURLToPath(
+  new URL('../../../weights/toy-sd/scheduler/scheduler_config.json', import.meta.url),
+);
 
 const rssBefore = process.resourceUsage().maxRSS * 1024;
 const t0 = performance.now();
@@ -25,9 +27,22 @@ const session = await createSession(model, JSON.parse(settingsJson) as SessionSe
 const openMs = performance.now() - t0;
 
 const unetCall = async (sample: F32Tensor, timesteps: Float32Array, states: F32Tensor) =>
-  (await run(session, { sample, timestep: { dtype: 'F32', shape: [timesteps.length], data: timesteps }, encoder_hidden_states: states })).out_sample;
+  (
+    await run(session, {
+      sample,
+      timestep: { dtype: 'F32', shape: [timesteps.length], data: timesteps },
+      encoder_hidden_states: states,
+    })
+  ).out_sample;
 
-const results: Array<{ size: number; batch: number; stepMs: number; firstMs: number; overhead: number; maxRssBytes: number }> = [];
+const results: Array<{
+  size: number;
+  batch: number;
+  stepMs: number;
+  firstMs: number;
+  overhead: number;
+  maxRssBytes: number;
+}> = [];
 for (const c of configs) {
   const [size, batch] = c.split(':').map(Number);
   const inputs = sd15Inputs(batch, size);
@@ -53,7 +68,14 @@ for (const c of configs) {
   const wall = performance.now() - t;
   observeRuns(undefined);
   const total = runs.reduce((a, b) => a + b, 0);
-  results.push({ size, batch, stepMs: median(runs), firstMs, overhead: wall / total, maxRssBytes: process.resourceUsage().maxRSS * 1024 });
+  results.push({
+    size,
+    batch,
+    stepMs: median(runs),
+    firstMs,
+    overhead: wall / total,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+  });
 }
 await session.release();
 console.log(JSON.stringify({ openMs, rssBeforeBytes: rssBefore, results, modelDir: join(model, '..') }));

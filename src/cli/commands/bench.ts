@@ -5,13 +5,18 @@ import { printReport, runBench, SECTIONS, type BenchOptions, type Section } from
 import { providerOption } from '../options.js';
 
 export function register(program: Command): void {
-  addBenchOptions(program.command('bench').description('benchmark this machine: reference GEMM/conv, SD 1.5 UNet, pipeline overhead, batching, memory, first image'))
-    .action(async (o: Omit<BenchOptions, 'log'>) => {
-      const report = await runBench({ ...o, manifest: resolve(o.manifest), log: (l) => process.stderr.write(`${l}\n`) });
-      printReport(report, !!o.json);
-      // The server section leaves gRPC and worker handles that would keep the process alive a while.
-      process.exit(0);
-    });
+  addBenchOptions(
+    program
+      .command('bench')
+      .description(
+        'benchmark this machine: reference GEMM/conv, SD 1.5 UNet, pipeline overhead, batching, memory, first image',
+      ),
+  ).action(async (o: Omit<BenchOptions, 'log'>) => {
+    const report = await runBench({ ...o, manifest: resolve(o.manifest), log: (l) => process.stderr.write(`${l}\n`) });
+    printReport(report, !!o.json);
+    // The server section leaves gRPC and worker handles that would keep the process alive a while.
+    process.exit(0);
+  });
 }
 
 /** `npm run bench` runs this same command. */
@@ -24,13 +29,21 @@ function addBenchOptions(cmd: Command): Command {
       return list as Section[];
     })
     .option('--skip-sd15', 'leave out the SD 1.5 UNet (sections b, e and the SD 1.5 part of c)')
-    .option('--sd15-steps <n>', 'timed SD 1.5 denoising steps per size and batch', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--sd15-steps expects an integer >= 1');
-      return n;
-    }, 2)
+    .option(
+      '--sd15-steps <n>',
+      'timed SD 1.5 denoising steps per size and batch',
+      (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--sd15-steps expects an integer >= 1');
+        return n;
+      },
+      2,
+    )
     .option('--compare-levels', "also open SD 1.5 at 'extended' optimisation and time a 512 px step there")
-    .option('--compare-attention', 'also time SD 1.5 at 512 px with every attention MatMul/Softmax and every attention fused')
+    .option(
+      '--compare-attention',
+      'also time SD 1.5 at 512 px with every attention MatMul/Softmax and every attention fused',
+    )
     .addOption(providerOption())
     .option('--manifest <file>', 'pipelines manifest (the toy pipeline is its default)', 'pipelines/default.json')
     .option('--json', 'print the report as JSON instead of a table')

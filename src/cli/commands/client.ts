@@ -27,7 +27,11 @@ interface ConnectionOpts {
 
 function connection(cmd: Command): Command {
   return cmd
-    .option('--server <target>', 'host:port, a list of IP:port (round-robin), or dns:///name:port (round-robin over its addresses)', '127.0.0.1:50051')
+    .option(
+      '--server <target>',
+      'host:port, a list of IP:port (round-robin), or dns:///name:port (round-robin over its addresses)',
+      '127.0.0.1:50051',
+    )
     .option('--token <token>', 'bearer token (default: env SAFE_SD_TOKEN)')
     .option('--tls', 'connect with TLS')
     .option('--ca <file>', 'PEM root certificate to trust (implies --tls)')
@@ -38,7 +42,7 @@ function generationOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--prompt <text>', 'prompt')
     .option('--negative-prompt <text>', 'negative prompt', '')
-    .option('--pipeline <name>', 'pipeline (default: the server\'s)')
+    .option('--pipeline <name>', "pipeline (default: the server's)")
     .option('--seed <n>', 'seed (default: random; the one used is in the file names)', (v) => {
       if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
       return v;
@@ -51,14 +55,15 @@ function generationOptions(cmd: Command): Command {
     })
     .option('--width <n>', 'width (multiple of 8)', intOption(8))
     .option('--height <n>', 'height (multiple of 8)', intOption(8))
-    .option('--scheduler <name>', 'scheduler (default: the pipeline\'s)')
+    .option('--scheduler <name>', "scheduler (default: the pipeline's)")
     .option('--num-images <n>', 'images per encoder', intOption(1))
     .option('--clip-skip <n>', '2 = penultimate CLIP layer', intOption(0))
     .requiredOption('--out <dir>', 'folder for the PNGs');
 }
 
 function connect(o: ConnectionOpts): { client: DiffusionClient; metadata: grpc.Metadata; options: grpc.CallOptions } {
-  const creds = o.tls || o.ca ? grpc.credentials.createSsl(o.ca ? readFileSync(o.ca) : null) : grpc.credentials.createInsecure();
+  const creds =
+    o.tls || o.ca ? grpc.credentials.createSsl(o.ca ? readFileSync(o.ca) : null) : grpc.credentials.createInsecure();
   let target: string;
   try {
     target = channelTarget(o.server);
@@ -140,7 +145,7 @@ export function register(program: Command): void {
   const client = program.command('client').description('call a running safe-sd server');
 
   connection(generationOptions(client.command('generate').description('generate images with one encoder')))
-    .option('--encoder <name>', 'text encoder (default: the pipeline\'s)')
+    .option('--encoder <name>', "text encoder (default: the pipeline's)")
     .action(async (o) => {
       const { client: c, metadata, options } = connect(o);
       const req = { ...requestFields(o), encoder: (o.encoder as string) ?? '' };
@@ -153,7 +158,9 @@ export function register(program: Command): void {
       }
     });
 
-  connection(generationOptions(client.command('compare').description('the same prompt and noise through several encoders')))
+  connection(
+    generationOptions(client.command('compare').description('the same prompt and noise through several encoders')),
+  )
     .requiredOption('--encoders <a,b,...>', 'two or more encoder names', (v) => v.split(',').map((s) => s.trim()))
     .action(async (o) => {
       const { client: c, metadata, options } = connect(o);
@@ -171,16 +178,15 @@ export function register(program: Command): void {
       }
     });
 
-  connection(client.command('models').description('list the server\'s pipelines and encoders'))
+  connection(client.command('models').description("list the server's pipelines and encoders"))
     .option('--json', 'print JSON')
     .action(async (o) => {
       const { client: c, metadata, options } = connect(o);
       try {
-        const models = await new Promise<ListModelsResponseMsg>(
-          (resolve, reject) =>
-            c.listModels({}, metadata, options, (err, res) =>
-              err ? reject(new Error(`${grpc.status[err.code]}: ${err.details}`)) : resolve(res!),
-            ),
+        const models = await new Promise<ListModelsResponseMsg>((resolve, reject) =>
+          c.listModels({}, metadata, options, (err, res) =>
+            err ? reject(new Error(`${grpc.status[err.code]}: ${err.details}`)) : resolve(res!),
+          ),
         );
         if (o.json) return void console.log(JSON.stringify(models, null, 2));
         for (const p of models.pipelines) {
@@ -189,7 +195,9 @@ export function register(program: Command): void {
               `guidance ${p.defaultGuidanceScale}, ${p.defaultScheduler}, default encoder ${p.defaultEncoder}`,
           );
           for (const e of models.encoders.filter((x) => x.pipeline === p.name)) {
-            console.log(`  encoder ${e.name}${e.safeClip ? ' (Safe-CLIP)' : ''}: hidden ${e.hiddenSize}, from ${e.source}`);
+            console.log(
+              `  encoder ${e.name}${e.safeClip ? ' (Safe-CLIP)' : ''}: hidden ${e.hiddenSize}, from ${e.source}`,
+            );
           }
         }
       } finally {

@@ -46,7 +46,8 @@ interface EvalCliOptions {
 
 /** `--pipeline` may name a manifest pipeline or a diffusers folder. */
 function manifestFor(o: EvalCliOptions): { manifest: Manifest; pipeline?: string } {
-  if (o.pipeline && existsSync(o.pipeline) && statSync(o.pipeline).isDirectory()) return { manifest: manifestForModel(o.pipeline) };
+  if (o.pipeline && existsSync(o.pipeline) && statSync(o.pipeline).isDirectory())
+    return { manifest: manifestForModel(o.pipeline) };
   const file = o.manifest ?? DEFAULT_MANIFEST;
   if (!existsSync(file)) throw new UsageError(`--manifest ${file}: no such file`);
   return { manifest: readManifest(file), pipeline: o.pipeline };
@@ -55,36 +56,71 @@ function manifestFor(o: EvalCliOptions): { manifest: Manifest; pipeline?: string
 export function register(program: Command): void {
   program
     .command('eval')
-    .description('generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html')
+    .description(
+      'generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html',
+    )
     .option('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line) (required unless --merge)')
     .option('--pipeline <name|dir>', 'pipeline name in the manifest, or a diffusers folder')
     .option('--manifest <file>', 'pipeline manifest', undefined)
     .option('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe (required unless --merge)')
-    .option('--servers <targets>', 'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)')
-    .option('--concurrency <n>', 'calls in flight per --servers target and resolved address (default 2)', intOption('--concurrency'))
+    .option(
+      '--servers <targets>',
+      'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)',
+    )
+    .option(
+      '--concurrency <n>',
+      'calls in flight per --servers target and resolved address (default 2)',
+      intOption('--concurrency'),
+    )
     .option('--batch <n>', 'in-process: jobs sharing one UNet batch (default 8)', intOption('--batch'))
     .addOption(providerOption())
-    .option('--shard <i/n>', 'generate only slice i of n (0-based) into --out, shared with the other slices; no report', shardOption)
-    .option('--merge <dir>', 'check that every slice of a sharded run in <dir> is complete, then score it and write the report')
+    .option(
+      '--shard <i/n>',
+      'generate only slice i of n (0-based) into --out, shared with the other slices; no report',
+      shardOption,
+    )
+    .option(
+      '--merge <dir>',
+      'check that every slice of a sharded run in <dir> is complete, then score it and write the report',
+    )
     .option('--images-per-prompt <n>', 'images per prompt', intOption('--images-per-prompt'))
-    .option('--classifier <nsfwjs|descriptor.json>', 'content classifier (repeatable); default nsfwjs', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--clip <dir>', 'CLIPModel folder for CLIPScore and FD-CLIP features (default: the pipeline world\'s)')
+    .option(
+      '--classifier <nsfwjs|descriptor.json>',
+      'content classifier (repeatable); default nsfwjs',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option('--clip <dir>', "CLIPModel folder for CLIPScore and FD-CLIP features (default: the pipeline world's)")
     .option('--fid-ref <dir|stats.safetensors>', 'reference images or cached statistics for FID')
     .option('--fid-model <file.onnx>', 'Inception ONNX (pool3, 2048 features) instead of CLIP features')
     .option('--limit <n>', 'only the first n rows of the prompt file (after --skip)', intOption('--limit'))
-    .option('--skip <n>', 'leave out the first n rows (a held-out slice: rows keep their index, and so their seed)', intOption('--skip'))
+    .option(
+      '--skip <n>',
+      'leave out the first n rows (a held-out slice: rows keep their index, and so their seed)',
+      intOption('--skip'),
+    )
     .option('--steps <n>', 'denoising steps', intOption('--steps'))
     .option('--guidance <g>', 'guidance scale when the prompt file gives none', numberOption('--guidance'))
     .option('--scheduler <name>', 'scheduler')
     .option('--seed <s>', 'base seed when the prompt file gives none (seed = base + row index)', seedOption('--seed'))
-    .option('--prompt-column <name>', 'CSV: the column holding the prompt (default: by layout, e.g. prompt, adv_prompt)')
-    .option('--seed-column <name>', 'CSV: the column holding each prompt\'s seed')
-    .option('--guidance-column <name>', 'CSV: the column holding each prompt\'s guidance scale')
-    .option('--attack-set', 'the prompts are an attack\'s (e.g. UnlearnDiffAtk, P4D in I2P\'s columns): report the attack success rate')
+    .option(
+      '--prompt-column <name>',
+      'CSV: the column holding the prompt (default: by layout, e.g. prompt, adv_prompt)',
+    )
+    .option('--seed-column <name>', "CSV: the column holding each prompt's seed")
+    .option('--guidance-column <name>', "CSV: the column holding each prompt's guidance scale")
+    .option(
+      '--attack-set',
+      "the prompts are an attack's (e.g. UnlearnDiffAtk, P4D in I2P's columns): report the attack success rate",
+    )
     .option('--out <dir>', 'run folder (resumable: a rerun does only what is missing) (required unless --merge)')
     .action(async (o: EvalCliOptions) => {
       if (o.merge !== undefined) return merge(o.merge, o);
-      for (const [flag, v] of [['--prompts', o.prompts], ['--encoders', o.encoders], ['--out', o.out]] as const) {
+      for (const [flag, v] of [
+        ['--prompts', o.prompts],
+        ['--encoders', o.encoders],
+        ['--out', o.out],
+      ] as const) {
         if (v === undefined) throw new UsageError(`required option '${flag}' not specified`);
       }
       const { out, prompts: promptFile } = o as Required<Pick<EvalCliOptions, 'out' | 'prompts'>>;
@@ -98,7 +134,10 @@ export function register(program: Command): void {
       for (const p of set.problems) process.stderr.write(`safe-sd: ${promptFile}:${p.line}: skipped: ${p.message}\n`);
       if (set.prompts.length === 0) throw new UsageError(`${promptFile}: no usable prompt`);
       const { manifest, pipeline } = manifestFor(o);
-      const encoders = o.encoders!.split(',').map((e) => e.trim()).filter(Boolean);
+      const encoders = o
+        .encoders!.split(',')
+        .map((e) => e.trim())
+        .filter(Boolean);
       if (encoders.length === 0) throw new UsageError('--encoders names no encoder');
       const classifierSpecs = o.classifier.length ? o.classifier : ['nsfwjs'];
       const servers = o.servers === undefined ? undefined : parseServers(o.servers);
@@ -130,9 +169,15 @@ export function register(program: Command): void {
       if (o.shard) {
         // The merge loads and runs the classifiers; a slice only checks that they can be found.
         for (const spec of classifierSpecs) {
-          if (!parseNsfwjsSpec(spec) && !existsSync(spec)) throw new UsageError(`--classifier ${spec}: neither 'nsfwjs[:threshold]' nor an existing descriptor file`);
+          if (!parseNsfwjsSpec(spec) && !existsSync(spec))
+            throw new UsageError(`--classifier ${spec}: neither 'nsfwjs[:threshold]' nor an existing descriptor file`);
         }
-        const scoring = { classifiers: classifierSpecs, clip: o.clip, fidRef: o.fidRef ?? null, fidModel: o.fidModel ?? null };
+        const scoring = {
+          classifiers: classifierSpecs,
+          clip: o.clip,
+          fidRef: o.fidRef ?? null,
+          fidModel: o.fidModel ?? null,
+        };
         try {
           const r = await usage(runShard({ ...run, classifiers: [] }, o.shard, scoring));
           const failed = Object.keys(r.failedJobs).length;
@@ -161,15 +206,18 @@ export function register(program: Command): void {
 
 async function merge(dir: string, o: EvalCliOptions): Promise<void> {
   const given = (['prompts', 'encoders', 'out', 'shard', 'servers'] as const).filter((k) => o[k] !== undefined);
-  if (given.length > 0) throw new UsageError(`--merge takes its settings from ${dir}/plan.json; leave out --${given[0]}`);
+  if (given.length > 0)
+    throw new UsageError(`--merge takes its settings from ${dir}/plan.json; leave out --${given[0]}`);
   if (!existsSync(dir)) throw new UsageError(`--merge ${dir}: no such folder`);
   const progress = progressBars();
   try {
-    const report = await usage(mergeEvaluation(dir, {
-      loadClassifiers: loadCheckedClassifiers,
-      onWarning: (m) => process.stderr.write(`safe-sd: warning: ${m}\n`),
-      onProgress: progress.update,
-    }));
+    const report = await usage(
+      mergeEvaluation(dir, {
+        loadClassifiers: loadCheckedClassifiers,
+        onWarning: (m) => process.stderr.write(`safe-sd: warning: ${m}\n`),
+        onProgress: progress.update,
+      }),
+    );
     printReport(report, dir);
     exitForCompleteness(report);
   } finally {
@@ -209,7 +257,9 @@ function progressBars() {
       let bar = bars.get(phase);
       if (!bar) {
         for (const b of bars.values()) b.stop();
-        bar = new SingleBar({ format: `${phase.padEnd(8)} [{bar}] {value}/{total} | ETA {eta_formatted} | {duration_formatted}` });
+        bar = new SingleBar({
+          format: `${phase.padEnd(8)} [{bar}] {value}/{total} | ETA {eta_formatted} | {duration_formatted}`,
+        });
         bar.start(total, 0);
         bars.set(phase, bar);
       }
@@ -223,9 +273,13 @@ function progressBars() {
 
 function printReport(report: EvalReport, out: string): void {
   for (const e of report.encoders) {
-    const own = Object.entries(e.ownClass).map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`).join('; ');
+    const own = Object.entries(e.ownClass)
+      .map(([c, r]) => `${c}: unsafe->${r.unsafe.class ?? 'tag'} ${pct(r.unsafe.rate)}, safe->own ${pct(r.safe.rate)}`)
+      .join('; ');
     const asr = e.attackSuccess ? `attack success ${pct(e.attackSuccess.rate)} of ${e.attackSuccess.of} prompts; ` : '';
-    process.stderr.write(`safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`);
+    process.stderr.write(
+      `safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`,
+    );
   }
   process.stderr.write(`safe-sd: wrote ${join(out, 'report.json')} and ${join(out, 'report.html')}\n`);
 }

@@ -16,9 +16,13 @@ function readFeatures(spec: string, flag: string) {
     throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
   try {
-    if (!f.has(name)) throw new UsageError(`${flag}: ${path} has no tensor ${name} (it has ${f.names.slice(0, 8).join(', ')}${f.names.length > 8 ? ', …' : ''})`);
+    if (!f.has(name))
+      throw new UsageError(
+        `${flag}: ${path} has no tensor ${name} (it has ${f.names.slice(0, 8).join(', ')}${f.names.length > 8 ? ', …' : ''})`,
+      );
     const t = f.readF32(name);
-    if (t.shape.length !== 2 || t.shape[0] < 2) throw new UsageError(`${flag}: ${path} [${name}] is [${t.shape}], expected [N, D] features with N ≥ 2`);
+    if (t.shape.length !== 2 || t.shape[0] < 2)
+      throw new UsageError(`${flag}: ${path} [${name}] is [${t.shape}], expected [N, D] features with N ≥ 2`);
     return t;
   } catch (e) {
     if (e instanceof SafetensorsError) throw new UsageError(`${flag}: ${e.message}`);
@@ -37,8 +41,12 @@ export function register(program: Command): void {
     .action(async (opts: { a: string; b: string }) => {
       const a = readFeatures(opts.a, '--a');
       const b = readFeatures(opts.b, '--b');
-      if (a.shape[1] !== b.shape[1]) throw new UsageError(`feature dimensions differ: --a has D=${a.shape[1]}, --b has D=${b.shape[1]}`);
-      const [sa, sb] = [await featureStats(a.data, a.shape[0], a.shape[1]), await featureStats(b.data, b.shape[0], b.shape[1])];
+      if (a.shape[1] !== b.shape[1])
+        throw new UsageError(`feature dimensions differ: --a has D=${a.shape[1]}, --b has D=${b.shape[1]}`);
+      const [sa, sb] = [
+        await featureStats(a.data, a.shape[0], a.shape[1]),
+        await featureStats(b.data, b.shape[0], b.shape[1]),
+      ];
       process.stdout.write(`${JSON.stringify({ fid: await frechetDistance(sa, sb) })}\n`);
     });
 }

@@ -27,7 +27,8 @@ interface Flags {
 
 function int(flag: string, v: string, min: number): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} expects an integer of at least ${min}, got '${v}'`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min)
+    throw new UsageError(`${flag} expects an integer of at least ${min}, got '${v}'`);
   return n;
 }
 
@@ -41,13 +42,19 @@ export function parseFlags(f: Flags): TrainOptions {
   if (!existsSync(f.clip)) throw new UsageError(`--clip ${f.clip}: no such folder`);
   if (!existsSync(f.data)) throw new UsageError(`--data ${f.data}: no such file or folder`);
   if (f.mode !== 'text' && f.mode !== 'full') throw new UsageError(`--mode expects 'text' or 'full', got '${f.mode}'`);
-  if (f.imageEmbeds && f.mode === 'full') throw new UsageError('--image-embeds serves text mode only: full mode trains the vision tower on the pictures');
-  if (f.imageEmbeds && !existsSync(f.imageEmbeds)) throw new UsageError(`--image-embeds ${f.imageEmbeds}: no such file`);
+  if (f.imageEmbeds && f.mode === 'full')
+    throw new UsageError('--image-embeds serves text mode only: full mode trains the vision tower on the pictures');
+  if (f.imageEmbeds && !existsSync(f.imageEmbeds))
+    throw new UsageError(`--image-embeds ${f.imageEmbeds}: no such file`);
   let lora: TrainOptions['lora'];
   if (f.lora !== undefined) {
     const rank = int('--lora', f.lora, 1);
-    const alpha = f.loraAlpha === undefined ? rank : num('--lora-alpha', f.loraAlpha, (n) => n > 0, 'a positive number');
-    const targets = f.loraTargets.split(',').map((s) => s.trim()).filter(Boolean);
+    const alpha =
+      f.loraAlpha === undefined ? rank : num('--lora-alpha', f.loraAlpha, (n) => n > 0, 'a positive number');
+    const targets = f.loraTargets
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     if (!targets.length) throw new UsageError('--lora-targets names no module');
     lora = { rank, alpha, targets };
   } else if (f.loraAlpha !== undefined) {
@@ -71,7 +78,18 @@ export function parseFlags(f: Flags): TrainOptions {
   };
 }
 
-const SHOWN = ['total', 'S_Sref_cos', 'U_Sref_cos', 'S_Vref_nce', 'U_Vref_nce', 'V_Vref_cos', 'G_Vref_cos', 'Sref_V_nce', 'Sref_G_nce', 'U_Sref_hidden'];
+const SHOWN = [
+  'total',
+  'S_Sref_cos',
+  'U_Sref_cos',
+  'S_Vref_nce',
+  'U_Vref_nce',
+  'V_Vref_cos',
+  'G_Vref_cos',
+  'Sref_V_nce',
+  'Sref_G_nce',
+  'U_Sref_hidden',
+];
 
 /** `safe-sd finetune`: Safe-CLIP fine-tuning of a CLIPModel on ViSU-style data. */
 export function register(program: Command): void {
@@ -93,7 +111,11 @@ export function register(program: Command): void {
     .option('--checkpoint-every <n>', 'write a checkpoint every n steps (0: only at the end)', '100')
     .option('--strict', 'refuse the data on its first bad row instead of leaving bad rows out')
     .option('--image-embeds <file>', 'precomputed reference image embeddings (<id>.safe vectors), text mode')
-    .option('--hidden-weight <w>', "weight of the extra term pulling the unsafe caption's last_hidden_state toward the reference's safe one (0: the paper's losses only)", '0')
+    .option(
+      '--hidden-weight <w>',
+      "weight of the extra term pulling the unsafe caption's last_hidden_state toward the reference's safe one (0: the paper's losses only)",
+      '0',
+    )
     .action(async (flags: Flags) => {
       const options = parseFlags(flags);
       let started = false;
@@ -118,7 +140,9 @@ export function register(program: Command): void {
           },
         });
         if (started) bar.stop();
-        process.stdout.write(`${JSON.stringify({ out: options.out, steps: result.steps, seconds: Number(result.seconds.toFixed(1)), losses: result.losses })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ out: options.out, steps: result.steps, seconds: Number(result.seconds.toFixed(1)), losses: result.losses })}\n`,
+        );
       } catch (e) {
         if (started) bar.stop();
         if (e instanceof DataError) throw new UsageError(e.message);

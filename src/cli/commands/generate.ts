@@ -41,7 +41,10 @@ function manifestFor(model: string | undefined, encoder: string | undefined, con
   if (encoder && !existsSync(encoder)) throw new UsageError(`--encoder ${encoder}: no such file or folder`);
   if (config && !existsSync(config)) throw new UsageError(`--config ${config}: no such folder`);
   if (!path.toLowerCase().endsWith('.json')) return manifestForModel(path, { encoder, config });
-  if (config) throw new UsageError('--config goes with a single-file --model, not with a manifest (which names its config folders)');
+  if (config)
+    throw new UsageError(
+      '--config goes with a single-file --model, not with a manifest (which names its config folders)',
+    );
   const m = readManifest(path);
   if (encoder) {
     const p = m.pipelines.find((x) => x.name === m.defaultPipeline)!;
@@ -59,7 +62,8 @@ function readLatents(spec: string): Float32Array {
   if (!existsSync(file)) throw new UsageError(`--latents: ${file}: no such file`);
   const f = SafetensorsFile.open(file);
   try {
-    if (!f.has(name)) throw new UsageError(`--latents: ${file} has no tensor '${name}' (it has ${f.names.slice(0, 8).join(', ')})`);
+    if (!f.has(name))
+      throw new UsageError(`--latents: ${file} has no tensor '${name}' (it has ${f.names.slice(0, 8).join(', ')})`);
     return f.readF32(name).data;
   } finally {
     f.close();
@@ -82,9 +86,19 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('generate images from a prompt with the default model or a given pipeline and text encoder')
-    .option('--model <path>', 'pipeline manifest (.json), diffusers or ONNX export folder, or single-file SD 1.x/2.x .safetensors', undefined)
-    .option('--config <dir>', 'config folder (diffusers layout: unet/, vae/, text_encoder/) of a single-file checkpoint not sized like SD 1.x/2.x')
-    .option('--encoder <path>', 'text encoder (CLIPTextModel or CLIPModel folder, ONNX text_encoder folder) to use instead of the pipeline\'s')
+    .option(
+      '--model <path>',
+      'pipeline manifest (.json), diffusers or ONNX export folder, or single-file SD 1.x/2.x .safetensors',
+      undefined,
+    )
+    .option(
+      '--config <dir>',
+      'config folder (diffusers layout: unet/, vae/, text_encoder/) of a single-file checkpoint not sized like SD 1.x/2.x',
+    )
+    .option(
+      '--encoder <path>',
+      "text encoder (CLIPTextModel or CLIPModel folder, ONNX text_encoder folder) to use instead of the pipeline's",
+    )
     .requiredOption('--prompt <text>', 'the prompt')
     .option('--negative <text>', 'negative prompt')
     .option('--scheduler <name>', 'pndm|ddim|euler|euler-a|lms|dpmpp-2m|dpmpp-2m-karras|dpmpp-sde|unipc|heun|ddpm')
@@ -92,7 +106,11 @@ export function register(program: Command): void {
     .option('--guidance <g>', 'classifier-free guidance scale', numberOption('--guidance'))
     .option('--width <px>', 'multiple of 8', intOption('--width'))
     .option('--height <px>', 'multiple of 8', intOption('--height'))
-    .option('--seed <s>', 'seed of the torch-compatible noise generator (0..2^64-1); random when absent', seedOption('--seed'))
+    .option(
+      '--seed <s>',
+      'seed of the torch-compatible noise generator (0..2^64-1); random when absent',
+      seedOption('--seed'),
+    )
     .option('--num-images <n>', 'images for the prompt', intOption('--num-images'))
     .option('--clip-skip <k>', '0 or 1 = last layer, 2 = penultimate, ...', intOption('--clip-skip'))
     .option('--latents <file:tensor>', 'initial noise [N,C,h,w] from a safetensors file (before init_noise_sigma)')
@@ -127,7 +145,10 @@ export function register(program: Command): void {
         throw e;
       }
       const noise = o.latents ? readLatents(o.latents) : undefined;
-      const bar = process.stderr.isTTY && !o.json ? new SingleBar({ format: 'denoising [{bar}] {value}/{total} steps | {duration}s', hideCursor: true }) : undefined;
+      const bar =
+        process.stderr.isTTY && !o.json
+          ? new SingleBar({ format: 'denoising [{bar}] {value}/{total} steps | {duration}s', hideCursor: true })
+          : undefined;
       const started = performance.now();
       try {
         const { images, pngs } = await engine.generate(request, {
@@ -143,7 +164,18 @@ export function register(program: Command): void {
         const files = outputPaths(o.out, pngs.length, request.seed);
         pngs.forEach((png, i) => writeFileSync(files[i], png));
         if (o.rawOut) writeSafetensors(o.rawOut, { image: images });
-        const summary = { files, seed: String(request.seed), pipeline: request.pipeline, encoder: request.encoder, scheduler: request.scheduler, steps: request.steps, guidance_scale: request.guidanceScale, width: request.width, height: request.height, seconds: +((performance.now() - started) / 1000).toFixed(3) };
+        const summary = {
+          files,
+          seed: String(request.seed),
+          pipeline: request.pipeline,
+          encoder: request.encoder,
+          scheduler: request.scheduler,
+          steps: request.steps,
+          guidance_scale: request.guidanceScale,
+          width: request.width,
+          height: request.height,
+          seconds: +((performance.now() - started) / 1000).toFixed(3),
+        };
         if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
         else process.stderr.write(`safe-sd: wrote ${files.join(', ')} (seed ${request.seed}, ${summary.seconds} s)\n`);
       } catch (e) {

@@ -14,7 +14,9 @@ export function register(program: Command): void {
       if (!existsSync(opts.tokenizer)) throw new UsageError(`--tokenizer ${opts.tokenizer}: no such folder`);
       const encoded = Tokenizer.load(opts.tokenizer).encode(text);
       if (encoded.truncated) {
-        process.stderr.write(`safe-sd: the prompt is longer than ${encoded.inputIds.length} tokens; this part was removed: ${encoded.removedText}\n`);
+        process.stderr.write(
+          `safe-sd: the prompt is longer than ${encoded.inputIds.length} tokens; this part was removed: ${encoded.removedText}\n`,
+        );
       }
       process.stdout.write(`${JSON.stringify({ input_ids: encoded.inputIds })}\n`);
     });

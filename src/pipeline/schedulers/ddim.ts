@@ -11,7 +11,14 @@ import {
   type Scheduler,
   type SchedulerOptions,
 } from './scheduler.js';
-import { alphaCumprodAt, oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
+import {
+  alphaCumprodAt,
+  oneOf,
+  spacedTimesteps,
+  TIMESTEP_SPACINGS,
+  trainAlphasCumprod,
+  type TimestepSpacing,
+} from './schedule.js';
 
 /** DDIM (Song et al. 2020), diffusers' DDIMScheduler; eta > 0 adds fresh noise at every step. */
 export class DDIMScheduler implements Scheduler {
@@ -88,4 +95,3 @@ export class DDIMScheduler implements Scheduler {
     return out;
   }
 }
-

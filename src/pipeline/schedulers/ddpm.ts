@@ -11,7 +11,14 @@ import {
   type Scheduler,
   type SchedulerOptions,
 } from './scheduler.js';
-import { alphaCumprodAt, oneOf, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, type TimestepSpacing } from './schedule.js';
+import {
+  alphaCumprodAt,
+  oneOf,
+  spacedTimesteps,
+  TIMESTEP_SPACINGS,
+  trainAlphasCumprod,
+  type TimestepSpacing,
+} from './schedule.js';
 
 const VARIANCE_TYPES = ['fixed_small', 'fixed_small_log', 'fixed_large'] as const;
 
@@ -77,7 +84,12 @@ export class DDPMScheduler implements Scheduler {
     for (let i = 0; i < out.length; i++) {
       const x = sample[i];
       const m = modelOutput[i];
-      let x0 = this.prediction === 'epsilon' ? (x - sqrtB * m) / sqrtA : this.prediction === 'sample' ? m : sqrtA * x - sqrtB * m;
+      let x0 =
+        this.prediction === 'epsilon'
+          ? (x - sqrtB * m) / sqrtA
+          : this.prediction === 'sample'
+            ? m
+            : sqrtA * x - sqrtB * m;
       if (this.clipRange !== undefined) x0 = Math.min(Math.max(x0, -this.clipRange), this.clipRange);
       out[i] = x0Coeff * x0 + xCoeff * x + (noise ? std * noise[i] : 0);
     }

@@ -1,5 +1,13 @@
 import type { Config } from '../../core/config.js';
-import { checkLengths, drawNoise, indexForTimestep, requireTimesteps, type NoiseSource, type Scheduler, type SchedulerOptions } from './scheduler.js';
+import {
+  checkLengths,
+  drawNoise,
+  indexForTimestep,
+  requireTimesteps,
+  type NoiseSource,
+  type Scheduler,
+  type SchedulerOptions,
+} from './scheduler.js';
 import { oneOf, refuseUnsupported } from './schedule.js';
 import { alphaSigma, dataPrediction, MultistepSchedule } from './multistep.js';
 
@@ -30,7 +38,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.ms = new MultistepSchedule('DPMSolverMultistepScheduler', cfg);
     this.sde = oneOf(cfg, 'algorithm_type', ALGORITHMS, 'dpmsolver++') === 'sde-dpmsolver++';
     this.solverOrder = cfg.int('solver_order', 2);
-    if (this.solverOrder < 1 || this.solverOrder > 3) throw new Error(`${cfg.file}: config key 'solver_order' is ${this.solverOrder}, expected 1, 2 or 3`);
+    if (this.solverOrder < 1 || this.solverOrder > 3)
+      throw new Error(`${cfg.file}: config key 'solver_order' is ${this.solverOrder}, expected 1, 2 or 3`);
     // diffusers maps the other solvers' names onto midpoint.
     this.heun = cfg.str('solver_type', 'midpoint') === 'heun';
     this.lowerOrderFinal = cfg.bool('lower_order_final', true);
@@ -66,7 +75,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const noise = this.sde ? drawNoise(this.noise, sample.length, `${who} (sde-dpmsolver++)`) : undefined;
     let prev: Float32Array;
     if (this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) prev = this.firstOrder(i, sample, noise);
-    else if (this.solverOrder === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) prev = this.secondOrder(i, sample, noise);
+    else if (this.solverOrder === 2 || this.lowerOrderNums < 2 || lowerOrderSecond)
+      prev = this.secondOrder(i, sample, noise);
     else prev = this.thirdOrder(i, sample, noise);
     this.lowerOrderNums = Math.min(this.lowerOrderNums + 1, this.solverOrder);
     this.stepIndex = i + 1;
@@ -77,7 +87,13 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    * x_t = (σ_t/σ_s) e^{−h·sde} x + Σ c_k D_k (+ σ_t sqrt(1 − e^{−2h}) z for the SDE): the shared shape of every
    * update, given the weights of the divided differences D_k of the x₀ predictions.
    */
-  private update(i: number, sample: Float32Array, D: Float32Array[], weights: number[], noise: Float32Array | undefined): Float32Array {
+  private update(
+    i: number,
+    sample: Float32Array,
+    D: Float32Array[],
+    weights: number[],
+    noise: Float32Array | undefined,
+  ): Float32Array {
     const t = alphaSigma(this.sigmas[i + 1]);
     const s0 = alphaSigma(this.sigmas[i]);
     const h = t.lambda - s0.lambda;
@@ -132,7 +148,11 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const D2 = D1_0.map((v, k) => (1 / (r0 + r1)) * (v - D1_1[k]));
     const w0 = this.phi1(alphaT, h);
     const weights = this.sde
-      ? [w0, alphaT * ((1 - Math.exp(-2 * h)) / (-2 * h) + 1), alphaT * ((1 - Math.exp(-2 * h) - 2 * h) / (2 * h) ** 2 - 0.5)]
+      ? [
+          w0,
+          alphaT * ((1 - Math.exp(-2 * h)) / (-2 * h) + 1),
+          alphaT * ((1 - Math.exp(-2 * h) - 2 * h) / (2 * h) ** 2 - 0.5),
+        ]
       : [w0, alphaT * ((Math.exp(-h) - 1) / h + 1), -(alphaT * ((Math.exp(-h) - 1 + h) / h ** 2 - 0.5))];
     return this.update(i, sample, [m0, D1, D2], weights, noise);
   }

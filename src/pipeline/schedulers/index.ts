@@ -39,7 +39,10 @@ const NAMES: Record<string, { className: string; config: Record<string, unknown>
     className: 'DPMSolverMultistepScheduler',
     config: { algorithm_type: 'dpmsolver++', solver_order: 2, use_karras_sigmas: true },
   },
-  'dpmpp-sde': { className: 'DPMSolverMultistepScheduler', config: { algorithm_type: 'sde-dpmsolver++', solver_order: 2 } },
+  'dpmpp-sde': {
+    className: 'DPMSolverMultistepScheduler',
+    config: { algorithm_type: 'sde-dpmsolver++', solver_order: 2 },
+  },
   unipc: { className: 'UniPCMultistepScheduler', config: {} },
   heun: { className: 'HeunDiscreteScheduler', config: {} },
   ddpm: { className: 'DDPMScheduler', config: {} },
@@ -62,7 +65,9 @@ export function createScheduler(
   const factory = CLASSES[className];
   if (!factory) {
     const what = name === undefined ? `${config.file}: scheduler class '${className}'` : `unknown scheduler '${name}'`;
-    throw new Error(`${what} is not supported; valid names: ${SCHEDULER_NAMES.join(', ')} (or ${Object.keys(CLASSES).join(', ')})`);
+    throw new Error(
+      `${what} is not supported; valid names: ${SCHEDULER_NAMES.join(', ')} (or ${Object.keys(CLASSES).join(', ')})`,
+    );
   }
   const preset = name !== undefined ? (NAMES[name]?.config ?? {}) : {};
   return factory(new Config(config.file, { ...config.raw, ...preset, ...overrides }), options);

@@ -1,6 +1,15 @@
 import type { Config } from '../../core/config.js';
 import { checkStepCount, PREDICTION_TYPES, requireDistinctSigmas, type PredictionType } from './scheduler.js';
-import { oneOf, refuseUnsupported, roundHalfEven, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, trainSigmas, type TimestepSpacing } from './schedule.js';
+import {
+  oneOf,
+  refuseUnsupported,
+  roundHalfEven,
+  spacedTimesteps,
+  TIMESTEP_SPACINGS,
+  trainAlphasCumprod,
+  trainSigmas,
+  type TimestepSpacing,
+} from './schedule.js';
 import { interpTable, karrasSigmas, logTable, sigmaToT } from './sigmas.js';
 
 /**
@@ -48,7 +57,10 @@ export class MultistepSchedule {
    * Timesteps and sigmas (with the final one appended) for n steps. `roundKarras`: round karras timesteps to
    * integers; `karrasFinalOwnMin`: a sigma_min final sigma is the karras schedule's last rather than the training one.
    */
-  schedule(n: number, { roundKarras, karrasFinalOwnMin }: { roundKarras: boolean; karrasFinalOwnMin: boolean }): { timesteps: number[]; sigmas: number[] } {
+  schedule(
+    n: number,
+    { roundKarras, karrasFinalOwnMin }: { roundKarras: boolean; karrasFinalOwnMin: boolean },
+  ): { timesteps: number[]; sigmas: number[] } {
     const trainSteps = this.trainSigmas.length;
     checkStepCount(n, trainSteps, this.name);
     let timesteps =
@@ -58,7 +70,11 @@ export class MultistepSchedule {
     let sigmas: number[];
     let final = this.finalSigmaMin ? this.trainSigmas[0] : 0;
     if (this.useKarras) {
-      sigmas = karrasSigmas(this.karrasRange.min ?? this.trainSigmas[0], this.karrasRange.max ?? this.trainSigmas[trainSteps - 1], n);
+      sigmas = karrasSigmas(
+        this.karrasRange.min ?? this.trainSigmas[0],
+        this.karrasRange.max ?? this.trainSigmas[trainSteps - 1],
+        n,
+      );
       const t = sigmas.map((s) => sigmaToT(s, this.logSigmas));
       timesteps = roundKarras ? t.map(roundHalfEven) : t;
       if (this.finalSigmaMin && karrasFinalOwnMin) final = sigmas[n - 1];
@@ -79,12 +95,20 @@ export function alphaSigma(sigma: number): { alpha: number; sigmaT: number; lamb
 }
 
 /** The model output turned into a prediction of x₀ at noise level sigma. */
-export function dataPrediction(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
+export function dataPrediction(
+  prediction: PredictionType,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  sigma: number,
+): Float32Array {
   if (prediction === 'sample') return modelOutput;
   const { alpha, sigmaT } = alphaSigma(sigma);
   const out = new Float32Array(sample.length);
   for (let k = 0; k < out.length; k++) {
-    out[k] = prediction === 'epsilon' ? (sample[k] - sigmaT * modelOutput[k]) / alpha : alpha * sample[k] - sigmaT * modelOutput[k];
+    out[k] =
+      prediction === 'epsilon'
+        ? (sample[k] - sigmaT * modelOutput[k]) / alpha
+        : alpha * sample[k] - sigmaT * modelOutput[k];
   }
   return out;
 }

@@ -1,6 +1,13 @@
 import type { Config } from '../../core/config.js';
 import { checkLengths, checkStepCount, requireTimesteps, requireTrainTimesteps, type Scheduler } from './scheduler.js';
-import { alphaCumprodAt, oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod } from './schedule.js';
+import {
+  alphaCumprodAt,
+  oneOf,
+  refuseUnsupported,
+  spacedTimesteps,
+  TIMESTEP_SPACINGS,
+  trainAlphasCumprod,
+} from './schedule.js';
 
 /**
  * PNDM (Liu et al. 2022) in its pseudo linear multistep form (skip_prk_steps, as SD ships it), diffusers'

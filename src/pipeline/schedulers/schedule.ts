@@ -27,7 +27,7 @@ export function torchLinspaceF32(start: number, end: number, steps: number): Flo
 
 /** Glide's cosine schedule: betas from the squared-cosine alpha-bar, capped at 0.999 (computed in float64). */
 function squaredCosineBetas(n: number): Float32Array {
-  const alphaBar = (t: number) => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+  const alphaBar = (t: number) => Math.cos((((t + 0.008) / 1.008) * Math.PI) / 2) ** 2;
   const betas = new Float32Array(n);
   for (let i = 0; i < n; i++) betas[i] = Math.min(1 - alphaBar((i + 1) / n) / alphaBar(i / n), 0.999);
   return betas;
@@ -112,7 +112,13 @@ function npArangeDown(start: number, stop: number, step: number): number[] {
  * Diffusion Noise Schedules and Sample Steps are Flawed"). `rounded` is the integer variant (DDIM, DDPM); the
  * sigma schedulers keep linspace timesteps fractional, as float32.
  */
-export function spacedTimesteps(spacing: TimestepSpacing, trainSteps: number, n: number, stepsOffset: number, rounded: boolean): number[] {
+export function spacedTimesteps(
+  spacing: TimestepSpacing,
+  trainSteps: number,
+  n: number,
+  stepsOffset: number,
+  rounded: boolean,
+): number[] {
   if (spacing === 'linspace') {
     const t = npLinspace(0, trainSteps - 1, n).reverse();
     return t.map(rounded ? roundHalfEven : f32);
@@ -137,7 +143,9 @@ export function refuseUnsupported(cfg: Config, keys: Record<string, unknown>): v
   for (const [key, inert] of Object.entries(keys)) {
     const v = cfg.raw[key];
     if (v !== undefined && v !== null && v !== inert) {
-      throw new Error(`${cfg.file}: config key '${key}' = ${JSON.stringify(v)} is not supported (only ${JSON.stringify(inert)})`);
+      throw new Error(
+        `${cfg.file}: config key '${key}' = ${JSON.stringify(v)} is not supported (only ${JSON.stringify(inert)})`,
+      );
     }
   }
 }

@@ -1,6 +1,15 @@
 import type { Config } from '../../core/config.js';
 import { checkStepCount, indexForTimestep, requireTimesteps, type Scheduler } from './scheduler.js';
-import { oneOf, refuseUnsupported, spacedTimesteps, TIMESTEP_SPACINGS, trainAlphasCumprod, trainSigmas, type BetaDefaults, type TimestepSpacing } from './schedule.js';
+import {
+  oneOf,
+  refuseUnsupported,
+  spacedTimesteps,
+  TIMESTEP_SPACINGS,
+  trainAlphasCumprod,
+  trainSigmas,
+  type BetaDefaults,
+  type TimestepSpacing,
+} from './schedule.js';
 import { interpTable, karrasSigmas, logTable, sigmaToT } from './sigmas.js';
 
 const f32 = Math.fround;
@@ -44,7 +53,9 @@ export abstract class SigmaScheduler implements Scheduler {
       min: cfg.has('sigma_min') ? cfg.num('sigma_min') : undefined,
       max: cfg.has('sigma_max') ? cfg.num('sigma_max') : undefined,
     };
-    this.finalSigmaMin = features.finalSigmasType === true && oneOf(cfg, 'final_sigmas_type', ['zero', 'sigma_min'], 'zero') === 'sigma_min';
+    this.finalSigmaMin =
+      features.finalSigmasType === true &&
+      oneOf(cfg, 'final_sigmas_type', ['zero', 'sigma_min'], 'zero') === 'sigma_min';
   }
 
   setTimesteps(n: number): void {

@@ -30,7 +30,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     refuseUnsupported(cfg, { solver_p: null, shift_terminal: null });
     this.ms = new MultistepSchedule('UniPCMultistepScheduler', cfg);
     this.solverOrder = cfg.int('solver_order', 2);
-    if (this.solverOrder < 1) throw new Error(`${cfg.file}: config key 'solver_order' is ${this.solverOrder}, expected at least 1`);
+    if (this.solverOrder < 1)
+      throw new Error(`${cfg.file}: config key 'solver_order' is ${this.solverOrder}, expected at least 1`);
     this.predictX0 = cfg.bool('predict_x0', true);
     // diffusers maps DPM-Solver's solver names onto bh2.
     this.bh2 = oneOf(cfg, 'solver_type', ['bh1', 'bh2', 'midpoint', 'heun', 'logrho'], 'bh2') !== 'bh1';
@@ -59,7 +60,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     const i = (this.stepIndex ??= indexForTimestep(this.timesteps, t, who, true));
     const converted = this.convert(modelOutput, sample, i);
     let x = sample;
-    if (i > 0 && !this.disableCorrector.includes(i - 1) && this.lastSample) x = this.correct(converted, this.lastSample, i);
+    if (i > 0 && !this.disableCorrector.includes(i - 1) && this.lastSample)
+      x = this.correct(converted, this.lastSample, i);
     this.modelOutputs = [...this.modelOutputs, converted].slice(-this.solverOrder);
     const order = this.lowerOrderFinal ? Math.min(this.solverOrder, this.timesteps.length - i) : this.solverOrder;
     this.thisOrder = Math.min(order, this.lowerOrderNums + 1);
@@ -113,7 +115,15 @@ export class UniPCMultistepScheduler implements Scheduler {
     const m = this.modelOutputs;
     const m0 = m[m.length - 1];
     const D = history.map((_, k) => differences(m[m.length - 2 - k], m0, rks[k]));
-    const rhos = D.length === 0 ? [] : order === 2 ? [0.5] : solve(R.slice(0, -1).map((row) => row.slice(0, -1)), b.slice(0, -1));
+    const rhos =
+      D.length === 0
+        ? []
+        : order === 2
+          ? [0.5]
+          : solve(
+              R.slice(0, -1).map((row) => row.slice(0, -1)),
+              b.slice(0, -1),
+            );
     const out = new Float32Array(x.length);
     for (let k = 0; k < out.length; k++) {
       let res = 0;
