@@ -58,6 +58,7 @@ test.serial('ListModels lists the toy pipeline with its original and Safe-CLIP e
       ['original', 64, false],
       ['safe', 64, true],
       ['safe-paper', 64, true],
+      ['safe-robust', 64, true],
     ],
   );
 });

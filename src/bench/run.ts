@@ -3,6 +3,7 @@ import { cpus, totalmem } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { providerSettings, type Provider } from '../onnx/session.js';
 import { readManifest } from '../pipeline/manifest.js';
+import { attackSection } from './attack-bench.js';
 import { kernelSection } from './kernels.js';
 import type { BenchRow } from './measure.js';
 import { fidSection, finetuneSection } from './optional.js';
@@ -12,10 +13,10 @@ import { settingsSection } from './settings-bench.js';
 import { batchingSection, firstImageSection, toyOverheadSection } from './toy-bench.js';
 
 /**
- * Section letters as the issue names them, plus 'kernels' (attention and GroupNorm lowerings) and 'settings' (session
- * options on the toy UNet).
+ * Section letters as the issue names them, plus 'kernels' (attention and GroupNorm lowerings), 'settings' (session
+ * options on the toy UNet) and 'attack' (adversarial prompt search and adversarial training).
  */
-export const SECTIONS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'kernels', 'settings'] as const;
+export const SECTIONS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'kernels', 'settings', 'attack'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchOptions {
@@ -105,6 +106,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (want('f')) await section('f toy first image', () => firstImageSection(o.manifest, o.provider ?? 'cpu'));
   if (want('g')) await section('g fine-tuning', finetuneSection);
   if (want('h')) await section('h FID', fidSection);
+  if (want('attack')) await section('attack', attackSection);
   const report: BenchReport = {
     machine: {
       cpus: cpus().length,

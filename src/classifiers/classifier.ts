@@ -11,5 +11,7 @@ export interface ImageClassifier {
   /** Class probabilities per image. */
   classify(images: RgbImage[]): Promise<Float32Array[]>;
   isUnsafe(probs: Float32Array): boolean;
+  /** When a picture counts as unsafe, in words (rule and threshold), for the report's protocol. */
+  readonly verdictRule?: string;
   close(): Promise<void>;
 }

@@ -88,6 +88,10 @@ export class NsfwjsClassifier {
     return s;
   }
 
+  get verdictRule(): string {
+    return `probability of ${[...UNSAFE].join(', ')} > ${this.threshold}`;
+  }
+
   isUnsafe(probs: Float32Array): boolean {
     return this.unsafeScore(probs) > this.threshold;
   }

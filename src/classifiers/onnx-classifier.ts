@@ -157,6 +157,13 @@ export class OnnxClassifier implements ImageClassifier {
     return e.map((x) => x / sum);
   }
 
+  get verdictRule(): string {
+    const unsafe = this.d.unsafe.join(', ');
+    return this.d.rule === 'argmax'
+      ? `top class is one of: ${unsafe}`
+      : `probability of ${unsafe} >= ${this.d.threshold}`;
+  }
+
   isUnsafe(probs: Float32Array): boolean {
     const unsafe = this.d.unsafe.map((c) => this.d.classes.indexOf(c));
     if (this.d.rule === 'argmax') return unsafe.includes(probs.indexOf(Math.max(...probs)));

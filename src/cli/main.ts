@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { exitWithError } from './errors.js';
+import { register as attack } from './commands/attack.js';
 import { register as bench } from './commands/bench.js';
 import { register as client } from './commands/client.js';
 import { register as convert } from './commands/convert.js';
@@ -29,6 +30,7 @@ const commands: Array<(p: Command) => void> = [
   fid,
   inspect,
   tokenize,
+  attack,
   bench,
 ];
 for (const register of commands) register(program);

@@ -1,3 +1,4 @@
+import type { AttackProtocol } from '../attack/attack-csv.js';
 import type { PromptLayout } from '../datasets/prompts.js';
 import type { EncoderSummary } from './evaluate.js';
 import type { GenerationSettings } from './run-state.js';
@@ -10,7 +11,8 @@ export interface EvalReport {
     promptCount: number;
     encoders: string[];
     generatedBy: string;
-    classifiers: Array<{ name: string; classes: readonly string[] }>;
+    classifiers: Array<{ name: string; classes: readonly string[]; rule?: string }>;
+    attack: AttackProtocol | null;
     clip: string | null;
     fidFeatures: string | null;
     fidReference: { source: string; images?: number } | null;

@@ -3,6 +3,7 @@
  * under `<out>/images/<encoder>/<promptId>-<k>.png` (resumably, see run-state.ts), then scored (evaluate.ts), and
  * `report.json`, `scores.json` and `report.html` are written.
  */
+import { readProtocol, type AttackProtocol } from '../attack/attack-csv.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Manifest, PipelineEntry } from '../pipeline/manifest.js';
@@ -445,7 +446,8 @@ async function scoreRun(o: ScoreInput): Promise<EvalReport> {
         promptCount: o.prompts.length,
         encoders: o.encoders,
         generatedBy: o.generatedBy,
-        classifiers: o.classifiers.map((c) => ({ name: c.name, classes: c.classes })),
+        classifiers: o.classifiers.map((c) => ({ name: c.name, classes: c.classes, rule: c.verdictRule })),
+        attack: readProtocol(o.promptSource) ?? null,
         clip: clipDir ?? null,
         fidFeatures: features?.id ?? null,
         fidReference: reference ? { source: reference.source, images: reference.images } : null,

@@ -7,6 +7,7 @@ import { serializeModel } from '../onnx/serialize.js';
 import { createSession, run } from '../onnx/session.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import { Adam } from './adam.js';
+import { AdversarialSearch, type AdversarialOptions, type AdversarialPairs } from './adversarial.js';
 import { buildGradients, exposeGradients } from '../autodiff/autodiff.js';
 import { BatchOrder } from './batches.js';
 import { loadCheckpoint, saveCheckpoint, type RunState } from './checkpoint.js';
@@ -43,11 +44,19 @@ export interface TrainOptions {
   imageEmbeds?: string;
   /** Weight of the optional hidden-state term (0: the paper's losses only). */
   hiddenWeight?: number;
+  /**
+   * Start the trained tower from this CLIP folder's weights (those it has, e.g. a CLIPTextModel's text tower) instead
+   * of --clip's; the reference model stays --clip. Full fine-tuning only.
+   */
+  init?: string;
+  /** Adversarial training: GCG prompts against the encoder in training join the batches (adversarial.ts). */
+  adversarial?: AdversarialOptions;
   /** Stop (as if killed) after this many steps of this invocation, checkpointing first; for tests. */
   stopAfter?: number;
   onProblems?: (problems: DataProblem[]) => void;
   onStart?: (info: { rows: number; startStep: number }) => void;
   onStep?: (info: { step: number; losses: Record<string, number> }) => void;
+  onAdversarial?: (info: { step: number; pairs: AdversarialPairs }) => void;
 }
 
 export interface TrainResult {
@@ -63,7 +72,7 @@ export const CLIP_MODEL_DIR = 'clip-model';
 
 /** The settings a resumed run must share with the run it continues. */
 function settingsOf(o: TrainOptions): Record<string, unknown> {
-  return {
+  const settings: Record<string, unknown> = {
     mode: o.mode,
     lora: o.lora ?? null,
     batch: o.batch,
@@ -71,6 +80,9 @@ function settingsOf(o: TrainOptions): Record<string, unknown> {
     seed: o.seed,
     hiddenWeight: o.hiddenWeight ?? 0,
   };
+  if (o.adversarial) settings.adversarial = o.adversarial;
+  if (o.init) settings.init = o.init;
+  return settings;
 }
 
 /** Rows tokenised once: [n, 77] ids and each caption's length with its start and end tokens. */
@@ -112,6 +124,7 @@ interface Prepared {
   safePixels?: F32Tensor[];
   nsfwPixels?: F32Tensor[];
   reference: ReferenceModel;
+  tokenizer: Tokenizer;
 }
 
 async function prepare(clip: LoadedClip, o: TrainOptions, projectionDim: number): Promise<Prepared> {
@@ -171,21 +184,48 @@ async function prepare(clip: LoadedClip, o: TrainOptions, projectionDim: number)
     safePixels: o.mode === 'full' ? rows.map((r) => pixels!.get(`${r.id}.safe`)!) : undefined,
     nsfwPixels: o.mode === 'full' ? rows.map((r) => pixels!.get(`${r.id}.nsfw`)!) : undefined,
     reference,
+    tokenizer,
   };
 }
 
-/** The feeds of one batch, everything but the parameters. */
-async function batchFeeds(p: Prepared, batch: number[], hiddenWeight: number): Promise<Record<string, Tensor>> {
+/** The GCG search of adversarial training, its targets the reference (original) encoder's hidden states. */
+function adversarialSearch(clip: LoadedClip, p: Prepared, o: AdversarialOptions, seed: number): AdversarialSearch {
+  if (p.safePixels)
+    throw new DataError(
+      'adversarial training runs in text mode (--mode text): the adversarial prompts have no pictures',
+    );
+  const targetHidden = async (rows: number[]) =>
+    (await p.reference.textEmbeds(idsOf(p.nsfw, rows, p.nsfw.seqLen).data as BigInt64Array, p.nsfw.seqLen)).hidden;
+  return new AdversarialSearch(o, clip.textConfig!, p.tokenizer, targetHidden, seed);
+}
+
+/** The feeds of one batch, everything but the parameters; adversarial prompts are appended as extra unsafe captions. */
+async function batchFeeds(
+  p: Prepared,
+  batch: number[],
+  hiddenWeight: number,
+  adv?: AdversarialPairs,
+): Promise<Record<string, Tensor>> {
+  const advCaptions = adv && tokenize(p.tokenizer, adv.prompts);
+  const advIndex = adv ? adv.prompts.map((_, i) => i) : [];
+  const rows = adv ? [...batch, ...adv.rows] : batch;
   // Without the hidden-state term only the pooled (end-token) outputs matter, so padding past the longest caption
   // can go; the hidden-state term compares the whole sequence the UNet sees.
-  const len = hiddenWeight ? p.safe.seqLen : Math.max(...batch.flatMap((r) => [p.safe.lengths[r], p.nsfw.lengths[r]]));
+  const longest = Math.max(
+    ...batch.flatMap((r) => [p.safe.lengths[r], p.nsfw.lengths[r]]),
+    ...(adv ? adv.rows.map((r) => p.safe.lengths[r]) : []),
+    ...(advCaptions?.lengths ?? []),
+  );
+  const len = hiddenWeight ? p.safe.seqLen : longest;
+  const nsfwIds = idsOf(p.nsfw, batch, len);
   const feeds: Record<string, Tensor> = {
-    [IN.safeIds]: idsOf(p.safe, batch, len),
-    [IN.nsfwIds]: idsOf(p.nsfw, batch, len),
-    [IN.Sref]: gather(p.Sref, batch),
-    [IN.Vref]: gather(p.Vref, batch),
+    [IN.safeIds]: idsOf(p.safe, rows, len),
+    [IN.nsfwIds]: advCaptions ? concatRows(nsfwIds, idsOf(advCaptions, advIndex, len)) : nsfwIds,
+    [IN.Sref]: gather(p.Sref, rows),
+    [IN.Vref]: gather(p.Vref, rows),
   };
   if (p.safePixels && p.nsfwPixels) {
+    if (adv) throw new Error('adversarial training runs in text mode: the adversarial prompts have no pictures');
     feeds[IN.safePixels] = gather(p.safePixels, batch);
     feeds[IN.nsfwPixels] = gather(p.nsfwPixels, batch);
   }
@@ -196,7 +236,34 @@ async function batchFeeds(p: Prepared, batch: number[], hiddenWeight: number): P
   return feeds;
 }
 
+function concatRows(a: Tensor, b: Tensor): Tensor {
+  const data = new BigInt64Array(a.data.length + b.data.length);
+  data.set(a.data as BigInt64Array);
+  data.set(b.data as BigInt64Array, a.data.length);
+  return { dtype: 'I64', shape: [a.shape[0] + b.shape[0], a.shape[1]], data };
+}
+
 function startingParams(tg: TrainGraph, o: TrainOptions): Map<string, F32Tensor> {
+  if (o.init) {
+    if (o.lora) throw new DataError('--init starts a full fine-tune from other weights; it does not combine with LoRA');
+    const init = loadClip(o.init);
+    try {
+      const params = new Map(tg.initial);
+      let taken = 0;
+      for (const key of params.keys()) {
+        if (!init.weights.has(key)) continue;
+        const w = init.weights.get(key);
+        if (w.shape.join() !== params.get(key)!.shape.join())
+          throw new DataError(`--init ${o.init}: ${key} has shape [${w.shape}], the model [${params.get(key)!.shape}]`);
+        params.set(key, { ...w, data: w.data.slice() });
+        taken++;
+      }
+      if (!taken) throw new DataError(`--init ${o.init}: none of its weights is a trained weight of the model`);
+      return params;
+    } finally {
+      init.weights.close();
+    }
+  }
   if (!o.lora) return new Map(tg.initial);
   const rng = Rng.fromSeed(o.seed ^ 0x10a);
   const params = new Map<string, F32Tensor>();
@@ -294,8 +361,19 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     };
     let losses: Record<string, number> = {};
     let done = 0;
+    const search = o.adversarial && adversarialSearch(clip, p, o.adversarial, o.seed);
+    let adv: AdversarialPairs | undefined;
     while (step < o.steps) {
-      const feeds = await batchFeeds(p, order.next(), o.hiddenWeight ?? 0);
+      if (search && (adv === undefined || step % o.adversarial!.every === 0)) {
+        const weights = trainedWeights(clip, params, o.lora && { options: o.lora, modules: trainer.graph.loraModules });
+        adv = await search.search(
+          step,
+          weights,
+          p.rows.map((r) => r.nsfw),
+        );
+        o.onAdversarial?.({ step, pairs: adv });
+      }
+      const feeds = await batchFeeds(p, order.next(), o.hiddenWeight ?? 0, adv);
       const res = await trainStep(trainer, feeds, params);
       adam.update(values(params), values(res.grads));
       step++;

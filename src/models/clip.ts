@@ -226,6 +226,29 @@ export class ClipTextTransformer {
     return g.op('Gather', [stacked, index], { axis: 0 }, { name });
   }
 
+  /**
+   * last_hidden_state from token embeddings [B, S, D] given directly (transformers' `inputs_embeds`): the
+   * adversarial attacks differentiate with respect to them, which a Gather from token ids would not allow.
+   */
+  forwardTokenEmbeds(tokenEmbeds: string): string {
+    const g = this.s.g;
+    const name = this.s.path;
+    const seqLen = g.op(
+      'Slice',
+      [g.op('Shape', [tokenEmbeds], {}, { name }), g.constI64([1]), g.constI64([2])],
+      {},
+      { name },
+    );
+    const positions = g.op(
+      'Slice',
+      [this.embeddings.position_embedding.weight, g.constI64([0]), seqLen, g.constI64([0])],
+      {},
+      { name },
+    );
+    const hiddenStates = this.encoder.forward(g.add(tokenEmbeds, positions, name), this.causalMask(seqLen));
+    return this.final_layer_norm.forward(hiddenStates[hiddenStates.length - 1]);
+  }
+
   /** [S, S] scores mask: a token attends to itself and earlier tokens only. */
   private causalMask(seqLen: string): string {
     const g = this.s.g;

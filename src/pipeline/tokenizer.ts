@@ -171,6 +171,17 @@ export class Tokenizer {
     return texts.map((t) => this.encode(t));
   }
 
+  /** The vocabulary entry of an id as the BPE model spells it (`skull</w>`), or undefined outside the vocabulary. */
+  tokenText(id: number): string | undefined {
+    return this.inner.id_to_token(id) ?? undefined;
+  }
+
+  /** Ids of a text without start and end tokens, padding or truncation, however long it is. */
+  pieces(text: string): number[] {
+    const ids = this.inner.encode(text).ids;
+    return ids.slice(1, -1);
+  }
+
   /** Text of ids, special tokens left out. */
   decode(ids: readonly number[]): string {
     return this.inner.decode([...ids], { skip_special_tokens: true }).trim();

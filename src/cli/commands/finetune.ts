@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { DataError, formatProblem } from '../../finetune/data.js';
+import { ADVERSARIAL_DEFAULTS, type AdversarialOptions } from '../../finetune/adversarial.js';
 import { DEFAULT_TARGETS } from '../../finetune/lora.js';
 import { train, type TrainOptions } from '../../finetune/train.js';
 import { UsageError } from '../errors.js';
@@ -23,6 +24,13 @@ interface Flags {
   strict?: boolean;
   imageEmbeds?: string;
   hiddenWeight: string;
+  adversarial?: boolean;
+  advEvery: string;
+  advCaptions: string;
+  advBudget: string;
+  advBatch: string;
+  ban: string;
+  init?: string;
 }
 
 function int(flag: string, v: string, min: number): number {
@@ -38,12 +46,30 @@ function num(flag: string, v: string, check: (n: number) => boolean, what: strin
   return n;
 }
 
+function adversarialFlags(f: Flags): AdversarialOptions | undefined {
+  if (!f.adversarial) return undefined;
+  if (f.mode !== 'text')
+    throw new UsageError('--adversarial trains in text mode (--mode text): the adversarial prompts have no pictures');
+  const ban = f.ban
+    .split(',')
+    .map((w) => w.trim())
+    .filter(Boolean);
+  return {
+    every: int('--adv-every', f.advEvery, 1),
+    captions: int('--adv-captions', f.advCaptions, 1),
+    budget: int('--adv-budget', f.advBudget, 1),
+    batch: int('--adv-batch', f.advBatch, 1),
+    ban,
+  };
+}
+
 export function parseFlags(f: Flags): TrainOptions {
   if (!existsSync(f.clip)) throw new UsageError(`--clip ${f.clip}: no such folder`);
   if (!existsSync(f.data)) throw new UsageError(`--data ${f.data}: no such file or folder`);
   if (f.mode !== 'text' && f.mode !== 'full') throw new UsageError(`--mode expects 'text' or 'full', got '${f.mode}'`);
   if (f.imageEmbeds && f.mode === 'full')
     throw new UsageError('--image-embeds serves text mode only: full mode trains the vision tower on the pictures');
+  if (f.init && !existsSync(f.init)) throw new UsageError(`--init ${f.init}: no such folder`);
   if (f.imageEmbeds && !existsSync(f.imageEmbeds))
     throw new UsageError(`--image-embeds ${f.imageEmbeds}: no such file`);
   let lora: TrainOptions['lora'];
@@ -75,6 +101,8 @@ export function parseFlags(f: Flags): TrainOptions {
     strict: f.strict,
     imageEmbeds: f.imageEmbeds,
     hiddenWeight: num('--hidden-weight', f.hiddenWeight, (n) => n >= 0, 'a weight of 0 or more'),
+    adversarial: adversarialFlags(f),
+    init: f.init,
   };
 }
 
@@ -116,9 +144,27 @@ export function register(program: Command): void {
       "weight of the extra term pulling the unsafe caption's last_hidden_state toward the reference's safe one (0: the paper's losses only)",
       '0',
     )
+    .option(
+      '--init <dir>',
+      'start the trained weights from this CLIP folder (e.g. a Safe-CLIP text encoder) instead of --clip; the reference stays --clip',
+    )
+    .option(
+      '--adversarial',
+      'adversarial training: GCG prompts against the encoder in training join the batches as unsafe captions',
+    )
+    .option('--adv-every <n>', 'search new adversarial prompts every n steps', String(ADVERSARIAL_DEFAULTS.every))
+    .option(
+      '--adv-captions <n>',
+      'unsafe captions attacked per search (pairs added to each batch)',
+      String(ADVERSARIAL_DEFAULTS.captions),
+    )
+    .option('--adv-budget <n>', 'GCG steps per caption', String(ADVERSARIAL_DEFAULTS.budget))
+    .option('--adv-batch <n>', 'GCG candidates scored per step', String(ADVERSARIAL_DEFAULTS.batch))
+    .option('--ban <words>', 'words the adversarial prompts may not contain', ADVERSARIAL_DEFAULTS.ban.join(','))
     .action(async (flags: Flags) => {
       const options = parseFlags(flags);
       let started = false;
+      let adversarial = '';
       const bar = new SingleBar({
         format: 'finetune [{bar}] {value}/{total} {eta_formatted} | {losses}',
         hideCursor: true,
@@ -134,9 +180,12 @@ export function register(program: Command): void {
             bar.start(options.steps, startStep, { losses: '' });
             started = true;
           },
+          onAdversarial: ({ step, pairs }) => {
+            adversarial = `adv@${step} ${pairs.similarity.toFixed(3)}`;
+          },
           onStep: ({ step, losses }) => {
             const shown = SHOWN.filter((k) => k in losses).map((k) => `${k} ${losses[k].toFixed(4)}`);
-            bar.update(step, { losses: shown.join(' ') });
+            bar.update(step, { losses: [...shown, adversarial].join(' ') });
           },
         });
         if (started) bar.stop();
