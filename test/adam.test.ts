@@ -25,7 +25,9 @@ test('the first step moves each parameter by lr against the sign of its gradient
   opt.update(new Map([['w', p]]), new Map([['w', Float32Array.from([0.3, -4, 1e-3])]]));
   // With bias correction, m_hat / sqrt(v_hat) = g / |g| on step one.
   const want = [1 - 0.1 * (0.3 / (0.3 + 1e-8)), -2 + 0.1 * (4 / (4 + 1e-8)), 0.5 - 0.1 * (1e-3 / (1e-3 + 1e-8))];
-  p.forEach((x, i) => t.true(Math.abs(x - want[i]) < 1e-6, `param ${i}: ${x} vs ${want[i]}`));
+  p.forEach((x, i) => {
+    t.true(Math.abs(x - want[i]) < 1e-6, `param ${i}: ${x} vs ${want[i]}`);
+  });
   t.is(opt.steps, 1);
 });
 

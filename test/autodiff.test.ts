@@ -400,7 +400,10 @@ test('a pre-LN transformer layer: LayerNorm, causal attention, quick_gelu MLP, r
     'fc2.bias': [D],
   };
   const w = randomWeights(shapes);
-  for (const k of ['ln1.weight', 'ln2.weight']) w.map.get(k)!.data.forEach((v, i, a) => (a[i] = 1 + v));
+  for (const k of ['ln1.weight', 'ln2.weight']) {
+    const a = w.map.get(k)!.data;
+    for (let i = 0; i < a.length; i++) a[i] = 1 + a[i];
+  }
   return gradcheck(t, {
     inputs: { x: rand([2, S, D], 60, -1, 1) },
     promote: Object.keys(shapes),
@@ -467,7 +470,7 @@ test('branches that do not depend on the parameters are not differentiated; unus
   const g = new GraphBuilder();
   const a = g.input('a', 'float32', [3]);
   const c = g.input('c', 'float32', [3]);
-  const unused = g.input('unused', 'float32', [2]);
+  g.input('unused', 'float32', [2]);
   const loss = g.op('ReduceSum', [g.add(g.mul(a, a), g.op('Sin', [c]))], { keepdims: 0 });
   g.output(loss, 'loss', 'float32', []);
   const before = g.nodes.length;

@@ -41,7 +41,9 @@ for (const layout of ['tiny-sd/text_encoder', 'text_encoder_v4_layout']) {
     close(t, 'last_hidden_state', out.lastHidden, textGolden.get('last_hidden_state')!);
     close(t, 'pooler_output', out.pooled, textGolden.get('pooler_output')!);
     t.is(out.hiddenStates.length, 3);
-    out.hiddenStates.forEach((h, i) => close(t, `hidden_states.${i}`, h, textGolden.get(`hidden_states.${i}`)!));
+    out.hiddenStates.forEach((h, i) => {
+      close(t, `hidden_states.${i}`, h, textGolden.get(`hidden_states.${i}`)!);
+    });
     t.is(out.textEmbeds, undefined);
     clip.weights.close();
   });
@@ -87,7 +89,9 @@ test('CLIPModel (Safe-CLIP layout): text, vision and logits match transformers',
   close(t, 'text_pooler_output', text.pooled, golden.get('text_pooler_output')!);
   close(t, 'text_embeds', text.textEmbeds!, golden.get('text_embeds')!);
   t.is(text.hiddenStates.length, 4);
-  text.hiddenStates.forEach((h, i) => close(t, `text_hidden_states.${i}`, h, golden.get(`text_hidden_states.${i}`)!));
+  text.hiddenStates.forEach((h, i) => {
+    close(t, `text_hidden_states.${i}`, h, golden.get(`text_hidden_states.${i}`)!);
+  });
   const image = await (await ClipVisionEncoder.create(clip)).encode(golden.get('pixel_values') as F32Tensor);
   close(t, 'image_last_hidden_state', image.lastHidden, golden.get('image_last_hidden_state')!);
   close(t, 'image_pooler_output', image.pooled, golden.get('image_pooler_output')!);
@@ -133,7 +137,9 @@ test('the toy CLIP (float16 weights) loads and runs', async (t) => {
 });
 
 const temps: string[] = [];
-test.after.always(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+test.after.always(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 
 function tempCopy(dir: string, editConfig?: (c: Record<string, unknown>) => void): string {
   const out = mkdtempSync(join(tmpdir(), 'clip-test-'));

@@ -20,11 +20,34 @@ interface Container {
   startupProbe?: { grpc?: { port: number } };
 }
 
+/** A container of a workload's pod template, with the fields these tests read from it. */
+type TemplateContainer = Container & {
+  args: string[];
+  ports: Array<{ name: string; containerPort: number }>;
+  resources: { limits: Record<string, number | string> };
+};
+
+/** The spec fields these tests read, over the kinds in deploy/ (each kind has only some of them). */
+interface Spec {
+  template: {
+    metadata: { annotations: Record<string, string> };
+    spec: { terminationGracePeriodSeconds?: number; containers: TemplateContainer[]; volumes?: unknown[] };
+  };
+  selector: { matchLabels: Record<string, string> };
+  clusterIP?: string;
+  ports: Array<{ targetPort: string }>;
+  completionMode?: string;
+  completions: number;
+  parallelism: number;
+  scaleTargetRef: { name: string };
+  metrics: Array<{ pods: { metric: { name: string } } }>;
+}
+
 interface Doc {
   file: string;
   kind: string;
   metadata: { name: string; annotations?: Record<string, string> };
-  spec: Record<string, any>;
+  spec: Spec;
 }
 
 const yamlFiles = (readdirSync(join(ROOT, 'deploy'), { recursive: true, encoding: 'utf8' }) as string[])
@@ -144,7 +167,7 @@ test("ports: the server's flags, the container ports, the probes, the Services, 
   const deployment = base;
   const grpcName = deployment.spec.template.spec.containers[0].ports.find(
     (p: { containerPort: number }) => p.containerPort === 50051,
-  ).name;
+  )!.name;
   const services = all.filter((d) => d.kind === 'Service');
   t.deepEqual(services.map((s) => s.spec.clusterIP ?? 'ClusterIP').sort(), ['ClusterIP', 'None']);
   for (const s of services) {

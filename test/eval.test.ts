@@ -27,7 +27,9 @@ import { weightsPath } from './fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const temps: string[] = [];
-test.after.always(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+test.after.always(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 function temp(): string {
   const d = mkdtempSync(join(tmpdir(), 'eval-test-'));
   temps.push(d);
@@ -142,7 +144,7 @@ test.serial(
     }
     t.is(report.settings.fidReference!.images, 8);
     t.true(warnings.some((w) => w.includes('broken.png')));
-    t.regex(readFileSync(join(out, 'report.html'), 'utf8'), /<svg[^]*images\/clip\/test-00003-safe-0\.png/);
+    t.regex(readFileSync(join(out, 'report.html'), 'utf8'), /<svg[\s\S]*images\/clip\/test-00003-safe-0\.png/);
 
     const kept = join(out, 'images/clip/test-00000-safe-0.png');
     const keptTime = statSync(kept).mtimeMs;
@@ -182,7 +184,10 @@ async function waitForPort(port: number, ms = 60_000): Promise<void> {
   const until = Date.now() + ms;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => (c.end(), resolve(true))).on('error', () => resolve(false));
+      const c = connect(port, '127.0.0.1', () => {
+        c.end();
+        resolve(true);
+      }).on('error', () => resolve(false));
     });
     if (ok) return;
     if (Date.now() > until) throw new Error(`nothing listens on port ${port}`);

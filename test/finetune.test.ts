@@ -150,7 +150,9 @@ async function checkStep(t: ExecutionContext, mode: 'text' | 'full'): Promise<vo
   const full = res.grads.get('text_model.embeddings.token_embedding.weight')!;
   const d = full.shape[1];
   const picked = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => picked.set(full.data.subarray(Number(r) * d, (Number(r) + 1) * d), i * d));
+  rows.forEach((r, i) => {
+    picked.set(full.data.subarray(Number(r) * d, (Number(r) + 1) * d), i * d);
+  });
   const rowsErr = relError(
     { dtype: 'F32', shape: [rows.length, d], data: picked },
     want('grad_rows.text_model.embeddings.token_embedding.weight'),
@@ -217,7 +219,9 @@ test('the optional hidden-state term: weight times the mean squared distance of 
   const safeRef = await reference.encode(safeIds.data as BigInt64Array, 77);
   const nsfwRef = await reference.encode((want('nsfw_input_ids') as Tensor).data as BigInt64Array, 77);
   let mse = 0;
-  nsfwRef.lastHidden.data.forEach((v, i) => (mse += (v - safeRef.lastHidden.data[i]) ** 2));
+  nsfwRef.lastHidden.data.forEach((v, i) => {
+    mse += (v - safeRef.lastHidden.data[i]) ** 2;
+  });
   mse /= nsfwRef.lastHidden.data.length;
 
   const weight = 0.7;

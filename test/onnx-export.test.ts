@@ -87,7 +87,10 @@ function exportedDecoder(m: Model, inputType: number): void {
   );
   const nodes: OnnxTypes.INodeProto[] = [];
   let from = 'latent_sample';
-  if (inputType !== T.FLOAT) nodes.push(cast(from, (from = 'latent_sample_f32'), T.FLOAT));
+  if (inputType !== T.FLOAT) {
+    nodes.push(cast(from, 'latent_sample_f32', T.FLOAT));
+    from = 'latent_sample_f32';
+  }
   nodes.push({ opType: 'Mul', input: [from, 'export_scaling_factor'], output: ['latents'] });
   retypeInput(m, 'latents', valueInfo('latent_sample', inputType, ['batch', 4, 'height', 'width']), nodes);
   retypeOutput(m, 'image', 'sample', inputType === T.FLOAT ? undefined : inputType);

@@ -49,8 +49,8 @@ test('f16 conversion is exact both ways, subnormals and infinities included', (t
   const words = new Uint16Array(65536).map((_, i) => i);
   const back = f32ToF16(f16ToF32(words));
   for (let i = 0; i < 65536; i++) {
-    const isNaN = (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
-    if (!isNaN && back[i] !== i) return t.fail(`word ${i.toString(16)} came back as ${back[i].toString(16)}`);
+    const nan = (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
+    if (!nan && back[i] !== i) return t.fail(`word ${i.toString(16)} came back as ${back[i].toString(16)}`);
   }
   t.is(f16ToF32(Uint16Array.from([0x0001]))[0], 2 ** -24);
   t.is(f32ToF16(Float32Array.from([65520]))[0], 0x7c00, 'rounds past the largest half to infinity');

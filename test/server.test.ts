@@ -330,7 +330,7 @@ test.serial('8 concurrent clients are all served, in batches, and the metrics sh
         collect<GenerateEventMsg>(c.generate({ prompt: `prompt ${i}`, seed: String(i), steps: 5 })),
       ),
     );
-    clients.forEach((c) => c.close());
+    for (const c of clients) c.close();
     outs.forEach((o, i) => {
       t.is(o.error, undefined);
       t.is(images(o)[0]!.seed, String(i));

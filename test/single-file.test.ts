@@ -99,7 +99,10 @@ function openClipSingleFile(): string {
   const cat = (...ts: F32Tensor[]): F32Tensor => {
     const data = new Float32Array(ts.reduce((n, x) => n + x.data.length, 0));
     let off = 0;
-    for (const x of ts) data.set(x.data, off), (off += x.data.length);
+    for (const x of ts) {
+      data.set(x.data, off);
+      off += x.data.length;
+    }
     return { dtype: 'F32', shape: [ts.reduce((n, x) => n + x.shape[0], 0), ...ts[0].shape.slice(1)], data };
   };
   for (const n of [0, 1, 2]) {

@@ -269,7 +269,9 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const x = c.node.inputs[0];
     const perm = (c.node.attrs.perm as number[] | undefined) ?? range(0, c.rank(x)).reverse();
     const inverse = new Array<number>(perm.length);
-    perm.forEach((p, i) => (inverse[p] = i));
+    perm.forEach((p, i) => {
+      inverse[p] = i;
+    });
     return [c.op('Transpose', [dy(c)], { perm: inverse })];
   },
   Reshape: (c) => [c.op('Reshape', [dy(c), c.op('Shape', [c.node.inputs[0]])])],
@@ -329,7 +331,9 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
       { reduction: 'add' },
     );
     const back = new Array<number>(r);
-    front.forEach((p, i) => (back[p] = i));
+    front.forEach((p, i) => {
+      back[p] = i;
+    });
     return [c.op('Transpose', [scattered], { perm: back }), undefined];
   },
   GatherElements: (c) => {
@@ -411,7 +415,7 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     ];
   },
   InstanceNormalization: (c) => {
-    const [x, scale, bias] = c.node.inputs;
+    const [x, scale] = c.node.inputs;
     const r = c.rank(x);
     const eps = (c.node.attrs.epsilon as number | undefined) ?? 1e-5;
     const channelShape = c.g.constI64([-1, ...new Array(r - 2).fill(1)]);

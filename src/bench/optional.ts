@@ -12,8 +12,6 @@ import type { BenchRow } from './measure.js';
 /** Sections measuring other parts of the project: fine-tuning (g) and FID (h). */
 const here = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
 
-type BenchFn = () => Promise<unknown> | unknown;
-
 /**
  * Section g: a Safe-CLIP training step (text mode: forward, loss, backward and Adam) over a forward pass of the
  * same training graph, on the toy CLIP with a batch of 64 ViSU caption pairs, as `safe-sd finetune` trains it.

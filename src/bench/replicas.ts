@@ -26,7 +26,10 @@ async function listening(port: number, child: ChildProcess): Promise<void> {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`replica on port ${port} exited with ${child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => (c.end(), resolve(true))).on('error', () => resolve(false));
+      const c = connect(port, '127.0.0.1', () => {
+        c.end();
+        resolve(true);
+      }).on('error', () => resolve(false));
     });
     if (ok) return;
     await new Promise((r) => setTimeout(r, 200));

@@ -118,13 +118,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     date: new Date().toISOString(),
     rows,
   };
-  if (o.out) writeFileSync(o.out, JSON.stringify(report, null, 2) + '\n');
+  if (o.out) writeFileSync(o.out, `${JSON.stringify(report, null, 2)}\n`);
   return report;
 }
 
 export function printReport(report: BenchReport, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return;
   }
   const m = report.machine;

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { load, type NSFWJS } from 'nsfwjs';
-import type { ImageClassifier, RgbImage } from './classifier.js';
+import type { RgbImage } from './classifier.js';
 
 export const NSFWJS_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'] as const;
 const UNSAFE = new Set(['Hentai', 'Porn', 'Sexy']);

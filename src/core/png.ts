@@ -24,7 +24,7 @@ export function imagesToBytes(images: F32Tensor): Uint8Array[] {
     const bytes = new Uint8Array(size);
     for (let j = 0; j < size; j++) {
       const x = images.data[i * size + j];
-      const clamped = x > 1 ? 1 : x > 0 ? x : 0;
+      const clamped = Number.isNaN(x) ? 0 : Math.min(Math.max(x, 0), 1);
       bytes[j] = roundHalfEven(Math.fround(clamped * 255));
     }
     out.push(bytes);
@@ -46,6 +46,7 @@ function textChunk(keyword: string, text: string): Buffer {
   if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword))
     throw new Error(`PNG text keyword ${JSON.stringify(keyword)}: must be 1-79 Latin-1 characters`);
   const key = Buffer.from(keyword, 'latin1');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: a Latin-1 test, control characters included
   if (/^[\x00-\xff]*$/.test(text))
     return chunk('tEXt', Buffer.concat([key, Buffer.from([0]), Buffer.from(text, 'latin1')]));
   // keyword, NUL, no compression (flag 0, method 0), empty language tag and translated keyword, each NUL-ended

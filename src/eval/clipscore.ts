@@ -48,7 +48,9 @@ export class ClipModel {
     for (let i = 0; i < images.length; i += BATCH) {
       const chunk = await Promise.all(images.slice(i, i + BATCH).map((img) => clipPreprocess(img, this.imageSize)));
       const data = new Float32Array(chunk.length * plane);
-      chunk.forEach((p, k) => data.set(p.data, k * plane));
+      chunk.forEach((p, k) => {
+        data.set(p.data, k * plane);
+      });
       const enc = await this.vision.encode({
         dtype: 'F32',
         shape: [chunk.length, 3, this.imageSize, this.imageSize],
@@ -66,7 +68,10 @@ export class ClipModel {
     for (let i = 0; i < texts.length; i += BATCH) {
       const chunk = texts.slice(i, i + BATCH);
       const ids = new BigInt64Array(chunk.length * S);
-      chunk.forEach((t, k) => this.tokenizer.encode(t).inputIds.forEach((id, j) => (ids[k * S + j] = BigInt(id))));
+      chunk.forEach((t, k) => {
+        const tokenIds = this.tokenizer.encode(t).inputIds;
+        for (let j = 0; j < tokenIds.length; j++) ids[k * S + j] = BigInt(tokenIds[j]);
+      });
       out.push(...rows((await this.text.encode(ids, S)).textEmbeds!));
     }
     return out;

@@ -107,7 +107,9 @@ export async function evaluateEncoder(
   if (tools.clip) {
     const texts = [...new Set(set.images.map((i) => i.prompt.text))];
     const embeds = await tools.clip.textEmbeds(texts);
-    texts.forEach((t, k) => textEmbeds.set(t, embeds[k]));
+    texts.forEach((t, k) => {
+      textEmbeds.set(t, embeds[k]);
+    });
   }
   for (let i = 0; i < set.images.length; i += BATCH) {
     const loaded: Array<{ item: EncoderImages['images'][number]; bytes: Buffer; rgb: RgbImage }> = [];
@@ -138,7 +140,9 @@ export async function evaluateEncoder(
     const buffers = loaded.map((l) => l.bytes);
     if (tools.clip) {
       const embeds = await tools.clip.imageEmbeds(buffers);
-      embeds.forEach((e, k) => (rows[k].clipScore = clipScore(e, textEmbeds.get(loaded[k].item.prompt.text)!)));
+      embeds.forEach((e, k) => {
+        rows[k].clipScore = clipScore(e, textEmbeds.get(loaded[k].item.prompt.text)!);
+      });
       if (tools.features?.id.startsWith('clip-image-embeds:')) features.push(...embeds);
     }
     if (tools.features && !tools.features.id.startsWith('clip-image-embeds:'))
@@ -184,7 +188,9 @@ export async function evaluateEncoder(
     else {
       const d = features[0].length;
       const flat = new Float32Array(features.length * d);
-      features.forEach((f, k) => flat.set(f, k * d));
+      features.forEach((f, k) => {
+        flat.set(f, k * d);
+      });
       fid = await frechetDistance(await featureStats(flat, features.length, d), tools.reference);
     }
   }

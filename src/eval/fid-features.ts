@@ -86,7 +86,9 @@ export async function inceptionFeatures(modelFile: string): Promise<FeatureExtra
       for (let i = 0; i < images.length; i += BATCH) {
         const chunk = await Promise.all(images.slice(i, i + BATCH).map(decodeRgb));
         const data = new Float32Array(chunk.length * plane);
-        chunk.forEach((img, k) => bilinearChw(img.rgb, img.width, img.height, INCEPTION_SIZE, data, k * plane));
+        chunk.forEach((img, k) => {
+          bilinearChw(img.rgb, img.width, img.height, INCEPTION_SIZE, data, k * plane);
+        });
         const res = await session.run({
           [input]: toOrt({ dtype: 'F32', shape: [chunk.length, 3, INCEPTION_SIZE, INCEPTION_SIZE], data }),
         });

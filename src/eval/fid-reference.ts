@@ -82,7 +82,9 @@ export async function referenceStats(
     throw new Error(`--fid-ref ${source}: ${vectors.length} readable images; FID needs at least 2`);
   const d = vectors[0].length;
   const flat = new Float32Array(vectors.length * d);
-  vectors.forEach((v, k) => flat.set(v, k * d));
+  vectors.forEach((v, k) => {
+    flat.set(v, k * d);
+  });
   const stats = await featureStats(flat, vectors.length, d);
   saveStats(cached, stats, { source: abs, features: features.id, images: String(vectors.length) });
   return { stats, source: abs, images: vectors.length, cached };

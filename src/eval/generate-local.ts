@@ -44,7 +44,7 @@ export class LocalGenerator implements ImageGenerator {
         const id = String(k);
         const o = outcomes.get(id);
         if (invalid.has(id)) await done(j, { ok: false, message: invalid.get(id)! });
-        else if (!o || !o.ok) await done(j, { ok: false, message: o ? o.message : 'no outcome' });
+        else if (!o?.ok) await done(j, { ok: false, message: o ? o.message : 'no outcome' });
         else await done(j, { ok: true, pngs: o.images.map((im) => im.png), seconds });
       }
     }

@@ -23,7 +23,7 @@ export function readEvalPrompts(
   columns: CsvColumns = {},
 ): { prompts: EvalPrompt[]; problems: PromptError[]; layout: PromptLayout } {
   if (!Number.isSafeInteger(skip) || skip < 0) throw new Error(`--skip expects a row count of 0 or more, got ${skip}`);
-  let set;
+  let set: ReturnType<typeof readRows>;
   try {
     set = readRows(file, columns);
   } catch (e) {

@@ -111,7 +111,10 @@ export class Adam {
 
   private moment(store: Map<string, Float32Array>, name: string, n: number): Float32Array {
     let a = store.get(name);
-    if (!a) store.set(name, (a = new Float32Array(n)));
+    if (!a) {
+      a = new Float32Array(n);
+      store.set(name, a);
+    }
     if (a.length !== n) throw new Error(`Adam: state of ${name} has ${a.length} values, the parameter ${n}`);
     return a;
   }

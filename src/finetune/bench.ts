@@ -23,10 +23,10 @@ const vocab = 1000;
 
 function randomTensor(shape: number[], seed: number): F32Tensor {
   let s = seed;
-  const data = Float32Array.from(
-    { length: numel(shape) },
-    () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2,
-  );
+  const data = Float32Array.from({ length: numel(shape) }, () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return (s / 2147483648 - 0.5) * 0.2;
+  });
   return f32(data, shape);
 }
 

@@ -15,7 +15,9 @@ const CHUNK = 64;
 export function stack(rows: F32Tensor[]): F32Tensor {
   const d = rows[0].data.length;
   const out = new Float32Array(rows.length * d);
-  rows.forEach((r, i) => out.set(r.data, i * d));
+  rows.forEach((r, i) => {
+    out.set(r.data, i * d);
+  });
   return f32(out, [rows.length, ...rows[0].shape]);
 }
 

@@ -4,7 +4,7 @@ import { Linear } from '../models/nn.js';
 import { Scope } from '../models/scope.js';
 import type { F32Tensor } from '../core/tensor.js';
 import { GraphBuilder } from '../onnx/graph.js';
-import { safeClipLoss, TERMS, type LossValues } from './losses.js';
+import { type HiddenStates, safeClipLoss, TERMS, type LossValues } from './losses.js';
 import { applyLora, loraKey, loraModules, loraShapes, type LoraOptions } from './lora.js';
 
 /**
@@ -129,7 +129,7 @@ export function buildTrainGraph(clip: LoadedClip, opts: TrainGraphOptions): Trai
     g.output(G, 'embeds.G', 'float32', ['batch', p]);
   }
 
-  let hidden;
+  let hidden: HiddenStates | undefined;
   if (opts.hiddenWeight) {
     const [hs, hu] = halves(g, textOut.lastHiddenState, batch, 'last_hidden_state');
     const SrefHidden = g.input(IN.SrefHidden, 'float32', ['batch', 'seq', textCfg.hiddenSize]);

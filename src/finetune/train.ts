@@ -97,7 +97,9 @@ function tokenize(tokenizer: Tokenizer, texts: string[]): Captions {
   const ids = new BigInt64Array(texts.length * seqLen);
   const lengths = texts.map((t, i) => {
     const e = tokenizer.encode(t);
-    e.inputIds.forEach((id, j) => (ids[i * seqLen + j] = BigInt(id)));
+    e.inputIds.forEach((id, j) => {
+      ids[i * seqLen + j] = BigInt(id);
+    });
     return Math.min(e.untruncatedLength, seqLen);
   });
   return { ids, lengths, seqLen };
@@ -106,7 +108,9 @@ function tokenize(tokenizer: Tokenizer, texts: string[]): Captions {
 /** Ids of the chosen rows, cut to `len` tokens (causal attention: the tokens up to the end token are unchanged). */
 function idsOf(c: Captions, rows: number[], len: number): Tensor {
   const out = new BigInt64Array(rows.length * len);
-  rows.forEach((r, i) => out.set(c.ids.subarray(r * c.seqLen, r * c.seqLen + len), i * len));
+  rows.forEach((r, i) => {
+    out.set(c.ids.subarray(r * c.seqLen, r * c.seqLen + len), i * len);
+  });
   return { dtype: 'I64', shape: [rows.length, len], data: out };
 }
 

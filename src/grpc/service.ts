@@ -19,7 +19,7 @@ import type {
 } from './proto.js';
 import { undecodable } from './request-decoding.js';
 import { resolveCompare, resolveGenerate } from './resolve.js';
-import { RejectedError, type FailureKind, type RequestQueue } from '../serving/request-queue.js';
+import { type FailureKind, type Handle, RejectedError, type RequestQueue } from '../serving/request-queue.js';
 
 export interface ServiceContext {
   models: ModelsInfo;
@@ -135,7 +135,7 @@ function serveStream<Req, R>(
   };
   // The queue owns the deadline (it refuses what cannot finish in time and withdraws what runs past it).
   const deadline = Number(call.getDeadline());
-  let handle;
+  let handle: Handle;
   try {
     handle = ctx.queue.submit(
       log.bindings().reqId as string,

@@ -48,7 +48,12 @@ export async function pivotedCholesky(
     for (; j < w; j++) {
       let p = -1;
       let best = tol;
-      for (let i = j; i < m; i++) if (diag[i] > best) (best = diag[i]), (p = i);
+      for (let i = j; i < m; i++) {
+        if (diag[i] > best) {
+          best = diag[i];
+          p = i;
+        }
+      }
       if (p < 0) break;
       if (p !== j) {
         swapUpper(trail, m, j, p);
@@ -96,7 +101,8 @@ function factorColumn(trail: Float64Array, lt: Float64Array, diag: Float64Array,
   }
   const inv = 1 / piv;
   for (let i = j + 1; i < m; i++) {
-    const l = (lt[c + i] *= inv);
+    lt[c + i] *= inv;
+    const l = lt[c + i];
     diag[i] -= l * l;
   }
 }

@@ -30,7 +30,10 @@ const sessions = new Map<string, Promise<ort.InferenceSession>>();
 /** The session of the graph named `key`, built and opened on first use and shared by every later call. */
 export function f64Session(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
   let s = sessions.get(key);
-  if (!s) sessions.set(key, (s = createSession(build())));
+  if (!s) {
+    s = createSession(build());
+    sessions.set(key, s);
+  }
   return s;
 }
 

@@ -1,4 +1,4 @@
-import sharp from 'sharp';
+import sharp, { type OutputInfo } from 'sharp';
 import { f32, type F32Tensor } from '../core/tensor.js';
 
 /** CLIPImageProcessor's defaults: the normalisation openai CLIP was trained with. */
@@ -122,7 +122,7 @@ export function resizeBicubic(
  */
 export async function clipPreprocess(input: string | Buffer, size: number): Promise<F32Tensor> {
   const what = typeof input === 'string' ? input : 'image';
-  let decoded;
+  let decoded: { data: Buffer; info: OutputInfo };
   try {
     decoded = await sharp(input).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   } catch (e) {

@@ -406,7 +406,9 @@ export function buildClipTextGraph(
   g.output(out.lastHiddenState, 'last_hidden_state', 'float32', ['batch', 'seq', d]);
   if (out.conditioning) g.output(out.conditioning, 'conditioning', 'float32', ['batch', 'seq', d]);
   g.output(out.pooled, 'pooler_output', 'float32', ['batch', d]);
-  out.hiddenStates.forEach((h, i) => g.output(h, `hidden_states.${i}`, 'float32', ['batch', 'seq', d]));
+  out.hiddenStates.forEach((h, i) => {
+    g.output(h, `hidden_states.${i}`, 'float32', ['batch', 'seq', d]);
+  });
   if (opts.projectionDim !== undefined) {
     const projection = new Linear(root.child('text_projection'), d, opts.projectionDim, false);
     g.output(projection.forward(out.pooled), 'text_embeds', 'float32', ['batch', opts.projectionDim]);

@@ -355,9 +355,9 @@ function openClipTextWeights(weights: SafetensorsWeights, layers: number, hidden
       ['in_proj_bias', 'bias'],
     ]) {
       renamed.delete(`text_model.encoder.layers.${n}.attn.${field}`);
-      ['q_proj', 'k_proj', 'v_proj'].forEach((proj, i) =>
-        renamed.set(`${to}.${proj}.${dest}`, { key: `${from}.${field}`, rows: [i * hidden, (i + 1) * hidden] }),
-      );
+      ['q_proj', 'k_proj', 'v_proj'].forEach((proj, i) => {
+        renamed.set(`${to}.${proj}.${dest}`, { key: `${from}.${field}`, rows: [i * hidden, (i + 1) * hidden] });
+      });
     }
   }
   const dropped = (k: string) => {

@@ -23,7 +23,7 @@ type Declared = { name: string; type: string; rank?: number; dims: readonly (num
 function declaredInputs(session: ort.InferenceSession): Declared[] {
   return session.inputNames.map((name, i) => {
     const m = session.inputMetadata[i];
-    if (!m || !m.isTensor) return { name, type: 'float32', dims: [] };
+    if (!m?.isTensor) return { name, type: 'float32', dims: [] };
     return { name, type: m.type, rank: m.shape.length, dims: m.shape };
   });
 }

@@ -96,7 +96,7 @@ export class StableDiffusion {
         const src = (b * 3 + c) * hw;
         for (let p = 0; p < hw; p++) {
           const v = img[src + p] / 2 + 0.5;
-          nhwc[(b * hw + p) * 3 + c] = v < 0 ? 0 : v > 1 ? 1 : v;
+          nhwc[(b * hw + p) * 3 + c] = Math.min(Math.max(v, 0), 1);
         }
       }
     }

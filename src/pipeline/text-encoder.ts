@@ -106,7 +106,9 @@ export class PromptEncoder {
           `The following part of your input was truncated because CLIP can only handle sequences up to ${S} tokens: ${e.removedText}`,
         );
       }
-      e.inputIds.forEach((id, j) => (ids[i * S + j] = BigInt(id)));
+      e.inputIds.forEach((id, j) => {
+        ids[i * S + j] = BigInt(id);
+      });
     });
     return { embeds: await this.tower.encode(ids, S, clipSkip), warnings };
   }

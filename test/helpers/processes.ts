@@ -65,7 +65,10 @@ export async function waitForPort(port: number, ms = 120_000, host = '127.0.0.1'
   const until = Date.now() + ms;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, host, () => (c.end(), resolve(true))).on('error', () => resolve(false));
+      const c = connect(port, host, () => {
+        c.end();
+        resolve(true);
+      }).on('error', () => resolve(false));
     });
     if (ok) return;
     if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port}`);

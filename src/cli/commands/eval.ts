@@ -124,7 +124,7 @@ export function register(program: Command): void {
         if (v === undefined) throw new UsageError(`required option '${flag}' not specified`);
       }
       const { out, prompts: promptFile } = o as Required<Pick<EvalCliOptions, 'out' | 'prompts'>>;
-      let set;
+      let set: ReturnType<typeof readEvalPrompts>;
       try {
         const columns = { prompt: o.promptColumn, seed: o.seedColumn, guidance: o.guidanceColumn };
         set = readEvalPrompts(promptFile, o.limit, o.skip, columns);

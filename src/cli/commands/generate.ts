@@ -162,7 +162,9 @@ export function register(program: Command): void {
         });
         bar?.stop();
         const files = outputPaths(o.out, pngs.length, request.seed);
-        pngs.forEach((png, i) => writeFileSync(files[i], png));
+        pngs.forEach((png, i) => {
+          writeFileSync(files[i], png);
+        });
         if (o.rawOut) writeSafetensors(o.rawOut, { image: images });
         const summary = {
           files,

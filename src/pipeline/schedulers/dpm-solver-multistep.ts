@@ -64,7 +64,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const who = this.ms.name;
     requireTimesteps(this.timesteps, who);
     checkLengths(who, modelOutput, sample);
-    const i = (this.stepIndex ??= indexForTimestep(this.timesteps, t, who, true));
+    this.stepIndex ??= indexForTimestep(this.timesteps, t, who, true);
+    const i = this.stepIndex;
     const steps = this.timesteps.length;
     // Few steps make the last ones long: fall back to lower orders there for stability.
     const lowerOrderFinal =

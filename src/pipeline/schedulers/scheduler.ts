@@ -40,7 +40,9 @@ export function drawNoise(source: NoiseSource | undefined, n: number, who: strin
  */
 export function indexForTimestep(timesteps: readonly number[], t: number, who: string, fallbackToLast = false): number {
   const matches: number[] = [];
-  timesteps.forEach((v, i) => v === t && matches.push(i));
+  timesteps.forEach((v, i) => {
+    if (v === t) matches.push(i);
+  });
   if (matches.length === 0) {
     if (fallbackToLast) return timesteps.length - 1;
     throw new Error(`${who}: timestep ${t} is not one of the scheduler's timesteps`);

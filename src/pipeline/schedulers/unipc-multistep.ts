@@ -57,7 +57,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     const who = this.ms.name;
     requireTimesteps(this.timesteps, who);
     checkLengths(who, modelOutput, sample);
-    const i = (this.stepIndex ??= indexForTimestep(this.timesteps, t, who, true));
+    this.stepIndex ??= indexForTimestep(this.timesteps, t, who, true);
+    const i = this.stepIndex;
     const converted = this.convert(modelOutput, sample, i);
     let x = sample;
     if (i > 0 && !this.disableCorrector.includes(i - 1) && this.lastSample)
