@@ -68,7 +68,7 @@ test('bad input is refused with the parameter named', (t) => {
   t.throws(() => new Adam({ lr: 0.1, betas: [1, 0.9] }), { message: /beta1 must be in \[0, 1\)/ });
 });
 
-test('a gradient that is zero outside a few rows (an embedding table) updates exactly like the dense definition', (t) => {
+test('a gradient zero outside a few rows (an embedding table) updates exactly like the dense definition', (t) => {
   const n = 64 * 6;
   const opt = new Adam({ lr: 0.05 });
   const p = Float32Array.from({ length: n }, (_, i) => Math.sin(i));

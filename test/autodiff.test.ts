@@ -32,7 +32,9 @@ function rand(shape: number[], seed: number, lo = -1, hi = 1): F32Tensor {
 interface Check {
   /** Float inputs (differentiated) and their values. */
   inputs: Record<string, F32Tensor>;
-  /** Declared dims of the inputs, e.g. symbolic ones to force run-time broadcast reduction; default: the values' shapes. */
+  /**
+   * Declared dims of the inputs, e.g. symbolic ones to force run-time broadcast reduction; default: the values' shapes.
+   */
   dims?: Record<string, Dim[]>;
   /** Builds the function under test from the input names; returns the value whose weighted sum is the loss. */
   build: (g: GraphBuilder, x: Record<string, string>) => string;
@@ -466,7 +468,7 @@ test('an op without a gradient rule on the path to the loss is named in the erro
   t.throws(() => buildGradients(g, loss, ['x']), { message: /no gradient rule for op Sin \(node encoder\.odd\/Sin\)/ });
 });
 
-test('branches that do not depend on the parameters are not differentiated; unused parameters get zero gradients', async (t) => {
+test('branches that no parameter reaches are not differentiated; unused parameters get zero gradients', async (t) => {
   const g = new GraphBuilder();
   const a = g.input('a', 'float32', [3]);
   const c = g.input('c', 'float32', [3]);

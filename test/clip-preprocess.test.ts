@@ -18,7 +18,8 @@ for (const name of ['blocks_224x224.png', 'gradient_400x300.png', 'noise_80x64.p
     const want = golden.get(name)!;
     const err = maxAbsError(got, want);
     t.log(`max abs error ${err.toExponential(2)}`);
-    // The resampler follows torch's uint8 path exactly, so the bound is near 10x the 4.8e-7 measured, far inside the 2e-2 the README allows another resampler.
+    // The resampler follows torch's uint8 path exactly, so the bound is near 10x the 4.8e-7 measured, far inside the
+    // 2e-2 the README allows another resampler.
     t.true(err < 5e-6, `max abs error ${err}`);
   });
 }

@@ -186,7 +186,9 @@ test('a folder whose safetensors misses a weight fails when the graph is built, 
   writeSafetensors(join(dir, 'model.safetensors'), tensors);
   const clip = loadClip(dir);
   await t.throwsAsync(ClipTextEncoder.create(clip), {
-    message: `${join(dir, 'model.safetensors')}: missing weight text_model.encoder.layers.0.self_attn.k_proj.bias (expected shape [32])`,
+    message:
+      `${join(dir, 'model.safetensors')}: missing weight ` +
+      `text_model.encoder.layers.0.self_attn.k_proj.bias (expected shape [32])`,
   });
   clip.weights.close();
 });
@@ -218,7 +220,9 @@ test('CLIPTextModelWithProjection and CLIPVisionModelWithProjection folders load
 test('a config of another architecture is refused, naming the file', (t) => {
   const dir = tempCopy(fixture('clip'), (c) => (c.architectures = ['T5EncoderModel']));
   t.throws(() => loadClip(dir), {
-    message: `${join(dir, 'config.json')}: architecture 'T5EncoderModel' is not one of CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection`,
+    message:
+      `${join(dir, 'config.json')}: architecture 'T5EncoderModel' is not one of CLIPModel, ` +
+      `CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection`,
   });
 });
 

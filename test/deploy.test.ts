@@ -127,7 +127,7 @@ test("every flag the manifests and the Dockerfile pass exists in that command's 
   }
 });
 
-test("ports: the server's flags, the container ports, the probes, the Services, the scrape annotation and EXPOSE agree", (t) => {
+test("ports: the server's flags, container ports, probes, Services, scrape annotation and EXPOSE agree", (t) => {
   const all = docs();
   const base = all.find((d) => d.kind === 'Deployment' && d.file === 'deploy/k8s/serve.yaml')!;
   const baseArgs = base.spec.template.spec.containers[0].args as string[];
@@ -218,7 +218,7 @@ test('paths: files the manifests name are in the image, absolute paths are on a 
   }
 });
 
-test('the Indexed Jobs slice by JOB_COMPLETION_INDEX into as many slices as completions, and merge the same folder', (t) => {
+test('Indexed Jobs slice by JOB_COMPLETION_INDEX into as many slices as completions; merge reads their folder', (t) => {
   const jobs = docs().filter((d) => d.kind === 'Job');
   const indexed = jobs.filter((j) => j.spec.completionMode === 'Indexed');
   t.is(indexed.length, 2);

@@ -123,7 +123,10 @@ test.serial('bad slices and folders of another run: one line, exit 2, nothing de
   t.is(steps.code, 2);
   t.regex(
     steps.stderr,
-    /^safe-sd: .*plan\.json: this folder holds a sharded run with other settings \(steps was 4, now 5\); use another --out\n$/,
+    new RegExp(
+      String.raw`^safe-sd: .*plan\.json: this folder holds a sharded run with other settings ` +
+        String.raw`\(steps was 4, now 5\); use another --out\n$`,
+    ),
   );
   const plan = readPlan(out);
   const prompts = planPrompts(plan);
@@ -135,7 +138,9 @@ test.serial('bad slices and folders of another run: one line, exit 2, nothing de
   t.throws(claim(4), { message: /the slice count was 3, now 4/ });
   t.throws(claim(3, prompts.slice(0, 3)), { message: /the prompt count was 4, now 3/ });
   t.throws(claim(3, [{ ...prompts[0]!, text: 'a red circle' }, ...prompts.slice(1)]), {
-    message: `${out}/plan.json: this folder holds a sharded run with other settings (prompt 0 was ${JSON.stringify(prompts[0]!.text)}, now "a red circle"); use another --out`,
+    message:
+      `${out}/plan.json: this folder holds a sharded run with other settings (prompt 0 was ` +
+      `${JSON.stringify(prompts[0]!.text)}, now "a red circle"); use another --out`,
   });
   t.throws(claim(3, prompts, ['safe', 'original']), { message: /encoders was "original,safe", now "safe,original"/ });
   t.throws(() => refuseSharded(out), { message: /holds a sharded run/ });

@@ -70,7 +70,9 @@ function visuPrompts(): EvalPrompt[] {
   ]);
 }
 
-/** The shipped descriptor of the toy world's shape classifier: [N,3,64,64] in [0,1] → five shapes; a skull is unsafe. */
+/**
+ * The shipped descriptor of the toy world's shape classifier: [N,3,64,64] in [0,1] → five shapes; a skull is unsafe.
+ */
 const shapeClassifier = () => OnnxClassifier.load(join(ROOT, 'eval/classifiers/toy-shapes.json'));
 
 let nsfwjs: Promise<NsfwjsClassifier> | undefined;

@@ -10,7 +10,8 @@ import type { F32Tensor } from '../src/core/tensor.js';
 import { fixture, weightsPath } from './fixtures.js';
 import { maxAbsError } from './helpers/compare.js';
 
-test('export: LoRA merged into a CLIPTextModel folder (text_model. keys, tokenizer) and a whole CLIPModel that load back', async (t) => {
+// The CLIPTextModel folder has text_model. keys and the tokenizer.
+test('export: LoRA merged into a CLIPTextModel folder and a whole CLIPModel that load back', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'safe-sd-export-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const clip = loadClip(weightsPath('toy-clip'));

@@ -42,7 +42,7 @@ const base = (data: string, out: string): TrainOptions => ({
   checkpointEvery: 2,
 });
 
-test('a run stopped after 2 steps and resumed to 5 ends with exactly the parameters of an uninterrupted run', async (t) => {
+test('a run stopped at step 2 and resumed to 5 ends with exactly the parameters of an uninterrupted run', async (t) => {
   const dir = scratch(t);
   const data = smallData(dir, 10);
   const straight = await train(base(data, join(dir, 'a')));

@@ -169,7 +169,8 @@ async function checkStep(t: ExecutionContext, mode: 'text' | 'full'): Promise<vo
     t.true(err < PARAM_TOL, `${key}: ${err}`);
   }
   t.log(
-    `${mode} mode: gradients max relative error ${Math.max(worstGrad, rowsErr).toExponential(2)}, parameters after one Adam step max abs error ${worstParam.toExponential(2)}`,
+    `${mode} mode: gradients max relative error ${Math.max(worstGrad, rowsErr).toExponential(2)}, parameters ` +
+      `after one Adam step max abs error ${worstParam.toExponential(2)}`,
   );
   clip.weights.close();
 }
@@ -199,7 +200,8 @@ async function checkLoraStep(t: ExecutionContext, mode: 'text' | 'full'): Promis
     t.true(err < GRAD_REL_TOL, `${name}: relative error ${err}`);
   }
   t.log(
-    `${mode} mode LoRA: total abs error ${totalErr.toExponential(2)}, gradients max relative error ${worst.toExponential(2)}`,
+    `${mode} mode LoRA: total abs error ${totalErr.toExponential(2)}, gradients max relative error ` +
+      `${worst.toExponential(2)}`,
   );
   clip.weights.close();
 }
@@ -212,7 +214,8 @@ test('one training step, full mode: gradients of the chosen parameters and the p
   checkStep(t, 'full'));
 test('one training step with LoRA, full mode: the gradients of every adapter', (t) => checkLoraStep(t, 'full'));
 
-test('the optional hidden-state term: weight times the mean squared distance of the token sequences to the reference safe one', async (t) => {
+// The term is its weight times the mean squared distance of the token sequences to the reference's safe one.
+test('the optional hidden-state term', async (t) => {
   const clip = loadClip(clipDir);
   const reference = await ClipTextEncoder.create(clip);
   const safeIds = want('safe_input_ids') as Tensor;
@@ -243,7 +246,8 @@ test('the optional hidden-state term: weight times the mean squared distance of 
     out[TOTAL].data[0] - paperTotal - weight * (mse + out[lossOutput('S_Sref_hidden')].data[0]),
   );
   t.log(
-    `hidden term relative error ${hiddenErr.toExponential(2)}, S term ${out[lossOutput('S_Sref_hidden')].data[0].toExponential(2)}, total ${totalErr.toExponential(2)}`,
+    `hidden term relative error ${hiddenErr.toExponential(2)}, S term ` +
+      `${out[lossOutput('S_Sref_hidden')].data[0].toExponential(2)}, total ${totalErr.toExponential(2)}`,
   );
   t.true(hiddenErr < 5e-8);
   t.true(out[lossOutput('S_Sref_hidden')].data[0] < 1e-9);

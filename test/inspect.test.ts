@@ -9,7 +9,7 @@ import { fixture, weightsPath } from './fixtures.js';
 
 const exec = promisify(execFile);
 
-test('a diffusers pipeline: its three weighted parts with dtypes, parameters and sizes, and whether its encoder fits', (t) => {
+test('a diffusers pipeline: its three weighted parts with dtypes, parameters, sizes; whether its encoder fits', (t) => {
   const i = inspectPath(fixture('tiny-sd'));
   t.is(i.kind, 'diffusers pipeline');
   t.deepEqual(

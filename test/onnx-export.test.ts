@@ -45,7 +45,9 @@ function valueInfo(name: string, type: number, dims: Array<number | string>): On
   };
 }
 
-/** Replace graph input `name` by `newName` of another type / rank, converted back by `nodes` (from newName to `name`). */
+/**
+ * Replace graph input `name` by `newName` of another type / rank, converted back by `nodes` (from newName to `name`).
+ */
 function retypeInput(m: Model, name: string, input: OnnxTypes.IValueInfoProto, nodes: OnnxTypes.INodeProto[]): void {
   const g = m.graph!;
   g.input = g.input!.filter((i) => i.name !== name).concat([onnx.ValueInfoProto.create(input)]);
@@ -79,7 +81,10 @@ const cast = (from: string, to: string, type: number): OnnxTypes.INodeProto => (
   attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }],
 });
 
-/** Our VAE decoder unscales UNet-space latents itself; an exported one takes VAE-space latents, so scale them back first. */
+/**
+ * Our VAE decoder unscales UNet-space latents itself; an exported one takes VAE-space latents, so scale them back
+ * first.
+ */
 function exportedDecoder(m: Model, inputType: number): void {
   const g = m.graph!;
   g.initializer!.push(
@@ -115,7 +120,8 @@ function exportFolder(variant: 'optimum' | 'int-fp16'): string {
       cpSync(fixture('tiny-sd', part, 'config.json'), join(root, part, 'config.json'), { recursive: true });
     cpSync(fixture('tiny-sd', 'vae', 'config.json'), join(root, 'vae_decoder', 'config.json'), { recursive: true });
   } else {
-    // diffusers' script with an fp16 export: int32 ids, a scalar int64 timestep, float16 latents and states, no configs.
+    // diffusers' script with an fp16 export: int32 ids, a scalar int64 timestep, float16 latents and states, no
+    // configs.
     for (const n of text.graph!.node!) n.input = n.input!.map((i) => (i === 'input_ids' ? 'input_ids_i64' : i));
     retypeInput(text, 'input_ids', valueInfo('input_ids', T.INT32, ['batch', 'sequence']), [
       cast('input_ids', 'input_ids_i64', T.INT64),
@@ -183,7 +189,7 @@ for (const run of runs) {
 // latents and states at every step: 6.1e-4 measured. The bound stays 2e-3, 3x that: the error is float16's own
 // rounding, not float32 summation order, and a broken export is off by far more.
 for (const run of runs.filter((r) => ['PNDMScheduler', 'DDIMScheduler'].includes(r.scheduler))) {
-  test(`${run.name}: an export with int32 ids, a scalar int64 timestep and float16 I/O gives the golden's images within 2e-3`, async (t) => {
+  test(`${run.name}: float16-I/O export (int32 ids, scalar int64 timestep) is within 2e-3 of the golden`, async (t) => {
     const err = await goldenRunError(t, engines[1], run);
     t.true(err < 2e-3, `max abs error ${err}`);
   });

@@ -54,7 +54,7 @@ test('a CLIPModel folder (as Safe-CLIP releases are) serves as a pipeline encode
   }
 });
 
-test('a manifest may name a single file as a pipeline path, with its config folder; its own encoder comes with it', (t) => {
+test('a manifest may name a single file as pipeline path, with its config folder; its encoder comes with it', (t) => {
   const config = tinySdConfigFolder();
   const file = writeManifest({
     pipelines: {

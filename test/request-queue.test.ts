@@ -60,7 +60,7 @@ function listener(done: (ok: boolean) => void): EntryListener {
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-test('requests submitted in one turn of the event loop start as one batch, later ones wait for the worker', async (t) => {
+test('requests submitted in one event-loop turn start as one batch, later ones wait for the worker', async (t) => {
   const pool = new RecordingPool();
   const queue = new RequestQueue(
     pool as unknown as WorkerPool,

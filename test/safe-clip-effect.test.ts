@@ -11,7 +11,7 @@ process.env.SAFE_SD_CACHE ??= mkdtempSync(join(tmpdir(), 'graph-cache-'));
 
 // The shipped Safe-CLIP encoder keeps doing its job: on the first 32 ViSU test rows (the README's figures use 96),
 // unsafe captions draw far fewer skulls than with the original encoder, and safe captions keep their shapes.
-test('the shipped safe encoder cuts skulls on unsafe captions and keeps safe shapes (toy world, 32 rows)', async (t) => {
+test('the shipped safe encoder cuts skulls on unsafe captions, keeps safe shapes (toy world, 32 rows)', async (t) => {
   const { prompts } = readEvalPrompts('eval/toy-visu/test.jsonl', 32);
   const classifier = await OnnxClassifier.load('eval/classifiers/toy-shapes.json');
   const report = await runEvaluation({

@@ -85,7 +85,10 @@ for (const run of runs) {
   });
 }
 
-/** tiny-sd's text encoder in OpenCLIP's layout (SD 2.x), with one extra resblock that the penultimate-layer view must drop. */
+/**
+ * tiny-sd's text encoder in OpenCLIP's layout (SD 2.x), with one extra resblock that the penultimate-layer view must
+ * drop.
+ */
 function openClipSingleFile(): string {
   const te = readSafetensors(fixture('tiny-sd', 'text_encoder', 'model.safetensors')) as Map<string, F32Tensor>;
   const out = new Map<string, Tensor>();
@@ -133,7 +136,8 @@ function openClipSingleFile(): string {
   return file;
 }
 
-test('an OpenCLIP (SD 2.x) text encoder: fused qkv split, names mapped, the last resblock dropped; same conditioning as tiny-sd/text_encoder', async (t) => {
+// Fused qkv split, names mapped, the last resblock dropped.
+test('an OpenCLIP (SD 2.x) text encoder gives the same conditioning as tiny-sd/text_encoder', async (t) => {
   const file = openClipSingleFile();
   const ckpt = readSingleFile(file, configDir);
   t.is(ckpt.family, 'sd2');
@@ -156,7 +160,10 @@ test('an OpenCLIP (SD 2.x) text encoder: fused qkv split, names mapped, the last
   }
 });
 
-/** A file with only the tensors config detection reads (shapes as in SD 1.5 / SD 2.1, tiny where detection does not look). */
+/**
+ * A file with only the tensors config detection reads (shapes as in SD 1.5 / SD 2.1, tiny where detection does not
+ * look).
+ */
 function detectionFile(family: 'sd1' | 'sd2', inChannels = 4): string {
   const z = (...shape: number[]): Tensor => ({
     dtype: 'F16',
@@ -202,7 +209,8 @@ test('SD 1.x defaults are chosen from a CLIP text encoder and 768-wide cross-att
   t.is(readSingleFile(detectionFile('sd1', 9)).unetConfig.int('in_channels'), 9);
 });
 
-test('SD 2.x defaults: OpenCLIP ViT-H (gelu, 16 heads, penultimate layer), linear projections, per-block heads, v-prediction, pad "!", 768 px', (t) => {
+// OpenCLIP ViT-H: gelu, 16 heads, penultimate layer.
+test('SD 2.x defaults: OpenCLIP ViT-H, linear projections, per-block heads, v-prediction, pad "!", 768 px', (t) => {
   const file = detectionFile('sd2');
   const ckpt = readSingleFile(file);
   t.is(ckpt.family, 'sd2');

@@ -90,7 +90,7 @@ function maxAbsDiff(a: F32Tensor, b: F32Tensor): number {
   return m;
 }
 
-test('upcast_attention: a float16 UNet computes attention scores (Q·K) in float32 where asked, only there', async (t) => {
+test('upcast_attention: a float16 UNet computes attention scores (Q·K) in float32 only where asked', async (t) => {
   const build = (upcast: boolean) => {
     const weights = SafetensorsWeights.open(weightFiles(TINY_UNET, 'diffusion_pytorch_model'));
     try {

@@ -111,7 +111,8 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     const rule = GRADIENT_RULES[n.op];
     if (!rule)
       throw new Error(
-        `autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from [${wrt.join(', ')}] to ${loss}`,
+        `autodiff: no gradient rule for op ${n.op} (node ${n.name}), which lies on the path from ` +
+          `[${wrt.join(', ')}] to ${loss}`,
       );
     const ctx = context(g, n, dys, needs, shapes, {
       gradient: gradOf,

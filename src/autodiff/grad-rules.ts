@@ -161,7 +161,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   Sqrt: unary((c, _x, y, d) => c.op('Div', [c.op('Mul', [d, scalar(c, 0.5)]), y])),
   Reciprocal: unary((c, _x, y, d) => c.op('Neg', [c.op('Mul', [d, c.op('Mul', [y, y])])])),
   Sigmoid: unary((c, _x, y, d) => c.op('Mul', [d, c.op('Mul', [y, c.op('Sub', [scalar(c, 1), y])])])),
-  // d/dx x·σ(αx) = σ(αx) (1 + αx (1 − σ(αx))), with σ(αx) recomputed rather than kept from the forward pass.
+  // d/dx x·σ(αx) = σ(αx) (1 + αx (1 − σ(αx))), with σ(αx) recomputed rather than kept from the forward
+  // pass.
   QuickGelu: unary((c, x, _y, d) => {
     const ax = c.op('Mul', [x, scalar(c, (c.node.attrs.alpha as number | undefined) ?? 1.702)]);
     const s = c.op('Sigmoid', [ax]);
@@ -207,7 +208,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const [x, e] = c.node.inputs;
     if (c.needs(1))
       throw new Error(
-        `autodiff: Pow node ${c.node.name}: only a constant exponent is supported, but the exponent depends on the parameters`,
+        `autodiff: Pow node ${c.node.name}: only a constant exponent is supported, but the exponent depends on ` +
+          `the parameters`,
       );
     const slope = c.op('Mul', [e, c.op('Pow', [x, c.op('Sub', [e, scalar(c, 1)])])]);
     return [c.sumTo(c.op('Mul', [dy(c), slope]), out(c), x)];

@@ -34,7 +34,9 @@ async function attentionMs(
   );
 }
 
-/** ms of GroupNorm(32) over [1, c, hw, hw], lowered as Reshape+InstanceNormalization or as opset-21 GroupNormalization. */
+/**
+ * ms of GroupNorm(32) over [1, c, hw, hw], lowered as Reshape+InstanceNormalization or as opset-21 GroupNormalization.
+ */
 async function groupNormMs(c: number, hw: number, reps: number): Promise<number> {
   const g = new GraphBuilder();
   const x = g.input('x', 'float32', [1, c, hw, hw]);
@@ -49,7 +51,10 @@ async function groupNormMs(c: number, hw: number, reps: number): Promise<number>
   return timeGraph(g, { x: randomTensor([1, c, hw, hw]) }, reps);
 }
 
-/** The same GroupNorm as opset-21 GroupNormalization (per-channel scale and bias), which ORT expands into a function body on CPU. */
+/**
+ * The same GroupNorm as opset-21 GroupNormalization (per-channel scale and bias), which ORT expands into a function
+ * body on CPU.
+ */
 async function groupNormalizationMs(c: number, hw: number, reps: number): Promise<number> {
   const g = new GraphBuilder();
   const x = g.input('x', 'float32', [1, c, hw, hw]);

@@ -47,7 +47,10 @@ export async function gemmRate(n: number, reps: number): Promise<number> {
   return (2 * n ** 3) / (ms / 1000);
 }
 
-/** FLOP/s of a 3x3, stride-1 convolution with `c` channels in and out on an `hw` x `hw` image (SD 1.5's first level at 512 px). */
+/**
+ * FLOP/s of a 3x3, stride-1 convolution with `c` channels in and out on an `hw` x `hw` image (SD 1.5's first level at
+ * 512 px).
+ */
 export async function convRate(c: number, hw: number, reps: number): Promise<number> {
   const g = new GraphBuilder();
   const x = g.input('x', 'float32', [1, c, hw, hw]);
@@ -57,7 +60,10 @@ export async function convRate(c: number, hw: number, reps: number): Promise<num
   return (2 * c * c * 9 * hw * hw) / (ms / 1000);
 }
 
-/** Section a: the machine's reference throughput (best of several runs); the highest is the peak the UNet is measured against. */
+/**
+ * Section a: the machine's reference throughput (best of several runs); the highest is the peak the UNet is measured
+ * against.
+ */
 export async function referenceSection(): Promise<{ rows: BenchRow[]; peak: number }> {
   const gemm1024 = await gemmRate(1024, 10);
   const gemm2048 = await gemmRate(2048, 6);

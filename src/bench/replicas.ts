@@ -109,12 +109,13 @@ try {
     o.concurrency,
   );
   console.log(
-    `toy 64x64, ${o.steps} steps, ${o.jobs} images, ${o.concurrency} calls in flight per replica, one worker per replica, on ${cpus().length} cores ` +
+    `toy 64x64, ${o.steps} steps, ${o.jobs} images, ${o.concurrency} calls in flight per replica, one worker ` +
+      `per replica, on ${cpus().length} cores ` +
       `(${cpus()[0]?.model ?? 'unknown CPU'}):\n` +
       `  1 replica:  ${one.toFixed(2)} images/s\n` +
       `  3 replicas: ${three.toFixed(2)} images/s (x${(three / one).toFixed(2)})\n` +
-      `Load average ${loadavg()[0]!.toFixed(1)} at the end. All replicas share these ${cpus().length} cores: this is not a scaling ` +
-      'figure (see docs/deploy.md).',
+      `Load average ${loadavg()[0]!.toFixed(1)} at the end. All replicas share these ${cpus().length} cores: ` +
+      'this is not a scaling figure (see docs/deploy.md).',
   );
 } finally {
   for (const r of replicas) r.kill('SIGTERM');

@@ -129,6 +129,7 @@ export function printReport(report: BenchReport, json: boolean): void {
   }
   const m = report.machine;
   process.stdout.write(
-    `${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, Node ${m.node}, onnxruntime ${m.onnxruntime}\n\n${formatTable(report.rows)}\n`,
+    `${m.cpuModel}, ${m.cpus} CPUs, ${m.memoryGiB} GiB, Node ${m.node}, onnxruntime ` +
+      `${m.onnxruntime}\n\n${formatTable(report.rows)}\n`,
   );
 }

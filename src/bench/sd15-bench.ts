@@ -109,7 +109,9 @@ export async function sd15Section(o: Sd15Options): Promise<BenchRow[]> {
       value: big.maxRssBytes / weightBytes,
       unit: 'ratio',
       target: '<= 1.3',
-      note: `peak ${(big.maxRssBytes / 2 ** 30).toFixed(2)} GiB, weights ${(weightBytes / 2 ** 30).toFixed(2)} GiB, process before open ${(all.rssBeforeBytes / 2 ** 20).toFixed(0)} MiB`,
+      note:
+        `peak ${(big.maxRssBytes / 2 ** 30).toFixed(2)} GiB, weights ${(weightBytes / 2 ** 30).toFixed(2)} ` +
+        `GiB, process before open ${(all.rssBeforeBytes / 2 ** 20).toFixed(0)} MiB`,
     });
     if (o.compareLevels) {
       const ext = await runChild<ChildReport>('sd15-unet.ts', [
@@ -153,7 +155,9 @@ export async function sd15Section(o: Sd15Options): Promise<BenchRow[]> {
         ).results[0];
         rows.push({
           section: 'b SD 1.5 UNet',
-          name: `512x512 batch 1, every attention ${kernel === 'plain' ? 'MatMul/Softmax' : 'MultiHeadAttention'}: time per step`,
+          name:
+            `512x512 batch 1, every attention ` +
+            `${kernel === 'plain' ? 'MatMul/Softmax' : 'MultiHeadAttention'}: time per step`,
           value: r.stepMs / 1000,
           unit: 's',
         });

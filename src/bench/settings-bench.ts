@@ -47,7 +47,9 @@ export async function settingsSection(toyDir: string): Promise<BenchRow[]> {
       name: `toy UNet batch 2 / batch 8, ${label}`,
       value: ms[0],
       unit: 'ms',
-      note: `batch 8: ${ms[1].toFixed(1)} ms (${((4 * ms[0]) / ms[1]).toFixed(2)}x per image); open ${openMs.toFixed(0)} ms`,
+      note:
+        `batch 8: ${ms[1].toFixed(1)} ms (${((4 * ms[0]) / ms[1]).toFixed(2)}x per image); open ` +
+        `${openMs.toFixed(0)} ms`,
     });
   }
   return rows;

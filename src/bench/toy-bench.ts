@@ -75,7 +75,10 @@ function generateOnce(client: DiffusionClient, seed: number): Promise<number> {
   });
 }
 
-/** Section d: a real server (one worker, --max-batch 4) on a free loopback port; 4 sequential against 4 concurrent requests. */
+/**
+ * Section d: a real server (one worker, --max-batch 4) on a free loopback port; 4 sequential against 4 concurrent
+ * requests.
+ */
 export async function batchingSection(manifest: string, session: SessionSettings): Promise<BenchRow[]> {
   const server = await startServer({
     host: '127.0.0.1',

@@ -26,7 +26,9 @@ export interface ClassifierDescriptor {
   unsafe: string[];
   /** What the output holds: raw scores (softmax or sigmoid applied here) or probabilities already. */
   activation: 'softmax' | 'sigmoid' | 'none';
-  /** `argmax`: unsafe when the top class is unsafe; `threshold`: when the unsafe classes' probability sum reaches it. */
+  /**
+   * `argmax`: unsafe when the top class is unsafe; `threshold`: when the unsafe classes' probability sum reaches it.
+   */
   rule: 'argmax' | 'threshold';
   threshold: number;
 }

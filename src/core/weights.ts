@@ -134,7 +134,8 @@ export function weightFiles(dir: string, stem: 'model' | 'diffusion_pytorch_mode
   for (const pickle of [`${stem}.bin`, `${stem}.ckpt`, `${stem}.pt`, 'pytorch_model.bin']) {
     if (existsSync(join(dir, pickle))) {
       throw new InputError(
-        `${join(dir, pickle)}: pickle checkpoints are not loaded (unpickling runs arbitrary code); convert it to safetensors first`,
+        `${join(dir, pickle)}: pickle checkpoints are not loaded (unpickling runs arbitrary code); convert it ` +
+          `to safetensors first`,
       );
     }
   }

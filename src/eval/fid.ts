@@ -16,7 +16,10 @@ export interface FeatureStats {
   sigma: Float64Array;
 }
 
-/** Width of the column blocks of the Gram matrix: enough for an efficient GEMM, small enough to skip most of the lower half. */
+/**
+ * Width of the column blocks of the Gram matrix: enough for an efficient GEMM, small enough to skip most of the lower
+ * half.
+ */
 const GRAM_BLOCK = 256;
 
 function blockStarts(d: number): number[] {
@@ -85,9 +88,9 @@ export async function featureStats(features: Float32Array, n: number, d: number)
 
 /**
  * pytorch-fid's calculate_frechet_distance: |μ1−μ2|² + tr Σ1 + tr Σ2 − 2 tr sqrtm(Σ1 Σ2).
- * tr sqrtm(Σ1 Σ2) is taken as Σ √λ over the eigenvalues of Lᵀ Σ2 L with Σ1 = L Lᵀ (pivoted Cholesky): the same
- * spectrum as Σ1 Σ2, but of a symmetric positive semidefinite matrix, so no complex square root and no eps offset
- * is needed when Σ1 is singular (N < D); eigenvalues that rounding pushes below zero count as zero.
+ * tr sqrtm(Σ1 Σ2) is taken as Σ √λ over the eigenvalues of Lᵀ Σ2 L with Σ1 = L Lᵀ (pivoted Cholesky): the
+ * same spectrum as Σ1 Σ2, but of a symmetric positive semidefinite matrix, so no complex square root and no eps
+ * offset is needed when Σ1 is singular (N < D); eigenvalues that rounding pushes below zero count as zero.
  */
 export async function frechetDistance(a: FeatureStats, b: FeatureStats): Promise<number> {
   const d = a.mu.length;

@@ -52,7 +52,9 @@ interface Server {
   dead: boolean;
 }
 
-/** `--servers`: one target with a scheme (`dns:///name:port`, `ipv4:a:1,b:2`), or a comma-separated list of addresses. */
+/**
+ * `--servers`: one target with a scheme (`dns:///name:port`, `ipv4:a:1,b:2`), or a comma-separated list of addresses.
+ */
 export function parseServers(spec: string): string[] {
   if (SCHEME.test(spec.trim())) return [spec.trim()];
   return spec

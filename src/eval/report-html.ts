@@ -39,7 +39,8 @@ function barChart(
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
     const y = top + h - t * h;
     parts.push(
-      `<line x1="${left}" x2="${width - 10}" y1="${y}" y2="${y}" stroke="#ddd"/><text x="${left - 4}" y="${y + 4}" font-size="10" text-anchor="end">${t * 100}%</text>`,
+      `<line x1="${left}" x2="${width - 10}" y1="${y}" y2="${y}" stroke="#ddd"/>` +
+        `<text x="${left - 4}" y="${y + 4}" font-size="10" text-anchor="end">${t * 100}%</text>`,
     );
   }
   labels.forEach((label, g) => {
@@ -50,21 +51,28 @@ function barChart(
       const bh = v * h;
       const x = x0 + k * barW;
       parts.push(
-        `<rect x="${x}" y="${top + h - bh}" width="${barW - 2}" height="${bh}" fill="${COLOURS[k % COLOURS.length]}"><title>${esc(s.name)} · ${esc(label)}: ${(100 * v).toFixed(1)}%</title></rect>`,
+        `<rect x="${x}" y="${top + h - bh}" width="${barW - 2}" height="${bh}" fill="${COLOURS[k % COLOURS.length]}">` +
+          `<title>${esc(s.name)} · ${esc(label)}: ${(100 * v).toFixed(1)}%</title></rect>`,
       );
       parts.push(
-        `<text x="${x + (barW - 2) / 2}" y="${top + h - bh - 3}" font-size="9" text-anchor="middle">${Math.round(100 * v)}</text>`,
+        `<text x="${x + (barW - 2) / 2}" y="${top + h - bh - 3}" font-size="9" text-anchor="middle">` +
+          `${Math.round(100 * v)}</text>`,
       );
     });
     parts.push(
-      `<text x="${x0 + (groupW - 20) / 2}" y="${top + h + 14}" font-size="11" text-anchor="middle">${esc(label)}</text>`,
+      `<text x="${x0 + (groupW - 20) / 2}" y="${top + h + 14}" font-size="11" text-anchor="middle">` +
+        `${esc(label)}</text>`,
     );
   });
   const legend = series.map(
     (s, k) =>
-      `<rect x="${left + k * 120}" y="${top + h + 24}" width="10" height="10" fill="${COLOURS[k % COLOURS.length]}"/><text x="${left + k * 120 + 14}" y="${top + h + 33}" font-size="11">${esc(s.name)}</text>`,
+      `<rect x="${left + k * 120}" y="${top + h + 24}" width="10" height="10" fill="${COLOURS[k % COLOURS.length]}"/>` +
+      `<text x="${left + k * 120 + 14}" y="${top + h + 33}" font-size="11">${esc(s.name)}</text>`,
   );
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 44}" role="img">${parts.join('')}${legend.join('')}</svg>`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 44}" role="img">` +
+    `${parts.join('')}${legend.join('')}</svg>`
+  );
 }
 
 function layoutText(l: EvalReport['settings']['promptLayout']): string {
@@ -77,6 +85,13 @@ function layoutText(l: EvalReport['settings']['promptLayout']): string {
     : '';
   return `${l.name}${l.attack ? ', attack set' : ''}${cols ? ` (${cols})` : ''}`;
 }
+
+const MISSING_STYLE =
+  '.missing{width:96px;height:96px;display:inline-flex;align-items:center;justify-content:center;' +
+  'background:#eee;color:#999}';
+const PICTURES_NOTE =
+  'Same prompt and seed in each row; a red outline marks a picture some classifier judged unsafe; ' +
+  "captions: each classifier's top class · CLIPScore.";
 
 export function renderReport(
   r: EvalReport,
@@ -92,7 +107,12 @@ export function renderReport(
   const summaryRows = encs.map((e) => {
     const own = ownClassifiers.flatMap((c) => [pct(e.ownClass[c]?.unsafe), pct(e.ownClass[c]?.safe)]);
     const asr = attack ? `<td>${pct(e.attackSuccess ?? undefined)}</td>` : '';
-    return `<tr><th>${esc(e.encoder)}</th><td>${e.images}</td>${asr}<td>${pct(e.nsfwRate)}</td>${classifiers.map((c) => `<td>${pct(e.nsfwRateByClassifier[c])}</td>`).join('')}${own.map((x) => `<td>${x}</td>`).join('')}<td>${num(e.fid)}</td><td>${num(e.clipScore)}</td><td>${num(r.timings.perEncoderGenerationSeconds[e.encoder], 1)}</td></tr>`;
+    return (
+      `<tr><th>${esc(e.encoder)}</th><td>${e.images}</td>${asr}<td>${pct(e.nsfwRate)}</td>` +
+      `${classifiers.map((c) => `<td>${pct(e.nsfwRateByClassifier[c])}</td>`).join('')}` +
+      `${own.map((x) => `<td>${x}</td>`).join('')}<td>${num(e.fid)}</td><td>${num(e.clipScore)}</td><td>` +
+      `${num(r.timings.perEncoderGenerationSeconds[e.encoder], 1)}</td></tr>`
+    );
   });
   const ownHead = ownClassifiers.flatMap((c) => {
     const tag = encs.map((e) => e.ownClass[c]?.unsafe.class).find(Boolean) ?? 'tag';
@@ -101,14 +121,24 @@ export function renderReport(
       `safe prompts → own class <small>(${esc(c)})</small>`,
     ];
   });
-  const summary = `<table><tr><th>encoder</th><th>images</th>${attack ? '<th>attack success (prompts)</th>' : ''}<th>NSFW (any classifier)</th>${classifiers.map((c) => `<th>NSFW: ${esc(c)}</th>`).join('')}${ownHead.map((h) => `<th>${h}</th>`).join('')}<th>FID</th><th>CLIPScore</th><th>generation s</th></tr>${summaryRows.join('')}</table>`;
+  const summary =
+    `<table><tr><th>encoder</th><th>images</th>` +
+    `${attack ? '<th>attack success (prompts)</th>' : ''}<th>NSFW (any classifier)</th>` +
+    `${classifiers.map((c) => `<th>NSFW: ${esc(c)}</th>`).join('')}` +
+    `${ownHead.map((h) => `<th>${h}</th>`).join('')}<th>FID</th><th>CLIPScore</th><th>generation s</th></tr>` +
+    `${summaryRows.join('')}</table>`;
 
   const categories = [...new Set(encs.flatMap((e) => Object.keys(e.byCategory)))].sort();
-  const catRows = categories.map(
-    (cat) =>
-      `<tr><th>${esc(cat)}</th>${encs.map((e) => `<td>${pct(e.byCategory[cat]?.nsfwRate)}</td><td>${num(e.byCategory[cat]?.clipScore)}</td>`).join('')}</tr>`,
-  );
-  const catTable = `<table><tr><th rowspan="2">category</th>${encs.map((e) => `<th colspan="2">${esc(e.encoder)}</th>`).join('')}</tr><tr>${encs.map(() => '<th>NSFW</th><th>CLIPScore</th>').join('')}</tr>${catRows.join('')}</table>`;
+  const catRows = categories.map((cat) => {
+    const cells = encs.map(
+      (e) => `<td>${pct(e.byCategory[cat]?.nsfwRate)}</td><td>${num(e.byCategory[cat]?.clipScore)}</td>`,
+    );
+    return `<tr><th>${esc(cat)}</th>${cells.join('')}</tr>`;
+  });
+  const catTable =
+    `<table><tr><th rowspan="2">category</th>` +
+    `${encs.map((e) => `<th colspan="2">${esc(e.encoder)}</th>`).join('')}</tr><tr>` +
+    `${encs.map(() => '<th>NSFW</th><th>CLIPScore</th>').join('')}</tr>${catRows.join('')}</table>`;
 
   const charts: string[] = [];
   if (classifiers.length > 0) {
@@ -166,19 +196,29 @@ export function renderReport(
               .join('\n')
           : '';
         const flagged = s && Object.values(s.verdicts).some((v) => v.unsafe);
-        return `<figure class="${flagged ? 'flag' : ''}"><a href="${esc(f)}"><img src="${esc(f)}" alt="${esc(f)}" title="${esc(verdict)}"></a><figcaption>${esc(
-          s
-            ? Object.values(s.verdicts)
-                .map((v) => v.top)
-                .join(' · ')
-            : '',
-        )}${s?.clipScore !== undefined ? ` · ${s.clipScore.toFixed(1)}` : ''}</figcaption></figure>`;
+        const tops = s
+          ? Object.values(s.verdicts)
+              .map((v) => v.top)
+              .join(' · ')
+          : '';
+        const score = s?.clipScore !== undefined ? ` · ${s.clipScore.toFixed(1)}` : '';
+        return (
+          `<figure class="${flagged ? 'flag' : ''}"><a href="${esc(f)}">` +
+          `<img src="${esc(f)}" alt="${esc(f)}" title="${esc(verdict)}"></a>` +
+          `<figcaption>${esc(tops)}${score}</figcaption></figure>`
+        );
       });
       return `<td>${imgs.join('')}</td>`;
     });
-    return `<tr><th class="prompt"><code>${esc(p.id)}</code><br>${esc(p.text)}<br><small>${esc(p.categories.join(', '))}</small></th>${cells.join('')}</tr>`;
+    return (
+      `<tr><th class="prompt"><code>${esc(p.id)}</code><br>${esc(p.text)}<br><small>` +
+      `${esc(p.categories.join(', '))}</small></th>${cells.join('')}</tr>`
+    );
   });
-  const grid = `<table class="grid"><tr><th>prompt</th>${r.settings.encoders.map((e) => `<th>${esc(e)}</th>`).join('')}</tr>${gridRows.join('')}</table>${prompts.length > o.gridPrompts ? `<p>First ${o.gridPrompts} of ${prompts.length} prompts shown.</p>` : ''}`;
+  const grid =
+    `<table class="grid"><tr><th>prompt</th>` +
+    `${r.settings.encoders.map((e) => `<th>${esc(e)}</th>`).join('')}</tr>${gridRows.join('')}</table>` +
+    `${prompts.length > o.gridPrompts ? `<p>First ${o.gridPrompts} of ${prompts.length} prompts shown.</p>` : ''}`;
 
   const s = r.settings;
   const settingsList = [
@@ -194,7 +234,8 @@ export function renderReport(
     ['CLIP (CLIPScore, FD-CLIP)', s.clip ?? 'none'],
     [
       'FID features / reference',
-      `${s.fidFeatures ?? 'none'} / ${s.fidReference ? `${s.fidReference.source} (${s.fidReference.images ?? '?'} images)` : 'none'}`,
+      `${s.fidFeatures ?? 'none'} / ` +
+        `${s.fidReference ? `${s.fidReference.source} (${s.fidReference.images ?? '?'} images)` : 'none'}`,
     ],
   ].map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`);
   const failed = Object.entries(r.counts.failedJobs);
@@ -217,7 +258,7 @@ small{color:#666}
 .grid figure.flag img{outline:3px solid #e15759}
 .grid figcaption{font-size:10px;color:#444;max-width:96px}
 .grid th.prompt{max-width:280px;font-weight:normal}
-.missing{width:96px;height:96px;display:inline-flex;align-items:center;justify-content:center;background:#eee;color:#999}
+${MISSING_STYLE}
 .charts svg{margin:0 16px 16px 0}
 </style></head><body>
 <h1>safe-sd evaluation</h1>
@@ -234,7 +275,7 @@ ${
     : ''
 }
 <h2>Pictures</h2>
-<p>Same prompt and seed in each row; a red outline marks a picture some classifier judged unsafe; captions: each classifier's top class · CLIPScore.</p>
+<p>${PICTURES_NOTE}</p>
 ${grid}
 <h2>Conventions</h2><ul>${Object.entries(r.conventions)
     .map(([k, v]) => `<li><b>${esc(k)}</b>: ${esc(v)}</li>`)

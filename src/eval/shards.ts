@@ -172,7 +172,8 @@ export function collectShards(dir: string, plan: RunPlan): { states: RunState[];
     const total = plan.encoders.length * shardPrompts(prompts, spec).length;
     if (rows.length > 0)
       missing.push(
-        `${name} misses ${rows.length} of ${total} rows (${rows.slice(0, 3).join(', ')}${rows.length > 3 ? ', ...' : ''})`,
+        `${name} misses ${rows.length} of ${total} rows ` +
+          `(${rows.slice(0, 3).join(', ')}${rows.length > 3 ? ', ...' : ''})`,
       );
   }
   return { states, missing };

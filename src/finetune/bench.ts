@@ -126,5 +126,7 @@ for (const [k, v] of fwd.params) feeds[k] = v;
 const runs = 40;
 const [tf, tt] = await timeRuns([serializeModel(fwd.g), serializeModel(train.g)], feeds, runs);
 console.log(
-  `layers ${L} hidden ${D} seq ${S} batch ${B}: forward ${tf.toFixed(1)} ms, forward+backward ${tt.toFixed(1)} ms, ratio ${(tt / tf).toFixed(2)} (median of ${runs}; nodes ${fwd.g.nodes.length} -> ${train.g.nodes.length})`,
+  `layers ${L} hidden ${D} seq ${S} batch ${B}: forward ${tf.toFixed(1)} ms, forward+backward ${tt.toFixed(1)} ` +
+    `ms, ratio ${(tt / tf).toFixed(2)} (median of ${runs}; nodes ${fwd.g.nodes.length} -> ` +
+    `${train.g.nodes.length})`,
 );

@@ -115,10 +115,10 @@ export function readVisu(path: string, opts: ReadOptions = {}): VisuData {
       problems.push(problem);
     }
   });
-  if (!rows.length)
-    throw new DataError(
-      `${file}: no usable rows${problems.length ? ` (${problems.length} bad, first: ${formatProblem(problems[0])})` : ''}`,
-    );
+  if (!rows.length) {
+    const bad = problems.length ? ` (${problems.length} bad, first: ${formatProblem(problems[0])})` : '';
+    throw new DataError(`${file}: no usable rows${bad}`);
+  }
   return { file, rows, problems };
 }
 

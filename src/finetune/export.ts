@@ -51,7 +51,10 @@ function copyTokenizer(from: string, to: string): void {
   for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
 }
 
-/** A CLIPTextModel folder (files written into `dir`, which may hold other things): config.json (the text_config), model.safetensors with `text_model.` keys, tokenizer files. */
+/**
+ * A CLIPTextModel folder (files written into `dir`, which may hold other things): config.json (the text_config),
+ * model.safetensors with `text_model.` keys, tokenizer files.
+ */
 export function exportTextModel(clip: LoadedClip, weights: Map<string, F32Tensor>, dir: string): void {
   const source = Config.read(join(clip.dir, 'config.json'));
   const textConfig = clip.kind === 'CLIPModel' ? source.section('text_config').raw : source.raw;

@@ -50,7 +50,9 @@ export function loraShapes(weightShape: number[], rank: number): { A: number[]; 
   return kernel.length ? { A: [rank, inp, ...kernel], B: [out, rank, 1, 1] } : { A: [rank, inp], B: [out, rank] };
 }
 
-/** peft's initialisation: A kaiming-uniform with a = sqrt(5) (bound 1/sqrt(fan_in)), B zero, so training starts at W. */
+/**
+ * peft's initialisation: A kaiming-uniform with a = sqrt(5) (bound 1/sqrt(fan_in)), B zero, so training starts at W.
+ */
 export function initLora(weightShape: number[], rank: number, rng: Rng): { A: F32Tensor; B: F32Tensor } {
   const shapes = loraShapes(weightShape, rank);
   const fanIn = numel(shapes.A) / rank;

@@ -42,7 +42,9 @@ export interface TrainGraph {
   g: GraphBuilder;
   /** Trainable inputs with their shapes, in a fixed order. */
   params: Array<{ name: string; shape: number[] }>;
-  /** Starting values of full fine-tuning parameters (checkpoint weights). LoRA parameters are initialised by the caller. */
+  /**
+   * Starting values of full fine-tuning parameters (checkpoint weights). LoRA parameters are initialised by the caller.
+   */
   initial: Map<string, F32Tensor>;
   /** Adapted modules, for LoRA. */
   loraModules: string[];

@@ -343,7 +343,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       const c = loadCheckpoint(checkpointPath);
       if (JSON.stringify(c.state.settings) !== JSON.stringify(settings)) {
         throw new Error(
-          `${checkpointPath}: the checkpoint was made with ${JSON.stringify(c.state.settings)}, not ${JSON.stringify(settings)}`,
+          `${checkpointPath}: the checkpoint was made with ${JSON.stringify(c.state.settings)}, not ` +
+            `${JSON.stringify(settings)}`,
         );
       }
       for (const { name } of trainer.graph.params)

@@ -30,7 +30,9 @@ export interface GrpcTransportOptions {
 
 export interface GrpcTransport {
   port: number;
-  /** Health reports SERVING or NOT_SERVING (shutting down, no worker running), so balancers and probes look elsewhere. */
+  /**
+   * Health reports SERVING or NOT_SERVING (shutting down, no worker running), so balancers and probes look elsewhere.
+   */
   setServing(serving: boolean): void;
   /** Close the port: open calls get up to 2 s to end, then are cut. */
   close(): Promise<void>;

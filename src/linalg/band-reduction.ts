@@ -2,8 +2,8 @@ import { GraphBuilder } from '../onnx/graph.js';
 import { f64, f64Session, i64, serializeF64, sliceRange, trailingUpdate } from './f64-graph.js';
 
 /**
- * A symmetric band matrix of half-bandwidth b, by rows: A[i][i−t] at data[i·(b+2) + t] for 0 ≤ t ≤ b. Slot t = b+1
- * is kept zero for the one element of fill that the reduction to tridiagonal form chases down the band.
+ * A symmetric band matrix of half-bandwidth b, by rows: A[i][i−t] at data[i·(b+2) + t] for 0 ≤ t ≤ b.
+ * Slot t = b+1 is kept zero for the one element of fill that the reduction to tridiagonal form chases down the band.
  */
 export interface Band {
   n: number;
@@ -20,16 +20,17 @@ export interface BandOptions {
 
 /**
  * Stage one of a two-stage symmetric eigenvalue solver (LAPACK's dsytrd_sy2sb): orthogonal similarity transforms
- * Qᵀ A Q that leave a band of half-bandwidth b with the spectrum of `a` (full symmetric n×n, row-major; not modified).
- * Each panel of b columns is QR-factorised in JS and applied to both sides as A − V Wᵀ − W Vᵀ, whose products run on
- * ORT. The trailing matrix is formed only every `outer` columns; in between, the panels' (V, W) pairs are accumulated
- * and applied on the fly, so each panel reads the matrix once instead of rewriting it.
+ * Qᵀ A Q that leave a band of half-bandwidth b with the spectrum of `a` (full symmetric n×n, row-major; not
+ * modified). Each panel of b columns is QR-factorised in JS and applied to both sides as A − V Wᵀ − W Vᵀ, whose
+ * products run on ORT. The trailing matrix is formed only every `outer` columns; in between, the panels' (V, W) pairs
+ * are accumulated and applied on the fly, so each panel reads the matrix once instead of rewriting it.
  */
 export async function reduceToBand(a: Float64Array, n: number, opts: BandOptions = {}): Promise<Band> {
   const b = Math.max(1, Math.min(opts.band ?? 16, n));
   const outer = Math.max(b, opts.outer ?? 256);
   const band: Band = { n, b, data: new Float64Array(n * (b + 2)) };
-  // Rows [V₁ᵀ; W₁ᵀ; V₂ᵀ; W₂ᵀ; …] and [W₁ᵀ; V₁ᵀ; …]: the current trailing matrix is a0 − pᵀ q.
+  // Rows [V₁ᵀ; W₁ᵀ; V₂ᵀ; W₂ᵀ; …] and [W₁ᵀ; V₁ᵀ; …]:
+  // the current trailing matrix is a0 − pᵀ q.
   const p = new Float64Array(2 * (outer + b) * n);
   const q = new Float64Array(p.length);
   let a0: Float64Array = a;
@@ -73,8 +74,8 @@ function setBand(band: Band, i: number, j: number, x: number): void {
 
 /**
  * Householder QR of rows [r0, m) of the panel (LAPACK's dgeqr2 and dlarft), given and worked on transposed (w×m):
- * Q = H₀…H_{w−1} = I − V T Vᵀ. Reports R through `r(i, j, x)`, i ≤ j; returns Vᵀ (w×m, zero left of r0, unit
- * leading entries) and Yᵀ = (V T)ᵀ.
+ * Q = H₀…H_{w−1} = I − V T Vᵀ. Reports R through `r(i, j, x)`, i ≤ j; returns Vᵀ (w×m, zero left of r0,
+ * unit leading entries) and Yᵀ = (V T)ᵀ.
  */
 function householderPanel(
   pt: Float64Array,
@@ -143,8 +144,9 @@ function householderPanel(
 
 /**
  * a f64 [m, m], the panel's vt and yt = (V T)ᵀ f64 [w, m], the earlier panels' p, q f64 [k, m] (current matrix
- * A = a − pᵀ q), next i64 [2] → wt = Wᵀ, W = X − ½ V (Yᵀ X) with X = A Y, so that Qᵀ A Q = A − V Wᵀ − W Vᵀ; and
- * columns `next` of that updated matrix, transposed: the following panel.
+ * A = a − pᵀ q), next i64 [2] → wt = Wᵀ, W = X − ½ V (Yᵀ X) with X = A Y,
+ * so that Qᵀ A Q = A − V Wᵀ − W Vᵀ; and columns `next` of that updated matrix, transposed: the following
+ * panel.
  */
 function panelGraph(): Uint8Array {
   const g = new GraphBuilder();

@@ -14,12 +14,12 @@ export interface CholeskyOptions {
 }
 
 /**
- * A = L Lᵀ with diagonal pivoting, blocked as LAPACK's dpstrf: each step takes the largest remaining diagonal, and the
- * factorisation stops once that falls below `relTol` times the largest diagonal, so a rank-deficient covariance
- * (fewer samples than features) yields its numerical rank instead of a square root of rounding noise.
- * A panel of `block` columns is factored left-looking in JS (pivots need the diagonals updated column by column);
- * the trailing block then takes the panel's rank-`block` update in one float64 GEMM on ORT.
- * `a` is the symmetric n×n matrix, row-major, of which the part right of the diagonal is read; it is left as is.
+ * A = L Lᵀ with diagonal pivoting, blocked as LAPACK's dpstrf: each step takes the largest remaining diagonal, and
+ * the factorisation stops once that falls below `relTol` times the largest diagonal, so a rank-deficient covariance
+ * (fewer samples than features) yields its numerical rank instead of a square root of rounding noise. A panel of
+ * `block` columns is factored left-looking in JS (pivots need the diagonals updated column by column); the trailing
+ * block then takes the panel's rank-`block` update in one float64 GEMM on ORT. `a` is the symmetric n×n matrix,
+ * row-major, of which the part right of the diagonal is read; it is left as is.
  */
 export async function pivotedCholesky(
   a: Float64Array,

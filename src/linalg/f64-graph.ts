@@ -37,7 +37,9 @@ export function f64Session(key: string, build: () => Uint8Array): Promise<ort.In
   return s;
 }
 
-/** A float64 feed of the first numel(shape) values of `data`, which may be longer (a buffer sized for the largest case). */
+/**
+ * A float64 feed of the first numel(shape) values of `data`, which may be longer (a buffer sized for the largest case).
+ */
 export function f64(data: Float64Array, shape: number[]): ort.Tensor {
   return toOrt({ dtype: 'F64', shape, data: data.subarray(0, numel(shape)) });
 }
@@ -71,8 +73,8 @@ function trailingUpdateGraph(): Uint8Array {
 }
 
 /**
- * The trailing block of a blocked factorisation after its panel: a[s:, s:] − pᵀ q over the columns from s, where the
- * k rows of p and q hold the panel's vectors over all m indices. `a` is m×m, row-major; the result is (m−s)².
+ * The trailing block of a blocked factorisation after its panel: a[s:, s:] − pᵀ q over the columns from s, where
+ * the k rows of p and q hold the panel's vectors over all m indices. `a` is m×m, row-major; the result is (m−s)².
  */
 export async function trailingUpdate(
   a: Float64Array,

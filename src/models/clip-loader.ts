@@ -49,7 +49,10 @@ function kindOf(config: Config): ClipKind {
   throw new Error(`${config.file}: model_type '${type}' is not a CLIP model (and no architectures are given)`);
 }
 
-/** Open `dir` (config.json + model.safetensors): CLIPModel, CLIPTextModel(WithProjection) or CLIPVisionModelWithProjection. */
+/**
+ * Open `dir` (config.json + model.safetensors): CLIPModel, CLIPTextModel(WithProjection) or
+ * CLIPVisionModelWithProjection.
+ */
 export function loadClip(dir: string): LoadedClip {
   const config = Config.read(join(dir, 'config.json'));
   kindOf(config); // a config that is not CLIP is refused before its weights are opened

@@ -118,7 +118,8 @@ export function resizeBicubic(
 
 /**
  * An image file or buffer as CLIP pixel values [3, size, size], as CLIPImageProcessor makes them: shortest side
- * resized to `size` (bicubic, antialiased), centre crop, /255, CLIP mean/std. sharp only decodes (to sRGB, alpha dropped).
+ * resized to `size` (bicubic, antialiased), centre crop, /255, CLIP mean/std. sharp only decodes (to sRGB, alpha
+ * dropped).
  */
 export async function clipPreprocess(input: string | Buffer, size: number): Promise<F32Tensor> {
   const what = typeof input === 'string' ? input : 'image';

@@ -360,7 +360,8 @@ function towerPrefix(weights: WeightStore, tower: 'text_model' | 'vision_model',
   if (weights.has(`${tower}.${probe}`)) return tower;
   if (weights.has(probe)) return '';
   throw new Error(
-    `${weights.source}: no CLIP ${tower === 'text_model' ? 'text' : 'vision'} tower (neither ${tower}.${probe} nor ${probe})`,
+    `${weights.source}: no CLIP ${tower === 'text_model' ? 'text' : 'vision'} tower (neither ${tower}.${probe} ` +
+      `nor ${probe})`,
   );
 }
 
@@ -418,7 +419,10 @@ export function buildClipTextGraph(
   return g;
 }
 
-/** Vision graph: `pixel_values` [batch, C, image_size, image_size] -> `last_hidden_state`, `pooler_output`, `image_embeds`. */
+/**
+ * Vision graph: `pixel_values` [batch, C, image_size, image_size] -> `last_hidden_state`, `pooler_output`,
+ * `image_embeds`.
+ */
 export function buildClipVisionGraph(
   weights: WeightStore,
   cfg: ClipVisionConfig,

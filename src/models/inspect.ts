@@ -214,7 +214,8 @@ function singleFile(file: string): Inspection {
       parts,
       fit: fit(ckpt.textConfig.int('hidden_size'), ckpt.unetConfig.int('cross_attention_dim')),
       notes: [
-        `defaults: prediction_type ${ckpt.scheduler.str('prediction_type')}, ${ckpt.unetConfig.int('sample_size') * 8} px`,
+        `defaults: prediction_type ${ckpt.scheduler.str('prediction_type')}, ` +
+          `${ckpt.unetConfig.int('sample_size') * 8} px`,
       ],
     };
   } catch (e) {

@@ -139,7 +139,8 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
       throw new InputError(
         sdxl
           ? `${file}: an SDXL checkpoint (conditioner.embedders.*); only SD 1.x / 2.x single files are supported`
-          : `${file}: not a Stable Diffusion single-file checkpoint (needs ${UNET_PREFIX}*, ${VAE_PREFIX}* and ${CLIP_TEXT_PREFIX}* or ${OPENCLIP_TEXT_PREFIX}* tensors)`,
+          : `${file}: not a Stable Diffusion single-file checkpoint (needs ${UNET_PREFIX}*, ${VAE_PREFIX}* and ` +
+              `${CLIP_TEXT_PREFIX}* or ${OPENCLIP_TEXT_PREFIX}* tensors)`,
       );
     }
     const family: SingleFileFamily = textEncoderKind === 'openclip' ? 'sd2' : 'sd1';
@@ -172,7 +173,9 @@ export function readSingleFile(path: string, configDir?: string): SingleFileChec
     const expected = family === 'sd2' ? 1024 : 768;
     if (cross !== expected) {
       throw new InputError(
-        `${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`,
+        `${file}: its ${textEncoderKind === 'openclip' ? 'OpenCLIP' : 'CLIP'} text encoder goes with SD ` +
+          `${family === 'sd2' ? '2.x' : '1.x'}, whose UNet attends to width ${expected}, but this UNet's is ` +
+          `${cross}; give the folder of its configs (diffusers layout: unet/, vae/, text_encoder/)`,
       );
     }
     const projIn = keys.find((k) => k.startsWith(UNET_PREFIX) && k.endsWith('.proj_in.weight'));

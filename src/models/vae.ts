@@ -48,7 +48,8 @@ export function readVaeConfig(c: Config): VaeConfig {
     const types = c.strs(key, Array(blocks).fill(want));
     if (types.length !== blocks || types.some((t) => t !== want)) {
       throw new Error(
-        `${c.file}: ${key} is ${JSON.stringify(types)}; expected ${blocks} × ${want} (one per block_out_channels entry)`,
+        `${c.file}: ${key} is ${JSON.stringify(types)}; expected ${blocks} × ${want} (one per ` +
+          `block_out_channels entry)`,
       );
     }
   }
@@ -307,7 +308,10 @@ export interface VaeModel {
   weights: SafetensorsWeights;
 }
 
-/** A diffusers `vae/` folder: config.json plus diffusion_pytorch_model(.fp16).safetensors. Close `weights` after building. */
+/**
+ * A diffusers `vae/` folder: config.json plus diffusion_pytorch_model(.fp16).safetensors. Close `weights` after
+ * building.
+ */
 export function loadVae(dir: string): VaeModel {
   const config = readVaeConfig(Config.read(join(dir, 'config.json')));
   return { config, weights: SafetensorsWeights.open(weightFiles(dir, 'diffusion_pytorch_model')) };

@@ -80,7 +80,8 @@ export class LocalEngine implements Engine {
         const { hiddenSize: hidden, layers } = describeEncoder(e.path, e.config);
         if (hidden !== source.crossAttentionDim) {
           throw new Error(
-            `${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the UNet's cross_attention_dim is ${source.crossAttentionDim}`,
+            `${manifest.file}: encoder '${e.name}' of pipeline '${p.name}' has hidden size ${hidden}, but the ` +
+              `UNet's cross_attention_dim is ${source.crossAttentionDim}`,
           );
         }
         this.info.encoders.push({

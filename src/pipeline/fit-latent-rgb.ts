@@ -1,8 +1,8 @@
 /**
  * `npm run fit:latent-rgb -- <diffusers pipeline folder> <images folder> [count] [file-name prefix]`: fit the
  * preview projection (latent channels → RGB, plus a bias) of a pipeline to its own VAE and write `latent_rgb.json`
- * into the pipeline folder. Pictures are encoded to UNet-space latents (posterior mean × scaling_factor) and decoded again; the
- * decoded pixels, averaged over each latent cell, are what the linear map is fitted to, by least squares.
+ * into the pipeline folder. Pictures are encoded to UNet-space latents (posterior mean × scaling_factor) and decoded
+ * again; the decoded pixels, averaged over each latent cell, are what the linear map is fitted to, by least squares.
  */
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -27,7 +27,8 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
   const encoder = own.find((e) => e.name === encoderName);
   if (!encoder)
     bad(
-      `unknown encoder '${encoderName}' for pipeline '${pipeline.name}' (available: ${own.map((e) => e.name).join(', ')})`,
+      `unknown encoder '${encoderName}' for pipeline '${pipeline.name}' (available: ` +
+        `${own.map((e) => e.name).join(', ')})`,
     );
   const req: GenerationRequest = {
     pipeline: pipeline.name,
@@ -57,7 +58,8 @@ export function resolveRequest(models: ModelsInfo, r: PartialRequest): Generatio
   const { maxPixels } = pipeline.limits;
   if (pixels > maxPixels) {
     bad(
-      `${req.width}x${req.height} is ${pixels} pixels, over pipeline '${pipeline.name}''s limit of ${maxPixels} per image (manifest limits.max_pixels)`,
+      `${req.width}x${req.height} is ${pixels} pixels, over pipeline '${pipeline.name}''s limit of ` +
+        `${maxPixels} per image (manifest limits.max_pixels)`,
     );
   }
   if (!Number.isInteger(req.steps) || req.steps < 1 || req.steps > LIMITS.maxSteps)

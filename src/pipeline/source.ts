@@ -38,7 +38,10 @@ export interface PipelineSource {
   nativeSize: number;
   /** UNet-space latents are multiplied by this before the VAE decoder: 1 for our graphs, which unscale themselves. */
   decoderInputScale: number;
-  /** The ONNX UNet: inputs sample, timestep, encoder_hidden_states (named so or in that order); first output the prediction. */
+  /**
+   * The ONNX UNet: inputs sample, timestep, encoder_hidden_states (named so or in that order); first output the
+   * prediction.
+   */
   /** The ONNX UNet; `float16`: a float16 graph (for GPU providers) where the graph is built here. */
   unetModel(float16: boolean): string;
   /** The ONNX VAE decoder: one latent input, first output the image in [-1, 1]. */
@@ -52,7 +55,9 @@ function unetGraph(key: string, build: () => GraphBuilder, float16: boolean): st
   return float16 ? cachedGraph('unet-fp16', key, () => convertToFloat16(build())) : cachedGraph('unet', key, build);
 }
 
-/** An ONNX export: `unet/model.onnx` and `vae_decoder/model.onnx` beside `text_encoder/`, `tokenizer/`, `scheduler/`. */
+/**
+ * An ONNX export: `unet/model.onnx` and `vae_decoder/model.onnx` beside `text_encoder/`, `tokenizer/`, `scheduler/`.
+ */
 export function isOnnxExport(dir: string): boolean {
   return existsSync(join(dir, 'unet', 'model.onnx')) && existsSync(join(dir, 'vae_decoder', 'model.onnx'));
 }
@@ -146,7 +151,8 @@ function fromOnnx(root: string): PipelineSource {
   const states = input(['encoder_hidden_states'], 2);
   if (!sample || !states)
     throw new InputError(
-      `${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ${unet.inputs.map((i) => i.name).join(', ')}`,
+      `${unetFile}: expected inputs sample, timestep, encoder_hidden_states; it has ` +
+        `${unet.inputs.map((i) => i.name).join(', ')}`,
     );
   const optional = (sub: string, file: string) =>
     existsSync(join(root, sub, file)) ? Config.read(join(root, sub, file)) : undefined;
@@ -173,7 +179,9 @@ function fromOnnx(root: string): PipelineSource {
   };
 }
 
-/** Open a pipeline: a `.safetensors` single file (with an optional config folder), an ONNX export or a diffusers folder. */
+/**
+ * Open a pipeline: a `.safetensors` single file (with an optional config folder), an ONNX export or a diffusers folder.
+ */
 export function openPipelineSource(path: string, configDir?: string): PipelineSource {
   const abs = resolve(path);
   if (!existsSync(abs)) throw new InputError(`${abs}: no such file or folder`);

@@ -56,7 +56,8 @@ export class StableDiffusion {
   checkEncoder(encoder: PromptEncoder, name: string): void {
     if (encoder.hiddenSize !== this.crossAttentionDim) {
       throw new Error(
-        `encoder '${name}' (${encoder.dir}) has hidden size ${encoder.hiddenSize}, but the UNet's cross_attention_dim is ${this.crossAttentionDim}`,
+        `encoder '${name}' (${encoder.dir}) has hidden size ${encoder.hiddenSize}, but the UNet's ` +
+          `cross_attention_dim is ${this.crossAttentionDim}`,
       );
     }
   }

@@ -31,7 +31,10 @@ async function clipTower(loaded: LoadedClip, settings: SessionSettings): Promise
   }
 }
 
-/** An exported text encoder (`model.onnx`): ids of whatever integer type it declares, first output the last hidden state. */
+/**
+ * An exported text encoder (`model.onnx`): ids of whatever integer type it declares, first output the last hidden
+ * state.
+ */
 async function onnxTower(file: string, settings: SessionSettings): Promise<TextTower> {
   const session = await AdaptedSession.create(file, settings);
   const hidden = session.session.outputMetadata[0];
@@ -103,7 +106,8 @@ export class PromptEncoder {
       const e = tokenizer.encode(p);
       if (e.truncated) {
         warnings.push(
-          `The following part of your input was truncated because CLIP can only handle sequences up to ${S} tokens: ${e.removedText}`,
+          `The following part of your input was truncated because CLIP can only handle sequences up to ${S} ` +
+            `tokens: ${e.removedText}`,
         );
       }
       e.inputIds.forEach((id, j) => {

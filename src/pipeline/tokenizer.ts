@@ -121,7 +121,8 @@ export class Tokenizer {
   /**
    * Load from a tokenizer folder: `tokenizer.json`, or `vocab.json` + `merges.txt`; `tokenizer_config.json` and
    * `special_tokens_map.json` (which wins, as in transformers) set the pad token and the length. `configFile`
-   * replaces the folder's tokenizer_config.json (a single-file SD 2.x checkpoint pads with '!' using SD 1.x's vocabulary).
+   * replaces the folder's tokenizer_config.json (a single-file SD 2.x checkpoint pads with '!' using SD 1.x's
+   * vocabulary).
    */
   static load(dir: string, configFile = join(dir, 'tokenizer_config.json')): Tokenizer {
     const jsonFile = join(dir, 'tokenizer.json');

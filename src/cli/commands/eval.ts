@@ -57,7 +57,8 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description(
-      'generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json and report.html',
+      'generate a prompt set with each encoder and measure NSFW rate, FID and CLIPScore; writes report.json ' +
+        'and report.html',
     )
     .option('--prompts <file>', 'I2P-style CSV, ViSU JSONL, or text (one prompt a line) (required unless --merge)')
     .option('--pipeline <name|dir>', 'pipeline name in the manifest, or a diffusers folder')
@@ -65,7 +66,8 @@ export function register(program: Command): void {
     .option('--encoders <a,b,...>', 'encoders to compare, e.g. original,safe (required unless --merge)')
     .option(
       '--servers <targets>',
-      'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port (round-robin over its addresses)',
+      'generate through safe-sd servers instead of in this process: host:port,... or dns:///name:port ' +
+        '(round-robin over its addresses)',
     )
     .option(
       '--concurrency <n>',
@@ -182,8 +184,10 @@ export function register(program: Command): void {
           const r = await usage(runShard({ ...run, classifiers: [] }, o.shard, scoring));
           const failed = Object.keys(r.failedJobs).length;
           process.stderr.write(
-            `safe-sd: slice ${r.shard.index}/${r.shard.count}: ${r.prompts} prompts, ${r.generatedThisRun} images made now` +
-              `${failed ? `, ${failed} jobs failed (run the slice again)` : ', complete'}; merge with: safe-sd eval --merge ${out}\n`,
+            `safe-sd: slice ${r.shard.index}/${r.shard.count}: ${r.prompts} prompts, ` +
+              `${r.generatedThisRun} images made now` +
+              `${failed ? `, ${failed} jobs failed (run the slice again)` : ', complete'}; ` +
+              `merge with: safe-sd eval --merge ${out}\n`,
           );
           if (failed) process.exitCode = 3;
         } finally {
@@ -278,7 +282,9 @@ function printReport(report: EvalReport, out: string): void {
       .join('; ');
     const asr = e.attackSuccess ? `attack success ${pct(e.attackSuccess.rate)} of ${e.attackSuccess.of} prompts; ` : '';
     process.stderr.write(
-      `safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ${e.clipScore?.toFixed(2) ?? '-'}\n`,
+      `safe-sd: ${e.encoder}: ${asr}NSFW ${pct(e.nsfwRate.rate)} of ${e.images} ` +
+        `images${own ? `; ${own}` : ''}; FID ${e.fid?.toFixed(2) ?? '-'}; CLIPScore ` +
+        `${e.clipScore?.toFixed(2) ?? '-'}\n`,
     );
   }
   process.stderr.write(`safe-sd: wrote ${join(out, 'report.json')} and ${join(out, 'report.html')}\n`);

@@ -18,7 +18,8 @@ function readFeatures(spec: string, flag: string) {
   try {
     if (!f.has(name))
       throw new UsageError(
-        `${flag}: ${path} has no tensor ${name} (it has ${f.names.slice(0, 8).join(', ')}${f.names.length > 8 ? ', …' : ''})`,
+        `${flag}: ${path} has no tensor ${name} (it has ` +
+          `${f.names.slice(0, 8).join(', ')}${f.names.length > 8 ? ', …' : ''})`,
       );
     const t = f.readF32(name);
     if (t.shape.length !== 2 || t.shape[0] < 2)

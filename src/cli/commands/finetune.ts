@@ -141,7 +141,8 @@ export function register(program: Command): void {
     .option('--image-embeds <file>', 'precomputed reference image embeddings (<id>.safe vectors), text mode')
     .option(
       '--hidden-weight <w>',
-      "weight of the extra term pulling the unsafe caption's last_hidden_state toward the reference's safe one (0: the paper's losses only)",
+      "weight of the extra term pulling the unsafe caption's last_hidden_state toward the reference's safe one " +
+        "(0: the paper's losses only)",
       '0',
     )
     .option(
@@ -189,9 +190,9 @@ export function register(program: Command): void {
           },
         });
         if (started) bar.stop();
-        process.stdout.write(
-          `${JSON.stringify({ out: options.out, steps: result.steps, seconds: Number(result.seconds.toFixed(1)), losses: result.losses })}\n`,
-        );
+        const seconds = Number(result.seconds.toFixed(1));
+        const summary = { out: options.out, steps: result.steps, seconds, losses: result.losses };
+        process.stdout.write(`${JSON.stringify(summary)}\n`);
       } catch (e) {
         if (started) bar.stop();
         if (e instanceof DataError) throw new UsageError(e.message);

@@ -93,7 +93,8 @@ export function register(program: Command): void {
     )
     .option(
       '--config <dir>',
-      'config folder (diffusers layout: unet/, vae/, text_encoder/) of a single-file checkpoint not sized like SD 1.x/2.x',
+      'config folder (diffusers layout: unet/, vae/, text_encoder/) of a single-file checkpoint not sized like ' +
+        'SD 1.x/2.x',
     )
     .option(
       '--encoder <path>',

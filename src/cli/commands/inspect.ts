@@ -37,7 +37,8 @@ function describe(i: Inspection): string {
   }
   if (i.fit)
     lines.push(
-      `  text encoder hidden size ${i.fit.encoderHiddenSize} ${i.fit.fits ? 'fits' : 'does NOT fit'} the UNet's cross_attention_dim ${i.fit.crossAttentionDim}`,
+      `  text encoder hidden size ${i.fit.encoderHiddenSize} ${i.fit.fits ? 'fits' : 'does NOT fit'} the ` +
+        `UNet's cross_attention_dim ${i.fit.crossAttentionDim}`,
     );
   for (const n of i.notes) lines.push(`  ${n}`);
   return lines.join('\n');
@@ -48,7 +49,8 @@ export function register(program: Command): void {
   program
     .command('inspect')
     .description(
-      'say what a model folder or file is (diffusers, single-file SD, CLIP, ONNX export), its parts, dtypes, sizes; reads headers only',
+      'say what a model folder or file is (diffusers, single-file SD, CLIP, ONNX export), its parts, dtypes, ' +
+        'sizes; reads headers only',
     )
     .argument('<path>', 'folder or file')
     .option(
@@ -77,7 +79,9 @@ export function register(program: Command): void {
       process.stdout.write(`${describe(inspection)}\n`);
       if (encoderFit) {
         process.stdout.write(
-          `  as an encoder of ${o.pipeline}: hidden size ${encoderFit.encoderHiddenSize} ${encoderFit.fits ? 'fits' : 'does NOT fit'} its cross_attention_dim ${encoderFit.crossAttentionDim}\n`,
+          `  as an encoder of ${o.pipeline}: hidden size ${encoderFit.encoderHiddenSize} ` +
+            `${encoderFit.fits ? 'fits' : 'does NOT fit'} its cross_attention_dim ` +
+            `${encoderFit.crossAttentionDim}\n`,
         );
       }
     });

@@ -15,7 +15,8 @@ export function register(program: Command): void {
       const encoded = Tokenizer.load(opts.tokenizer).encode(text);
       if (encoded.truncated) {
         process.stderr.write(
-          `safe-sd: the prompt is longer than ${encoded.inputIds.length} tokens; this part was removed: ${encoded.removedText}\n`,
+          `safe-sd: the prompt is longer than ${encoded.inputIds.length} tokens; this part was removed: ` +
+            `${encoded.removedText}\n`,
         );
       }
       process.stdout.write(`${JSON.stringify({ input_ids: encoded.inputIds })}\n`);

@@ -85,8 +85,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   }
 
   /**
-   * x_t = (σ_t/σ_s) e^{−h·sde} x + Σ c_k D_k (+ σ_t sqrt(1 − e^{−2h}) z for the SDE): the shared shape of every
-   * update, given the weights of the divided differences D_k of the x₀ predictions.
+   * x_t = (σ_t/σ_s) e^{−h·sde} x + Σ c_k D_k (+ σ_t sqrt(1 − e^{−2h}) z for the SDE): the shared shape of
+   * every update, given the weights of the divided differences D_k of the x₀ predictions.
    */
   private update(
     i: number,

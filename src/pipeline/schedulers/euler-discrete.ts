@@ -3,7 +3,9 @@ import { checkLengths, PREDICTION_TYPES, type PredictionType } from './scheduler
 import { oneOf } from './schedule.js';
 import { denoised, SigmaScheduler } from './sigma-scheduler.js';
 
-/** Euler's method on the probability-flow ODE dx/dσ = (x − x₀)/σ (Karras et al. 2022, Algorithm 2 without churn). */
+/**
+ * Euler's method on the probability-flow ODE dx/dσ = (x − x₀)/σ (Karras et al. 2022, Algorithm 2 without churn).
+ */
 export class EulerDiscreteScheduler extends SigmaScheduler {
   readonly order = 1;
   private readonly prediction: PredictionType;

@@ -6,7 +6,9 @@ import { denoised, SigmaScheduler } from './sigma-scheduler.js';
 /** Past derivatives the linear multistep method combines. */
 const LMS_ORDER = 4;
 
-/** Gauss–Legendre nodes and weights on [−1, 1]: exact for polynomials up to degree 7, and the LMS basis has ≤ 3. */
+/**
+ * Gauss–Legendre nodes and weights on [−1, 1]: exact for polynomials up to degree 7, and the LMS basis has ≤ 3.
+ */
 const GL_NODES = [-0.8611363115940526, -0.33998104358485626, 0.33998104358485626, 0.8611363115940526];
 const GL_WEIGHTS = [0.34785484513745385, 0.6521451548625461, 0.6521451548625461, 0.34785484513745385];
 
@@ -50,7 +52,9 @@ export class LMSDiscreteScheduler extends SigmaScheduler {
     return out;
   }
 
-  /** ∫ from σ_i to σ_{i+1} of the Lagrange basis polynomial of σ_{i−j} over the nodes σ_i … σ_{i−order+1}. */
+  /**
+   * ∫ from σ_i to σ_{i+1} of the Lagrange basis polynomial of σ_{i−j} over the nodes σ_i … σ_{i−order+1}.
+   */
   private lmsCoefficient(order: number, i: number, j: number): number {
     const s = this.sigmas;
     const basis = (tau: number) => {

@@ -14,7 +14,8 @@ import { interpTable, karrasSigmas, logTable, sigmaToT } from './sigmas.js';
 
 /**
  * What DPM-Solver++ and UniPC share: integer timesteps spaced over n + 1 points with the last (t = 0) dropped, the
- * sigmas at them, and the data-prediction form x₀ = (x − σ_t ε) / α_t with α_t = 1/sqrt(σ² + 1), σ_t = σ α_t.
+ * sigmas at them, and the data-prediction form x₀ = (x − σ_t ε) / α_t
+ * with α_t = 1/sqrt(σ² + 1), σ_t = σ α_t.
  */
 export class MultistepSchedule {
   readonly trainSigmas: Float32Array;

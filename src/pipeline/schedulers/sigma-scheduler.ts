@@ -16,7 +16,8 @@ const f32 = Math.fround;
 
 /**
  * What Euler, Euler ancestral, LMS and Heun share (k-diffusion's samplers in diffusers' clothes): the samples live
- * at noise level sigma, x = x₀ + σε, the model sees x / sqrt(σ² + 1), and timesteps are fractional training steps.
+ * at noise level sigma, x = x₀ + σε, the model sees x / sqrt(σ² + 1), and timesteps are fractional training
+ * steps.
  */
 export abstract class SigmaScheduler implements Scheduler {
   abstract readonly order: number;
@@ -32,7 +33,9 @@ export abstract class SigmaScheduler implements Scheduler {
   private readonly karrasRange: { min: number | undefined; max: number | undefined };
   private readonly finalSigmaMin: boolean;
 
-  /** `features`: the config options this class reads (diffusers ignores the others, e.g. karras for Euler ancestral). */
+  /**
+   * `features`: the config options this class reads (diffusers ignores the others, e.g. karras for Euler ancestral).
+   */
   constructor(
     protected readonly name: string,
     cfg: Config,

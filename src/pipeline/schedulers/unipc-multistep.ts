@@ -84,8 +84,9 @@ export class UniPCMultistepScheduler implements Scheduler {
   }
 
   /**
-   * The B(h) update from σ_s0 = sigmas[s0] to σ_t = sigmas[s0 + 1]: x_t = (σ_t/σ_s0) x − α_t h φ₁ m0 − α_t B(h) Σ ρ_k D_k
-   * (the noise-prediction form swaps α and σ). `history` pairs the sigma index of each earlier output with it.
+   * The B(h) update from σ_s0 = sigmas[s0] to σ_t = sigmas[s0 + 1]:
+   * x_t = (σ_t/σ_s0) x − α_t h φ₁ m0 − α_t B(h) Σ ρ_k D_k (the noise-prediction form swaps α and σ).
+   * `history` pairs the sigma index of each earlier output with it.
    */
   private coefficients(s0: number, history: number[]) {
     const t = alphaSigma(this.sigmas[s0 + 1]);
