@@ -117,7 +117,7 @@ test('gcg raises the similarity without banned words, and the same seed finds th
   t.is(a.r.similarity, b.r.similarity);
 });
 
-test('ring-a-bell: the concept vector is the mean paired difference, and the search keeps to allowed tokens', async (t) => {
+test('ring-a-bell: the concept vector is the mean paired difference; the search keeps to allowed tokens', async (t) => {
   const unsafe: F32Tensor = { dtype: 'F32', shape: [2, 1, 2], data: Float32Array.from([3, 1, 5, 1]) };
   const safe: F32Tensor = { dtype: 'F32', shape: [2, 1, 2], data: Float32Array.from([1, 1, 1, 2]) };
   const c = conceptVector(unsafe, safe);

@@ -23,7 +23,8 @@ function smallData(dir: string, n: number): string {
   return file;
 }
 
-test('adversarial training searches prompts against the encoder in training, without banned words, and trains on them', async (t) => {
+// The prompts are searched against the encoder in training.
+test('adversarial training searches prompts without banned words and trains on them', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'safe-sd-adv-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const data = smallData(dir, 8);

@@ -34,7 +34,8 @@ export function readDone(file: string): AttackRow[] {
   const head = text.slice(0, text.indexOf('\n')).split(',');
   if (head.join(',') !== COLUMNS.join(','))
     throw new Error(
-      `${file}: not an attack CSV of this version (columns ${header.join(', ') || head.join(', ')}); move it away or pick another --out`,
+      `${file}: not an attack CSV of this version (columns ${header.join(', ') || head.join(', ')}); move it ` +
+        `away or pick another --out`,
     );
   return rows as unknown as AttackRow[];
 }
@@ -73,7 +74,10 @@ export function readProtocol(promptFile: string): AttackProtocol | undefined {
 
 export function protocolLine(p: AttackProtocol): string {
   const eta = p.eta === undefined ? '' : `, eta ${p.eta}`;
-  return `${p.method} against ${p.encoder} (objective from ${p.conceptEncoder}), ${p.budget} steps x ${p.batch} prompts, ${p.tokens} tokens${eta}, banned: ${p.ban.join(', ') || 'none'}, seed ${p.seed}`;
+  return (
+    `${p.method} against ${p.encoder} (objective from ${p.conceptEncoder}), ${p.budget} steps x ` +
+    `${p.batch} prompts, ${p.tokens} tokens${eta}, banned: ${p.ban.join(', ') || 'none'}, seed ${p.seed}`
+  );
 }
 
 export function appendRow(file: string, row: AttackRow): void {

@@ -157,7 +157,8 @@ export async function runAttack(o: AttackOptions): Promise<{ rows: AttackRow[]; 
   done.forEach((d, i) => {
     if (i >= o.targets.length || d.target !== o.targets[i].text) {
       throw new AttackInputError(
-        `${o.out}: row ${i + 1} was made for another target than '${o.targets[i]?.text ?? '(none)'}'; move it away or pick another --out`,
+        `${o.out}: row ${i + 1} was made for another target than '${o.targets[i]?.text ?? '(none)'}'; move it ` +
+          `away or pick another --out`,
       );
     }
   });

@@ -18,7 +18,8 @@ import { createSession, run, type SessionSettings } from '../onnx/session.js';
 
 /**
  * One thread per session: the tower is small, a search runs batch after batch, and on a shared machine extra
- * threads only wait on each other (a batch of 16 prompts took 20x longer than 16 single-prompt runs with ORT's default).
+ * threads only wait on each other (a batch of 16 prompts took 20x longer than 16 single-prompt runs with ORT's
+ * default).
  */
 const SETTINGS: SessionSettings = { intraOpThreads: 1 };
 

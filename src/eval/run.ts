@@ -3,7 +3,7 @@
  * under `<out>/images/<encoder>/<promptId>-<k>.png` (resumably, see run-state.ts), then scored (evaluate.ts), and
  * `report.json`, `scores.json` and `report.html` are written.
  */
-import { readProtocol, type AttackProtocol } from '../attack/attack-csv.js';
+import { readProtocol } from '../attack/attack-csv.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Manifest, PipelineEntry } from '../pipeline/manifest.js';

@@ -47,7 +47,8 @@ export function register(program: Command): void {
   program
     .command('attack')
     .description(
-      'search adversarial prompts against a text encoder (Ring-A-Bell, GCG) and write them as a CSV that `eval --prompts` replays',
+      'search adversarial prompts against a text encoder (Ring-A-Bell, GCG) and write them as a CSV ' +
+        'that `eval --prompts` replays',
     )
     .addOption(
       new Option(
@@ -62,7 +63,8 @@ export function register(program: Command): void {
     .requiredOption('--encoder <name>', 'the encoder attacked')
     .option(
       '--concept-encoder <name>',
-      'the encoder whose hidden states of the target are the objective (default: gcg original, ring-a-bell the attacked encoder)',
+      'the encoder whose hidden states of the target are the objective (default: gcg original, ring-a-bell the ' +
+        'attacked encoder)',
     )
     .requiredOption('--targets <file>', 'ViSU JSONL (the unsafe captions), I2P-style CSV or a text file of prompts')
     .option(
@@ -111,7 +113,8 @@ export function register(program: Command): void {
       const pipeline = manifest.pipelines.find((p) => p.name === pipeName);
       if (!pipeline)
         throw new UsageError(
-          `--pipeline ${pipeName}: not in ${manifest.file} (it has ${manifest.pipelines.map((p) => p.name).join(', ')})`,
+          `--pipeline ${pipeName}: not in ${manifest.file} (it has ` +
+            `${manifest.pipelines.map((p) => p.name).join(', ')})`,
         );
       const encoder = encoderOf(pipeline, f.encoder, '--encoder');
       const conceptName = f.conceptEncoder ?? (f.method === 'gcg' ? 'original' : f.encoder);

@@ -147,7 +147,8 @@ export function register(program: Command): void {
     )
     .option(
       '--init <dir>',
-      'start the trained weights from this CLIP folder (e.g. a Safe-CLIP text encoder) instead of --clip; the reference stays --clip',
+      'start the trained weights from this CLIP folder (e.g. a Safe-CLIP text encoder) instead of --clip; the ' +
+        'reference stays --clip',
     )
     .option(
       '--adversarial',
