@@ -3,10 +3,8 @@ import test from 'ava';
 // The server's answers to faults, through gRPC with the fake engine: worker deaths, hangs and failed restarts,
 // deadlines far and near, garbage on the wire, requests too large or too slow. Serial: each starts a server.
 import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { pino } from 'pino';
 import {
   createDiffusionClient,
   type DiffusionClient,
@@ -14,9 +12,8 @@ import {
   type GenerateRequestMsg,
 } from '../src/grpc/proto.js';
 import { timeoutMs } from '../src/grpc/far-deadlines.js';
+import { testServerOptions } from './helpers/test-server.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
-
-const FAKE_ENGINE = fileURLToPath(new URL('./helpers/fake-engine.ts', import.meta.url));
 
 interface Harness {
   server: RunningServer;
@@ -27,18 +24,9 @@ interface Harness {
 
 async function withServer(opts: Partial<ServerOptions> & { stepMs?: number }, body: (h: Harness) => Promise<void>) {
   const failStarts = new SharedArrayBuffer(4);
-  const server = await startServer({
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxQueue: 16,
-    maxBatch: 4,
-    engineModule: FAKE_ENGINE,
-    engineOptions: { stepMs: opts.stepMs ?? 5, failStarts },
-    maxResponseBytes: 16 << 20,
-    logger: pino({ level: 'silent' }),
-    ...opts,
-  });
+  const server = await startServer(
+    testServerOptions({ engineOptions: { stepMs: opts.stepMs ?? 5, failStarts }, ...opts }),
+  );
   const address = `127.0.0.1:${server.port}`;
   const client = createDiffusionClient(address, grpc.credentials.createInsecure());
   try {

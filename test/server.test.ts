@@ -8,7 +8,6 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { service as healthService } from 'grpc-health-check';
-import { pino } from 'pino';
 import {
   createDiffusionClient,
   type CompareEventMsg,
@@ -18,10 +17,10 @@ import {
   type GenerateRequestMsg,
   type ImageMsg,
 } from '../src/grpc/proto.js';
+import { FAKE_ENGINE, testServerOptions } from './helpers/test-server.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
 import { BATCHES_RUN, LARGEST_BATCH, STEPS_EXECUTED } from './helpers/fake-engine.js';
 
-const FAKE_ENGINE = fileURLToPath(new URL('./helpers/fake-engine.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47]);
 
@@ -37,18 +36,9 @@ async function withServer(
   body: (h: Harness) => Promise<void>,
 ): Promise<void> {
   const counters = new SharedArrayBuffer(12);
-  const server = await startServer({
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxQueue: 16,
-    maxBatch: 4,
-    engineModule: FAKE_ENGINE,
-    engineOptions: { manifest: 'fake', stepMs: opts.stepMs ?? 5, counters },
-    maxResponseBytes: 16 << 20,
-    logger: pino({ level: 'silent' }),
-    ...opts,
-  });
+  const server = await startServer(
+    testServerOptions({ engineOptions: { manifest: 'fake', stepMs: opts.stepMs ?? 5, counters }, ...opts }),
+  );
   const address = `127.0.0.1:${server.port}`;
   const client = createDiffusionClient(address, grpc.credentials.createInsecure());
   try {

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import {
+  describeRequests,
   InvalidRequestError,
   type GeneratedImage,
   type GenerationRequest,
@@ -116,19 +117,7 @@ function serveStream<Req, R>(
     if (e instanceof InvalidRequestError) return finish(grpc.status.INVALID_ARGUMENT, e.message);
     throw e;
   }
-  const first = requests[0]!;
-  log.info(
-    {
-      encoders: requests.map((r) => r.encoder),
-      pipeline: first.pipeline,
-      seed: first.seed.toString(),
-      steps: first.steps,
-      size: `${first.width}x${first.height}`,
-      scheduler: first.scheduler,
-      numImages: first.numImages,
-    },
-    'request accepted',
-  );
+  log.info(describeRequests(requests), 'request accepted');
 
   const write = (event: Event<R>) => {
     if (!call.cancelled) call.write(event);

@@ -5,7 +5,13 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
-import type { GeneratedImage, GenerationRequest, ModelsInfo, PreviewImage } from '../pipeline/engine-api.js';
+import {
+  describeRequests,
+  type GeneratedImage,
+  type GenerationRequest,
+  type ModelsInfo,
+  type PreviewImage,
+} from '../pipeline/engine-api.js';
 import type { ServerMetrics } from '../serving/metrics.js';
 import { RejectedError, type Handle, type RequestQueue } from '../serving/request-queue.js';
 import { HttpError, httpStatus } from './errors.js';
@@ -47,16 +53,7 @@ export function submitCall(
   if (ctx.draining()) throw new HttpError(503, 'server is shutting down');
   const started = performance.now();
   const log = ctx.logger.child({ reqId: randomUUID(), method, peer: reply.request.ip });
-  const first = requests[0]!;
-  log.info(
-    {
-      encoders: requests.map((r) => r.encoder),
-      pipeline: first.pipeline,
-      seed: first.seed.toString(),
-      steps: first.steps,
-    },
-    'request accepted',
-  );
+  log.info(describeRequests(requests), 'request accepted');
   let interrupted = false;
   let settle!: { resolve(images: GeneratedImage[][]): void; reject(e: Error): void };
   const result = new Promise<GeneratedImage[][]>((resolve, reject) => (settle = { resolve, reject }));

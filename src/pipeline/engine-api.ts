@@ -136,3 +136,17 @@ export interface Engine {
 export function batchKey(r: GenerationRequest): string {
   return [r.pipeline, r.width, r.height, r.steps, r.scheduler].join('|');
 }
+
+/** What a log line says of an accepted request: one Generate, or a Compare's requests (alike but for the encoder). */
+export function describeRequests(requests: GenerationRequest[]): Record<string, unknown> {
+  const first = requests[0]!;
+  return {
+    encoders: requests.map((r) => r.encoder),
+    pipeline: first.pipeline,
+    seed: first.seed.toString(),
+    steps: first.steps,
+    size: `${first.width}x${first.height}`,
+    scheduler: first.scheduler,
+    numImages: first.numImages,
+  };
+}
