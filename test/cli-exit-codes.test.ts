@@ -1,25 +1,15 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { InputError } from '../src/core/errors.js';
 import { inspectPath } from '../src/models/inspect.js';
 import { weightsPath } from './fixtures.js';
+import { cli as runCli } from './helpers/processes.js';
 
-const exec = promisify(execFile);
 const env = { ...process.env, SAFE_SD_CACHE: mkdtempSync(join(tmpdir(), 'graph-cache-')) };
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec('node', ['bin/safe-sd.js', ...args], { env });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(args, env);
 
 /** The last line of stderr, which must be the one readable line of the error. */
 const lastLine = (s: string) => s.trim().split('\n').at(-1) ?? '';

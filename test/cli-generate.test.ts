@@ -1,26 +1,16 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { readPngText } from '../src/core/png.js';
 import { readSafetensors } from '../src/core/safetensors.js';
 import { fixture } from './fixtures.js';
+import { cli as runCli } from './helpers/processes.js';
 
-const exec = promisify(execFile);
 const cache = mkdtempSync(join(tmpdir(), 'graph-cache-'));
 const env = { ...process.env, SAFE_SD_CACHE: cache };
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec('node', ['bin/safe-sd.js', ...args], { env });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(args, env);
 
 test('generate on the embedded model writes a PNG with its parameters, byte-identical for the same seed', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'gen-'));

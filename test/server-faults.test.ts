@@ -1,8 +1,5 @@
 import test from 'ava';
 
-// The server's answers to faults, through gRPC with the fake engine: worker deaths, hangs and failed restarts,
-// deadlines far and near, garbage on the wire, requests too large or too slow. Serial: each starts a server.
-import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import {
@@ -14,6 +11,7 @@ import {
 import { timeoutMs } from '../src/grpc/far-deadlines.js';
 import { testServerOptions } from './helpers/test-server.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
+import { freePort } from './helpers/processes.js';
 
 interface Harness {
   server: RunningServer;
@@ -207,14 +205,6 @@ test.serial('a short request overtakes a long one on the same worker, stepping f
     t.true(longDone > shortDone, 'the short request finished first');
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 test.serial('/metrics follows the bearer token', async (t) => {
   const metricsPort = await freePort();

@@ -3,7 +3,6 @@ import test from 'ava';
 // Serial: the fake engine's steps are timed, and tests that count them should not share the CPU.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -20,6 +19,7 @@ import {
 import { FAKE_ENGINE, testServerOptions } from './helpers/test-server.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
 import { BATCHES_RUN, LARGEST_BATCH, STEPS_EXECUTED } from './helpers/fake-engine.js';
+import { freePort } from './helpers/processes.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47]);
@@ -302,14 +302,6 @@ test.serial('reflection lists safesd.v1.Diffusion', async (t) => {
     t.true(names.includes('safesd.v1.Diffusion'), names.join(', '));
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 test.serial('8 concurrent clients are all served, in batches, and the metrics show it', async (t) => {
   const metricsPort = await freePort();
