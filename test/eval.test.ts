@@ -11,7 +11,6 @@ import {
   writeFileSync,
   copyFileSync,
 } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +23,7 @@ import { OnnxClassifier } from '../src/classifiers/onnx-classifier.js';
 import type { EvalReport } from '../src/eval/report.js';
 import { runEvaluation } from '../src/eval/run.js';
 import { weightsPath } from './fixtures.js';
+import { freePort, waitForPort } from './helpers/processes.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const temps: string[] = [];
@@ -173,30 +173,6 @@ test.serial(
   },
 );
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, ms = 60_000): Promise<void> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => {
-        c.end();
-        resolve(true);
-      }).on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`nothing listens on port ${port}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 test.serial('a run through a real safe-sd serve on loopback survives a dead server address', async (t) => {
   const dir = temp();
   const m = manifest(dir);
@@ -222,7 +198,7 @@ test.serial('a run through a real safe-sd serve on loopback survives a dead serv
   let stderr = '';
   server.stderr!.on('data', (d) => (stderr += d));
   try {
-    await waitForPort(live);
+    await waitForPort(live, 60_000);
     const out = join(dir, 'run');
     const r = await runEvaluation({
       prompts: visuPrompts().slice(0, 4),
