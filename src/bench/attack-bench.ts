@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gcg } from '../attack/gcg.js';
 import { ringABell } from '../attack/ring-a-bell.js';
@@ -9,13 +8,13 @@ import { AttackVocabulary } from '../attack/vocabulary.js';
 import { ADVERSARIAL_DEFAULTS, AdversarialSearch } from '../finetune/adversarial.js';
 import { Rng } from '../core/rng.js';
 import { createTrainer, trainStep } from '../finetune/train.js';
-import { IN } from '../finetune/train-graph.js';
 import type { ClipTextConfig } from '../models/clip.js';
 import { loadClip } from '../models/clip-loader.js';
-import type { F32Tensor, Tensor } from '../core/tensor.js';
+import type { F32Tensor } from '../core/tensor.js';
 import { MemoryWeights } from '../core/weights.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import type { BenchRow } from './measure.js';
+import { toyTrainingBatch } from './toy-training-batch.js';
 import { median } from './measure.js';
 import { randomTensor } from './reference.js';
 
@@ -106,25 +105,9 @@ async function adversarialStep(tokenizer: Tokenizer): Promise<{ plainMs: number;
   const clip = loadClip(here('../../weights/toy-clip'));
   try {
     const o = ADVERSARIAL_DEFAULTS;
-    const rows = readFileSync(here('../../eval/toy-visu/train.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .slice(0, 64 + o.captions)
-      .map((l) => JSON.parse(l) as { safe: string; nsfw: string });
-    const ids = (texts: string[]): Tensor => ({
-      dtype: 'I64',
-      shape: [texts.length, 77],
-      data: BigInt64Array.from(texts.flatMap((t) => tokenizer.encode(t).inputIds.map(BigInt))),
-    });
-    const dim = clip.projectionDim!;
-    const D = clip.textConfig!.hiddenSize;
-    const feeds = (n: number): Record<string, Tensor> => ({
-      [IN.safeIds]: ids(rows.slice(0, n).map((r) => r.safe)),
-      [IN.nsfwIds]: ids(rows.slice(0, n).map((r) => r.nsfw)),
-      [IN.Sref]: randomTensor([n, dim], 21),
-      [IN.Vref]: randomTensor([n, dim], 22),
-      [IN.SrefHidden]: randomTensor([n, 77, D], 23),
-    });
+    const batch = toyTrainingBatch(clip, tokenizer, 64 + o.captions);
+    const rows = batch.rows;
+    const feeds = (n: number) => batch.feeds(n, true);
     const trainer = await createTrainer(clip, { mode: 'text', hiddenWeight: 3 });
     const params = trainer.graph.initial;
     const plain = feeds(64);

@@ -1,13 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { loadClip } from '../models/clip-loader.js';
-import type { Tensor } from '../core/tensor.js';
 import { stepToForwardRatio } from '../finetune/step-timing.js';
-import { IN, buildTrainGraph } from '../finetune/train-graph.js';
+import { buildTrainGraph } from '../finetune/train-graph.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import { fileURLToPath } from 'node:url';
 import { featureStats, frechetDistance } from '../eval/fid.js';
 import { randomTensor } from './reference.js';
 import type { BenchRow } from './measure.js';
+import { toyTrainingBatch } from './toy-training-batch.js';
 
 /** Sections measuring other parts of the project: fine-tuning (g) and FID (h). */
 const here = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
@@ -20,24 +19,8 @@ export async function finetuneSection(): Promise<BenchRow[]> {
   const clip = loadClip(here('../../weights/toy-clip'));
   try {
     const tokenizer = Tokenizer.load(here('../../weights/toy-clip'));
-    const rows = readFileSync(here('../../eval/toy-visu/train.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .slice(0, 64)
-      .map((l) => JSON.parse(l) as { safe: string; nsfw: string });
-    const ids = (texts: string[]): Tensor => ({
-      dtype: 'I64',
-      shape: [texts.length, 77],
-      data: BigInt64Array.from(texts.flatMap((t) => tokenizer.encode(t).inputIds.map(BigInt))),
-    });
-    const dim = clip.projectionDim!;
     const graph = buildTrainGraph(clip, { mode: 'text' });
-    const feeds: Record<string, Tensor> = {
-      [IN.safeIds]: ids(rows.map((r) => r.safe)),
-      [IN.nsfwIds]: ids(rows.map((r) => r.nsfw)),
-      [IN.Sref]: randomTensor([64, dim], 21),
-      [IN.Vref]: randomTensor([64, dim], 22),
-    };
+    const feeds = toyTrainingBatch(clip, tokenizer, 64).feeds(64);
     const t = await stepToForwardRatio(clip, { mode: 'text' }, feeds, graph.initial, 10);
     return [
       { section: 'g fine-tuning', name: 'toy CLIP text mode, batch 64: forward', value: t.forwardMs, unit: 'ms' },
