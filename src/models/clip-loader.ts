@@ -11,7 +11,7 @@ import {
   type ClipVisionConfig,
 } from './clip.js';
 import { Config } from '../core/config.js';
-import { f32, type F32Tensor } from '../core/tensor.js';
+import { f32, type F32Tensor, type Tensor } from '../core/tensor.js';
 import { SafetensorsWeights, weightFiles, type WeightStore } from '../core/weights.js';
 
 export type ClipKind = 'CLIPModel' | 'CLIPTextModel' | 'CLIPTextModelWithProjection' | 'CLIPVisionModelWithProjection';
@@ -145,6 +145,19 @@ export class ClipTextEncoder {
    * penultimate, ...; see ClipTextTransformer.forward).
    */
   async encode(ids: BigInt64Array, seqLen = this.config.maxPositions, clipSkip = 0): Promise<TextEncoding> {
+    const out = await run(this.session, this.feeds(ids, seqLen, clipSkip));
+    const hiddenStates = Array.from({ length: this.config.layers + 1 }, (_, i) => out[`hidden_states.${i}`]);
+    const { last_hidden_state: lastHidden, pooler_output: pooled, conditioning, text_embeds: textEmbeds } = out;
+    return { lastHidden, pooled, hiddenStates, conditioning, textEmbeds };
+  }
+
+  /** Only `conditioning`, what the UNet attends to: the session skips copying out every hidden state. */
+  async conditioning(ids: BigInt64Array, seqLen = this.config.maxPositions, clipSkip = 0): Promise<F32Tensor> {
+    const out = await run(this.session, this.feeds(ids, seqLen, clipSkip), ['conditioning']);
+    return out.conditioning;
+  }
+
+  private feeds(ids: BigInt64Array, seqLen: number, clipSkip: number): Record<string, Tensor> {
     if (seqLen > this.config.maxPositions || ids.length % seqLen !== 0) {
       throw new Error(
         `text encoder: ${ids.length} ids are not rows of ${seqLen} tokens (at most ${this.config.maxPositions})`,
@@ -153,13 +166,10 @@ export class ClipTextEncoder {
     if (!Number.isInteger(clipSkip) || clipSkip < 0 || clipSkip > this.config.layers) {
       throw new Error(`clip skip ${clipSkip} is outside 0..${this.config.layers}, the encoder's layers`);
     }
-    const out = await run(this.session, {
+    return {
       input_ids: { dtype: 'I64', shape: [ids.length / seqLen, seqLen], data: ids },
       clip_skip: { dtype: 'I64', shape: [], data: BigInt64Array.of(BigInt(clipSkip)) },
-    });
-    const hiddenStates = Array.from({ length: this.config.layers + 1 }, (_, i) => out[`hidden_states.${i}`]);
-    const { last_hidden_state: lastHidden, pooler_output: pooled, conditioning, text_embeds: textEmbeds } = out;
-    return { lastHidden, pooled, hiddenStates, conditioning, textEmbeds };
+    };
   }
 }
 

@@ -23,7 +23,7 @@ async function clipTower(loaded: LoadedClip, settings: SessionSettings): Promise
     return {
       hiddenSize: clip.hiddenSize,
       layers: clip.config.layers,
-      encode: async (ids, seqLen, clipSkip) => (await clip.encode(ids, seqLen, clipSkip)).conditioning,
+      encode: (ids, seqLen, clipSkip) => clip.conditioning(ids, seqLen, clipSkip),
       release: () => clip.session.release(),
     };
   } finally {
