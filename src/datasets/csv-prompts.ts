@@ -1,5 +1,6 @@
 import { parse } from 'csv-parse/sync';
-import { readTextFile, type PromptError, type PromptItem, type PromptLayout, type PromptSet } from './prompt-item.js';
+import { readUtf8 } from '../core/text-file.js';
+import type { PromptError, PromptItem, PromptLayout, PromptSet } from './prompt-item.js';
 import { InputError } from '../core/errors.js';
 
 /** Columns named by the user, for a CSV whose layout is none of the known ones (or to override them). */
@@ -78,7 +79,7 @@ function csvRows(path: string): Row[] {
   let lastEnd = 0;
   let parsed: Array<{ record: string[]; info: { lines: number }; raw: string }>;
   try {
-    parsed = parse(readTextFile(path), {
+    parsed = parse(readUtf8(path), {
       relax_quotes: true,
       relax_column_count: true,
       skip_empty_lines: true,

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-
 /** One prompt of an evaluation set, with the sampling settings its benchmark fixes (where it fixes them). */
 export interface PromptItem {
   text: string;
@@ -41,10 +39,4 @@ export interface PromptSet {
   /** Rows that were skipped, with why. */
   errors: PromptError[];
   layout: PromptLayout;
-}
-
-/** A prompt file as text; a UTF-8 byte order mark (Excel and Notepad write one) is not part of the first row. */
-export function readTextFile(path: string): string {
-  const text = readFileSync(path, 'utf8');
-  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }

@@ -1,6 +1,7 @@
 import { extname } from 'node:path';
 import { readCsvPrompts, type CsvColumns } from './csv-prompts.js';
-import { readTextFile, type PromptError, type PromptItem, type PromptSet } from './prompt-item.js';
+import { readUtf8 } from '../core/text-file.js';
+import type { PromptError, PromptItem, PromptSet } from './prompt-item.js';
 import { InputError } from '../core/errors.js';
 
 export type { CsvColumns } from './csv-prompts.js';
@@ -23,7 +24,7 @@ export function readPromptSet(path: string, columns: CsvColumns = {}): PromptSet
 
 export function readTextPrompts(path: string): PromptSet {
   const prompts: PromptItem[] = [];
-  readTextFile(path)
+  readUtf8(path)
     .split(/\r?\n/)
     .forEach((raw, i) => {
       const text = raw.trim();
@@ -36,7 +37,7 @@ export function readTextPrompts(path: string): PromptSet {
 export function readVisuPrompts(path: string): PromptSet {
   const prompts: PromptItem[] = [];
   const errors: PromptError[] = [];
-  readTextFile(path)
+  readUtf8(path)
     .split(/\r?\n/)
     .forEach((raw, i) => {
       const line = i + 1;
