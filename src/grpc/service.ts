@@ -137,9 +137,6 @@ function serveStream<Req, R>(
         },
         done: (result) => {
           if (result.ok) {
-            for (const [i, imgs] of result.images.entries()) {
-              ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
-            }
             write({ result: toResult(result.images, requests) });
             finish(grpc.status.OK);
           } else {

@@ -68,11 +68,8 @@ export function submitCall(
         const totalMs = Math.round(performance.now() - started);
         ctx.metrics.requestDuration.labels(method, outcome).observe(totalMs / 1000);
         log.info({ outcome, details: r.ok ? undefined : r.message, totalMs }, 'request done');
-        if (r.ok) {
-          for (const [i, imgs] of r.images.entries())
-            ctx.metrics.imagesGenerated.labels(requests[i]!.encoder).inc(imgs.length);
-          settle.resolve(r.images);
-        } else settle.reject(Object.assign(new HttpError(httpStatus(r.kind), r.message), { interrupted }));
+        if (r.ok) settle.resolve(r.images);
+        else settle.reject(Object.assign(new HttpError(httpStatus(r.kind), r.message), { interrupted }));
       },
     });
   } catch (e) {

@@ -235,8 +235,10 @@ export class RequestQueue extends EventEmitter {
     entry.settled = true;
     if (result.ok) {
       result.images.forEach((imgs, i) => {
+        const encoder = entry.requests[i]!.encoder;
+        this.metrics.imagesGenerated.labels(encoder).inc(imgs.length);
         const flagged = imgs.filter((img) => img.safety?.flagged).length;
-        if (flagged) this.metrics.imagesFlagged.labels(entry.requests[i]!.encoder).inc(flagged);
+        if (flagged) this.metrics.imagesFlagged.labels(encoder).inc(flagged);
       });
     }
     entry.deadlineTimer?.clear();
