@@ -57,7 +57,9 @@ export async function openOptimized(
       logSeverityLevel: 3,
       // Weights go to a data file beside the optimised model, as the protobuf limit requires for SD-sized UNets.
       extra: {
+        ...opts.extra,
         session: {
+          ...(opts.extra as { session?: object } | undefined)?.session,
           optimized_model_external_initializers_file_name: `${name}.data`,
           optimized_model_external_initializers_min_size_in_bytes: '1024',
         },
