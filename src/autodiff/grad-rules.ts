@@ -133,23 +133,35 @@ function unary(f: (c: GradContext, x: string, y: string, grad: string) => string
 }
 
 /**
- * Softmax's backward needs rowsum(dP ⊙ P) over the softmax axis. When P's only use is P·V (attention), dP = dO·Vᵀ
- * and that sum equals rowsum(dO ⊙ O) with O = P·V: FlashAttention's identity, computed on the [.., seq, head dim]
- * output instead of the [.., seq, seq] probabilities, which leaves two passes over the large tensor instead of four.
+ * Softmax's backward is dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the softmax axis. When P's only use is O = P·V
+ * (attention), dP = dO·Vᵀ and the row sum equals rowsum(dO ⊙ O) (FlashAttention's identity), taken on the [.., seq,
+ * head dim] output instead of the [.., seq, seq] probabilities. The subtraction then folds into the product:
+ * [dO, −r]·[V, 1]ᵀ = dO·Vᵀ − r·1ᵀ, with one more column on two small operands, which leaves a single elementwise
+ * pass over the probabilities (the product with P) instead of four. The MatMul's own dP goes unused and is pruned.
  */
-function attentionRowSums(c: GradContext, p: string, axis: number): string | undefined {
+function attentionBackward(c: GradContext, p: string, axis: number): string | undefined {
   const shapeP = c.shape(p);
   if (!shapeP || norm(axis, shapeP.length) !== shapeP.length - 1) return undefined;
   const users = c.users(p);
   const product = users.length === 1 ? users[0] : undefined;
   if (product?.op !== 'MatMul' || product.inputs[0] !== p || product.inputs[1] === p) return undefined;
-  const o = product.outputs[0];
-  const shapeO = c.shape(o);
+  const [o, v] = [product.outputs[0], product.inputs[1]];
+  const [shapeO, shapeV] = [c.shape(o), c.shape(v)];
   const rowsOf = (s: SShape) => JSON.stringify(s?.slice(0, -1));
   const sameRows = shapeO?.length === shapeP.length && !shapeP.includes(null) && rowsOf(shapeO) === rowsOf(shapeP);
   const dO = c.gradient(o);
-  if (!sameRows || !dO) return undefined;
-  return c.op('ReduceSum', [c.op('Mul', [dO, o]), c.g.constI64([-1])], { keepdims: 1 });
+  if (!sameRows || !dO || shapeV?.length !== shapeP.length) return undefined;
+  const rowSums = c.op('ReduceSum', [c.op('Mul', [dO, o]), c.g.constI64([-1])], { keepdims: 1 });
+  const last = c.g.constI64([-1]);
+  const onesShape = c.op('Concat', [c.op('Slice', [c.op('Shape', [v]), c.g.constI64([0]), last]), c.g.constI64([1])], {
+    axis: 0,
+  });
+  const ones = c.op('ConstantOfShape', [onesShape], {
+    value: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) },
+  });
+  const dOr = c.op('Concat', [dO, c.op('Neg', [rowSums])], { axis: -1 });
+  const v1 = c.op('Concat', [v, ones], { axis: -1 });
+  return c.op('Mul', [c.op('MatMul', [dOr, transposeLast(c, v1, shapeP.length)]), p]);
 }
 
 export const GRADIENT_RULES: Record<string, GradientRule> = {
@@ -382,8 +394,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
   Softmax: (c) => {
     const y = c.node.outputs[0];
     const axis = (c.node.attrs.axis as number | undefined) ?? -1;
-    const rowSums = attentionRowSums(c, y, axis);
-    if (rowSums) return [c.op('Mul', [c.op('Sub', [dy(c), rowSums]), y])];
+    const attention = attentionBackward(c, y, axis);
+    if (attention) return [attention];
     const gy = c.op('Mul', [dy(c), y]);
     const s = c.op('ReduceSum', [gy, c.g.constI64([axis])], { keepdims: 1 });
     return [c.op('Sub', [gy, c.op('Mul', [y, s])])];

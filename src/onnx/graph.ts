@@ -154,4 +154,21 @@ export class GraphBuilder {
   matmul(a: string, b: string, name?: string): string {
     return this.op('MatMul', [a, b], {}, { name });
   }
+
+  /**
+   * The nodes that lead to a graph output, in order. onnxruntime runs every node of a model whether or not an output
+   * needs it, so nodes left unused (a gradient rule that computed a value another rule then did without) would cost
+   * their full time.
+   */
+  liveNodes(): Node[] {
+    const needed = new Set(this.outputs.map((o) => o.name));
+    const live: boolean[] = new Array(this.nodes.length).fill(false);
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i];
+      if (!n.outputs.some((o) => needed.has(o))) continue;
+      live[i] = true;
+      for (const v of n.inputs) if (v) needed.add(v);
+    }
+    return this.nodes.filter((_, i) => live[i]);
+  }
 }

@@ -101,7 +101,7 @@ export function modelProto(g: GraphBuilder, opts: SerializeOptions = {}): OnnxTy
     opsetImport,
     graph: {
       name: 'main',
-      node: g.nodes.map((n) => ({
+      node: g.liveNodes().map((n) => ({
         opType: n.op,
         domain: n.domain,
         name: n.name,
