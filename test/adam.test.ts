@@ -118,3 +118,40 @@ test('the zero test sees a lone value in either half of a pair, an odd tail, a g
     t.is(p[3], p0[3]);
   }
 });
+
+test('a row gradient (rows repeated, rows of 24 values) updates exactly as its dense equivalent, weight decay too', (t) => {
+  const width = 24;
+  const n = width * 7;
+  // Step 1: rows 2, 5, 2 (row 2 twice: its runs add up); step 2: row 5; step 3: no rows at all.
+  const steps = [[2n, 5n, 2n], [5n], []];
+  for (const weightDecay of [0, 0.01]) {
+    const [dense, rowwise] = [0, 1].map(() => new Adam({ lr: 0.05, weightDecay }));
+    const pd = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
+    const pr = Float32Array.from(pd);
+    const p0 = Float32Array.from(pd);
+    steps.forEach((rows, s) => {
+      const values = Float32Array.from({ length: rows.length * width }, (_, i) => Math.cos(i + 10 * s));
+      const g = new Float32Array(n);
+      rows.forEach((r, i) => {
+        for (let j = 0; j < width; j++) g[Number(r) * width + j] += values[i * width + j];
+      });
+      dense.update(new Map([['emb', pd]]), new Map([['emb', g]]));
+      rowwise.update(new Map([['emb', pr]]), new Map([['emb', { rows: BigInt64Array.from(rows), values, width }]]));
+    });
+    t.deepEqual(pr, pd, `weight decay ${weightDecay}`);
+    t.not(pr[2 * width], p0[2 * width]);
+    if (weightDecay === 0) t.is(pr[1], p0[1], 'a row never in a batch is left exactly as it was');
+    else t.not(pr[1], p0[1], 'weight decay moves every row');
+  }
+});
+
+test('a row gradient that does not fit its parameter is refused', (t) => {
+  const opt = new Adam({ lr: 0.1 });
+  const p = new Float32Array(12);
+  const bad = [
+    [{ rows: BigInt64Array.from([0n]), values: new Float32Array(5), width: 5 }, /rows of 5 values do not divide/],
+    [{ rows: BigInt64Array.from([0n]), values: new Float32Array(3), width: 4 }, /3 values for 1 rows of 4/],
+    [{ rows: BigInt64Array.from([3n]), values: new Float32Array(4), width: 4 }, /row 3 of 3/],
+  ] as const;
+  for (const [g, message] of bad) t.throws(() => opt.update(new Map([['w', p]]), new Map([['w', g]])), { message });
+});

@@ -1,8 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { GraphBuilder, type AttrValue, type Dim } from '../src/onnx/graph.js';
 import { serializeModel } from '../src/onnx/serialize.js';
-import { createSession, run } from '../src/onnx/session.js';
-import { f32, numel, type F32Tensor } from '../src/core/tensor.js';
+import { createSession, run, runTensors } from '../src/onnx/session.js';
+import { f32, numel, type F32Tensor, type Tensor } from '../src/core/tensor.js';
 import { Scope } from '../src/models/scope.js';
 import { LayerNorm, Linear, activation, attention } from '../src/models/nn.js';
 import { MemoryWeights } from '../src/core/weights.js';
@@ -286,22 +286,36 @@ const coreInputs = () => ({ s: rand([2, 3, 5, 5], 37, -2, 2), v: rand([2, 5, 3, 
 test('softmax feeding a product (attention): gradients through the row sums of the product', (t) =>
   gradcheck(t, { inputs: coreInputs(), build: attentionCore }));
 
-test("softmax feeding a product: the backward's row sums come from the product's output, not from P", (t) => {
+test("softmax feeding a product: one pass over the probabilities, row sums from the product's output", (t) => {
   const g = new GraphBuilder();
   const x = { s: g.input('s', 'float32', [2, 3, 5, 5]), v: g.input('v', 'float32', [2, 5, 3, 4]) };
   const loss = g.op('ReduceSum', [attentionCore(g, x)], { keepdims: 0 });
-  const forward = g.nodes.length;
-  buildGradients(g, loss, ['s', 'v']);
+  const forward = new Set(g.nodes);
+  const grads = buildGradients(g, loss, ['s', 'v']);
+  exposeGradients(
+    g,
+    grads,
+    new Map([
+      ['s', [2, 3, 5, 5]],
+      ['v', [2, 5, 3, 4]],
+    ]),
+  );
   const { shapes } = interpret(g);
-  const backward = g.nodes.slice(forward);
+  const backward = g.liveNodes().filter((n) => !forward.has(n));
   const reduced = backward.filter((n) => n.op === 'ReduceSum').map((n) => shapes.get(n.inputs[0]));
   t.deepEqual(reduced, [[2, 3, 5, 4]]);
-  // V's transposed copy is read in place by the product's flags rather than transposed again.
-  const vHeads = g.nodes.find((n) => n.op === 'Transpose')!.outputs[0];
-  const readers = backward.filter((n) => n.inputs.includes(vHeads));
+  // dS = P ⊙ ([dO, −r]·[V, 1]ᵀ): the only elementwise op on the [.., 5, 5] probabilities is that product with P.
+  const square = (v: string) => JSON.stringify(shapes.get(v)) === JSON.stringify([2, 3, 5, 5]);
+  const elementwise = backward.filter((n) => ['Mul', 'Sub', 'Add', 'Div'].includes(n.op) && n.inputs.some(square));
   t.deepEqual(
-    readers.map((n) => [n.op, n.attrs.transB]),
-    [['FusedMatMul', 1]],
+    elementwise.map((n) => n.op),
+    ['Mul'],
+  );
+  // The MatMul rule's own dP = dO·Vᵀ is left unused and does not reach the model.
+  const vHeads = g.nodes.find((n) => n.op === 'Transpose')!.outputs[0];
+  t.deepEqual(
+    backward.filter((n) => n.inputs.includes(vHeads) && n.op !== 'Shape').map((n) => n.op),
+    ['Concat'],
   );
 });
 test('LayerNormalization over the last axis', (t) =>
@@ -503,4 +517,40 @@ test('promoteToInputs refuses names that are not initializers', (t) => {
   const g = new GraphBuilder();
   g.input('x', 'float32', [1]);
   t.throws(() => promoteToInputs(g, ['x']), { message: 'promoteToInputs: x is not an initializer of the graph' });
+});
+
+test('a table only a Gather reads gets its gradient as rows, equal to the dense one summed; a table used twice does not', async (t) => {
+  const table = rand([10, 3], 51);
+  const ids: Tensor = { dtype: 'I64', shape: [2, 3], data: BigInt64Array.from([4n, 1n, 4n, 9n, 0n, 4n]) };
+  const build = (rows: boolean, tied: boolean) => {
+    const g = new GraphBuilder();
+    const w = g.input('w', 'float32', [10, 3]);
+    const i = g.input('ids', 'int64', [2, 3]);
+    let y = g.op('Gather', [w, i]);
+    if (tied) y = g.op('MatMul', [y, g.op('Transpose', [w], { perm: [1, 0] })]);
+    const loss = g.op('ReduceSum', [g.mul(y, g.constant(rand(tied ? [2, 3, 10] : [2, 3, 3], 52), 'R'))], {
+      keepdims: 0,
+    });
+    g.output(loss, 'loss', 'float32', []);
+    const grads = rows ? buildGradients(g, loss, ['w'], { rows: true }) : buildGradients(g, loss, ['w']);
+    return { g, grad: exposeGradients(g, grads, new Map([['w', [10, 3]]])).get('w')! };
+  };
+  const runGrad = async (rows: boolean, tied: boolean) => {
+    const { g, grad } = build(rows, tied);
+    const names = typeof grad === 'string' ? [grad] : [grad.rows, grad.values];
+    return { grad, out: await runTensors(await createSession(serializeModel(g)), { w: table, ids }, names) };
+  };
+  const dense = (await runGrad(false, false)).out['grad:w'].data as Float32Array;
+  const { grad, out } = await runGrad(true, false);
+  if (typeof grad === 'string') throw new Error('expected a row gradient');
+  const rows = out[grad.rows].data as BigInt64Array;
+  const values = out[grad.values];
+  t.deepEqual([...rows], [4n, 1n, 4n, 9n, 0n, 4n]);
+  t.deepEqual(values.shape, [6, 3]);
+  const summed = new Float32Array(30);
+  rows.forEach((r, k) => {
+    for (let j = 0; j < 3; j++) summed[Number(r) * 3 + j] += (values.data as Float32Array)[k * 3 + j];
+  });
+  for (let k = 0; k < 30; k++) t.true(Math.abs(summed[k] - dense[k]) < 1e-6, `value ${k}`);
+  t.is(typeof (await runGrad(true, true)).grad, 'string');
 });

@@ -52,17 +52,38 @@ export function promoteToInputs(g: GraphBuilder, names: string[]): Map<string, F
   return values;
 }
 
-/** Expose each gradient as a graph output named `grad:<param>`; returns param name -> output name. */
-export function exposeGradients(
+/**
+ * The gradient of a parameter that only an axis-0 Gather reads (an embedding table): zero outside the gathered rows,
+ * so it is given as those rows' indices [N] and their gradients [N, ...row shape] (rows may repeat; their gradients
+ * add up). A dense gradient would be a table-sized tensor of zeros, filled, scattered into and copied out each step:
+ * 49,408 x 768 floats for CLIP ViT-L, against the batch's 77 x batch rows.
+ */
+export interface RowsGradient {
+  rows: string;
+  values: string;
+}
+export type GradientValue = string | RowsGradient;
+
+/**
+ * Expose each gradient as graph outputs: `grad:<param>`, or `grad:<param>:rows` and `grad:<param>:values`; returns
+ * param name -> output name(s).
+ */
+export function exposeGradients<T extends GradientValue>(
   g: GraphBuilder,
-  grads: Map<string, string>,
+  grads: Map<string, T>,
   shapes: Map<string, number[]>,
-): Map<string, string> {
-  const out = new Map<string, string>();
+): Map<string, T> {
+  const out = new Map<string, T>();
   for (const [param, grad] of grads) {
     const shape = shapes.get(param);
     if (!shape) throw new Error(`exposeGradients: no shape given for ${param}`);
-    out.set(param, g.output(grad, `grad:${param}`, 'float32', shape));
+    if (typeof grad === 'string') {
+      out.set(param, g.output(grad, `grad:${param}`, 'float32', shape) as T);
+    } else {
+      const rows = g.output(grad.rows, `grad:${param}:rows`, 'int64', ['rows']);
+      const values = g.output(grad.values, `grad:${param}:values`, 'float32', ['rows', ...shape.slice(1)]);
+      out.set(param, { rows, values } as T);
+    }
   }
   return out;
 }
@@ -72,9 +93,32 @@ export function exposeGradients(
  * Returns, for each name in `wrt`, the value holding d(sum of loss)/d(name) — zeros for names the loss ignores.
  * Only nodes that both depend on `wrt` and lead to `loss` are differentiated; an op without a rule there is an error.
  */
-export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Map<string, string> {
+export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Map<string, string>;
+/** With `rows`: parameters that only axis-0 Gathers read get their gradient as a RowsGradient. */
+export function buildGradients(
+  g: GraphBuilder,
+  loss: string,
+  wrt: string[],
+  opts: { rows: true },
+): Map<string, GradientValue>;
+export function buildGradients(
+  g: GraphBuilder,
+  loss: string,
+  wrt: string[],
+  opts: { rows?: boolean } = {},
+): Map<string, GradientValue> {
   const nodes = [...g.nodes];
   const { shapes, types } = interpret(g);
+  const gathered = new Map<string, Node>();
+  if (opts.rows) {
+    for (const w of wrt) {
+      const users = nodes.filter((n) => n.inputs.includes(w));
+      const [u] = users;
+      const rowShape = shapes.get(w)?.slice(1);
+      const static_ = rowShape?.every((d) => typeof d === 'number');
+      if (users.length === 1 && u.op === 'Gather' && u.inputs[0] === w && !u.attrs.axis && static_) gathered.set(w, u);
+    }
+  }
 
   const depends = new Set(wrt);
   for (const n of nodes) {
@@ -100,6 +144,7 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
       ? g.scalarF32(1)
       : g.op('Expand', [g.scalarF32(1), g.op('Shape', [loss])], {}, { name: 'grad/seed' });
   contributions.set(loss, [seed]);
+  const sparse = new Map<string, RowsGradient>();
 
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
@@ -108,6 +153,14 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     if (!needs.some(Boolean)) continue;
     const dys = n.outputs.map((o) => (depends.has(o) ? gradOf(o) : undefined));
     if (dys.every((d) => d === undefined)) continue;
+    const table = gathered.size ? [...gathered].find(([, u]) => u === n)?.[0] : undefined;
+    if (table) {
+      const width = (shapes.get(table) as number[]).slice(1);
+      const rows = g.op('Reshape', [n.inputs[1], g.constI64([-1])], {}, { name: `grad/${n.name}` });
+      const values = g.op('Reshape', [dys[0]!, g.constI64([-1, ...width])], {}, { name: `grad/${n.name}` });
+      sparse.set(table, { rows, values });
+      continue;
+    }
     const rule = GRADIENT_RULES[n.op];
     if (!rule)
       throw new Error(
@@ -127,8 +180,18 @@ export function buildGradients(g: GraphBuilder, loss: string, wrt: string[]): Ma
     });
   }
 
-  const result = new Map<string, string>();
+  const result = new Map<string, GradientValue>();
   for (const w of wrt) {
+    const rowsGrad = sparse.get(w);
+    if (gathered.has(w)) {
+      const width = (shapes.get(w) as number[]).slice(1);
+      const none = () => ({
+        rows: g.constant({ dtype: 'I64', shape: [0], data: new BigInt64Array(0) }, `grad/${w}/no_rows`),
+        values: g.constant({ dtype: 'F32', shape: [0, ...width], data: new Float32Array(0) }, `grad/${w}/no_rows`),
+      });
+      result.set(w, rowsGrad ?? none());
+      continue;
+    }
     const grad = gradOf(w);
     result.set(w, grad ?? g.op('ConstantOfShape', [g.op('Shape', [w])], {}, { name: `grad/${w}/zeros` }));
   }

@@ -4,11 +4,11 @@ import type * as ort from 'onnxruntime-node';
 import { loadClip, type LoadedClip } from '../models/clip-loader.js';
 import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
-import { createSession, run } from '../onnx/session.js';
+import { createSession, runTensors } from '../onnx/session.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
-import { Adam } from './adam.js';
+import { Adam, type Gradient, type RowGradient } from './adam.js';
 import { AdversarialSearch, type AdversarialOptions, type AdversarialPairs } from './adversarial.js';
-import { buildGradients, exposeGradients } from '../autodiff/autodiff.js';
+import { buildGradients, exposeGradients, type GradientValue } from '../autodiff/autodiff.js';
 import { BatchOrder } from './batches.js';
 import { loadCheckpoint, saveCheckpoint, type RunState } from './checkpoint.js';
 import { DataError, dropRows, loadPixels, readImageEmbeds, readVisu, type DataProblem, type VisuRow } from './data.js';
@@ -281,8 +281,10 @@ function startingParams(tg: TrainGraph, o: TrainOptions): Map<string, F32Tensor>
 }
 
 /** Adam updates the parameters' arrays in place. */
-export function values(m: Map<string, F32Tensor>): Map<string, Float32Array> {
-  return new Map([...m].map(([k, v]) => [k, v.data]));
+export function values(m: Map<string, F32Tensor>): Map<string, Float32Array>;
+export function values(m: Map<string, F32Tensor | RowGradient>): Map<string, Gradient>;
+export function values(m: Map<string, F32Tensor | RowGradient>): Map<string, Gradient> {
+  return new Map([...m].map(([k, v]) => [k, 'rows' in v ? v : v.data]));
 }
 
 function lossValues(out: Record<string, F32Tensor>, names: string[]): Record<string, number> {
@@ -296,7 +298,8 @@ function lossValues(out: Record<string, F32Tensor>, names: string[]): Record<str
 export interface Trainer {
   graph: TrainGraph;
   session: ort.InferenceSession;
-  grads: Map<string, string>;
+  /** Output names of each parameter's gradient: dense, or rows and their values for the token embedding. */
+  grads: Map<string, GradientValue>;
 }
 
 export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Promise<Trainer> {
@@ -305,6 +308,7 @@ export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Pro
     graph.g,
     graph.loss.total,
     graph.params.map((p) => p.name),
+    { rows: true },
   );
   const grads = exposeGradients(graph.g, wrt, new Map(graph.params.map((p) => [p.name, p.shape])));
   return { graph, session: await createSession(serializeModel(graph.g)), grads };
@@ -315,12 +319,23 @@ export async function trainStep(
   t: Trainer,
   feeds: Record<string, Tensor>,
   params: Map<string, F32Tensor>,
-): Promise<{ losses: Record<string, number>; grads: Map<string, F32Tensor> }> {
-  const outputs = [...t.graph.lossOutputs, TOTAL, ...t.grads.values()];
-  const out = await run(t.session, { ...feeds, ...Object.fromEntries(params) }, outputs);
-  const grads = new Map<string, F32Tensor>();
-  for (const [param, name] of t.grads) grads.set(param, out[name]);
-  return { losses: lossValues(out, t.graph.lossOutputs), grads };
+): Promise<{ losses: Record<string, number>; grads: Map<string, F32Tensor | RowGradient> }> {
+  const names = [...t.grads.values()].flatMap((n) => (typeof n === 'string' ? [n] : [n.rows, n.values]));
+  const out = await runTensors(t.session, { ...feeds, ...Object.fromEntries(params) }, [
+    ...t.graph.lossOutputs,
+    TOTAL,
+    ...names,
+  ]);
+  const grads = new Map<string, F32Tensor | RowGradient>();
+  for (const [param, name] of t.grads) {
+    if (typeof name === 'string') {
+      grads.set(param, out[name] as F32Tensor);
+    } else {
+      const values = out[name.values] as F32Tensor;
+      grads.set(param, { rows: out[name.rows].data as BigInt64Array, values: values.data, width: values.shape[1] });
+    }
+  }
+  return { losses: lossValues(out as Record<string, F32Tensor>, t.graph.lossOutputs), grads };
 }
 
 /** Fine-tune, checkpointing as it goes, and export the result (unless stopped early by `stopAfter`). */
