@@ -8,6 +8,7 @@ import { LayerNorm, Linear, activation, attention } from '../src/models/nn.js';
 import { MemoryWeights } from '../src/core/weights.js';
 import { interpret } from '../src/onnx/interpret.js';
 import { buildGradients, exposeGradients, promoteToInputs } from '../src/autodiff/autodiff.js';
+import { rowChunks } from '../src/autodiff/grad-rules.js';
 
 /** Deterministic uniform numbers (mulberry32), so every run checks the same points. */
 function rng(seed: number): () => number {
@@ -190,6 +191,20 @@ test('MatMul 2-D', (t) =>
   gradcheck(t, { inputs: { a: rand([3, 4], 12), b: rand([4, 5], 13) }, build: (g, x) => g.matmul(x.a, x.b) }));
 test('MatMul batched with a broadcast weight', (t) =>
   gradcheck(t, { inputs: { a: rand([2, 3, 4], 14), b: rand([4, 5], 15) }, build: (g, x) => g.matmul(x.a, x.b) }));
+test('a rank-4 batch of rows through a weight and a bias: gradients summed over row chunks (rowChunks: 8 of 56)', (t) =>
+  gradcheck(t, {
+    inputs: { a: rand([2, 4, 7, 5], 40), b: rand([5, 3], 41), bias: rand([3], 42) },
+    build: (g, x) => g.add(g.matmul(x.a, x.b), x.bias),
+    sample: 60,
+  }));
+test('row chunks divide the rows whatever the batch: a divisor near 8 of what is known to divide the dims', (t) => {
+  t.is(rowChunks(['batch', 77]), 7);
+  t.is(rowChunks([2, 4, 7]), 8);
+  t.is(rowChunks(['2*batch', 50]), 10);
+  t.is(rowChunks(['2*batch', 'seq']), 2);
+  t.is(rowChunks(['batch', 'seq']), undefined);
+  t.is(rowChunks(undefined), undefined);
+});
 test('MatMul with broadcast batch dims on both sides', (t) =>
   gradcheck(t, { inputs: { a: rand([2, 1, 3, 4], 16), b: rand([3, 4, 1], 17) }, build: (g, x) => g.matmul(x.a, x.b) }));
 for (const [transA, transB] of [

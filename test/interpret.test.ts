@@ -2,7 +2,7 @@ import test from 'ava';
 import { f32 } from '../src/core/tensor.js';
 import { GraphBuilder, type Dim } from '../src/onnx/graph.js';
 import { interpret } from '../src/onnx/interpret.js';
-import { addSize, divSizeExact, mulSize, subSize } from '../src/onnx/sym-dims.js';
+import { addSize, divSizeExact, knownFactor, mulSize, subSize } from '../src/onnx/sym-dims.js';
 
 test('symbolic sizes: equal polynomials print alike, constants fold, division is exact or nothing', (t) => {
   t.is(addSize('batch', 'batch'), '2*batch');
@@ -15,6 +15,15 @@ test('symbolic sizes: equal polynomials print alike, constants fold, division is
   t.is(divSizeExact(mulSize(mulSize('batch', 'seq'), 128), mulSize('seq', 64)), '2*batch');
   t.is(divSizeExact('batch', 2), undefined);
   t.is(divSizeExact('batch', 'seq'), undefined);
+});
+
+test('symbolic sizes: the factor known to divide them', (t) => {
+  t.is(knownFactor(77), 77);
+  t.is(knownFactor('2*batch'), 2);
+  t.is(knownFactor(mulSize('2*batch', 'seq')), 2);
+  t.is(knownFactor(addSize('4*batch', 6)), 2);
+  t.is(knownFactor('seq'), 1);
+  t.is(knownFactor(0), 1);
 });
 
 test('shapes computed at run time from Shape are followed through Concat, Slice, Reshape, Range and Flatten', (t) => {

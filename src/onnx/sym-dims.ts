@@ -36,6 +36,12 @@ function format(p: Poly): Size {
 const monoTimes = (a: string, b: string): string =>
   [...(a ? a.split('*') : []), ...(b ? b.split('*') : [])].sort().join('*');
 
+/** The largest integer known to divide a size whatever its symbols are: 77 for 77, 2 for `2*batch`, 1 for `seq`. */
+export function knownFactor(s: Size): number {
+  const gcd = (a: number, b: number): number => (b === 0 ? Math.abs(a) : gcd(b, a % b));
+  return [...parse(s).values()].reduce(gcd, 0) || 1;
+}
+
 export function addSize(a: Size, b: Size, sign = 1): Size {
   const p = parse(a);
   for (const [mono, c] of parse(b)) p.set(mono, (p.get(mono) ?? 0) + sign * c);
