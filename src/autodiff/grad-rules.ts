@@ -137,6 +137,31 @@ function normBackward(
   return { dx, xhat };
 }
 
+/**
+ * normBackward over the last axis of width D with the two row means as products: with gh = grad ⊙ γ,
+ * gh − mean(gh) = grad · Mc where Mc = diag(γ)(I − 11ᵀ/D), and mean(gh ⊙ x̂) = (grad ⊙ x̂) · γ/D. The products
+ * replace a Mul, two ReduceMeans and a Sub over the [rows, D] tensors, and grad ⊙ x̂ is shared with γ's gradient:
+ * six passes over the rows instead of nine. Returns d(input) and grad ⊙ x̂.
+ */
+function lastAxisNormBackward(
+  c: GradContext,
+  x: string,
+  grad: string,
+  scale: string,
+  width: number,
+  { mean, rstd }: NormStats,
+): { dx: string; gx: string } {
+  const centring = new Float32Array(width * width).fill(-1 / width);
+  for (let i = 0; i < width; i++) centring[i * width + i] += 1;
+  const mc = c.op('Mul', [c.op('Unsqueeze', [scale, c.g.constI64([1])]), c.g.constF32(centring, [width, width])]);
+  const scaleOverWidth = c.op('Reshape', [c.op('Mul', [scale, scalar(c, 1 / width)]), c.g.constI64([width, 1])]);
+  const xhat = c.op('Mul', [c.op('Sub', [x, mean]), rstd]);
+  const gx = c.op('Mul', [grad, xhat]);
+  const centred = c.op('MatMul', [grad, mc]);
+  const meanGX = c.op('MatMul', [gx, scaleOverWidth]);
+  return { dx: c.op('Mul', [rstd, c.op('Sub', [centred, c.op('Mul', [xhat, meanGX])])]), gx };
+}
+
 /** Give the forward node being differentiated one more output. */
 function pushOutput(c: GradContext, hint: string): string {
   const name = c.g.uniqueName(`${c.node.name}:${hint}`);
@@ -453,8 +478,17 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const outs = c.node.outputs;
     const stats =
       outs.length === 1 ? { mean: pushOutput(c, 'mean'), rstd: pushOutput(c, 'inv_std') } : normStats(c, x, axes, eps);
-    const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, stats);
+    const width = c.shape(x)?.at(-1);
     const ys = out(c);
+    if (axes.length === 1 && typeof width === 'number' && c.shape(scale)?.length === 1) {
+      const { dx, gx } = lastAxisNormBackward(c, x, dy(c), scale, width, stats);
+      return [
+        c.needs(0) ? dx : undefined,
+        c.needs(1) ? c.sumTo(gx, ys, scale) : undefined,
+        bias && c.needs(2) ? c.sumTo(dy(c), ys, bias) : undefined,
+      ];
+    }
+    const { dx, xhat } = normBackward(c, x, dy(c), scale, axes, stats);
     return [
       c.needs(0) ? dx : undefined,
       c.needs(1) ? c.sumTo(c.op('Mul', [dy(c), xhat]), ys, scale) : undefined,
