@@ -13,6 +13,7 @@ const VARIANTS: Array<[string, SessionSettings]> = [
   ["optimisation 'basic'", { graphOptimizationLevel: 'basic' }],
   ['memory arena off', { enableCpuMemArena: false }],
   ['1 intra-op thread', { intraOpThreads: 1 }],
+  ['intra-op spinning off', { spinning: false }],
 ];
 
 /**

@@ -1,7 +1,7 @@
 import type { LoadedClip } from '../models/clip-loader.js';
 import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
-import { createSession, run } from '../onnx/session.js';
+import { createSession, run, type SessionSettings } from '../onnx/session.js';
 import { Adam } from './adam.js';
 import { createTrainer, trainStep, values } from './train.js';
 import { buildTrainGraph, TOTAL, type TrainGraphOptions } from './train-graph.js';
@@ -54,10 +54,11 @@ export async function stepToForwardRatio(
   feeds: Record<string, Tensor>,
   params: Map<string, F32Tensor>,
   repeats = 10,
+  session: SessionSettings = {},
 ): Promise<StepTiming> {
   const forwardGraph = buildTrainGraph(clip, opts);
-  const forward = await createSession(serializeModel(forwardGraph.g));
-  const trainer = await createTrainer(clip, opts);
+  const forward = await createSession(serializeModel(forwardGraph.g), session);
+  const trainer = await createTrainer(clip, opts, session);
   const working = new Map([...params].map(([k, v]) => [k, { ...v, data: v.data.slice() }]));
   const adam = new Adam({ lr: 1e-9 });
   const all = { ...feeds, ...Object.fromEntries(params) };
@@ -69,5 +70,7 @@ export async function stepToForwardRatio(
       adam.update(values(working), values(res.grads));
     },
   );
+  await forward.release();
+  await trainer.session.release();
   return { forwardMs, stepMs, ratio: stepMs / forwardMs };
 }

@@ -4,7 +4,7 @@ import type * as ort from 'onnxruntime-node';
 import { loadClip, type LoadedClip } from '../models/clip-loader.js';
 import type { F32Tensor, Tensor } from '../core/tensor.js';
 import { serializeModel } from '../onnx/serialize.js';
-import { createSession, runTensors } from '../onnx/session.js';
+import { createSession, runTensors, type SessionSettings } from '../onnx/session.js';
 import { Tokenizer } from '../pipeline/tokenizer.js';
 import { Adam, type Gradient, type RowGradient } from './adam.js';
 import { AdversarialSearch, type AdversarialOptions, type AdversarialPairs } from './adversarial.js';
@@ -302,7 +302,11 @@ export interface Trainer {
   grads: Map<string, GradientValue>;
 }
 
-export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Promise<Trainer> {
+export async function createTrainer(
+  clip: LoadedClip,
+  o: TrainGraphOptions,
+  session: SessionSettings = {},
+): Promise<Trainer> {
   const graph = buildTrainGraph(clip, o);
   const wrt = buildGradients(
     graph.g,
@@ -311,7 +315,7 @@ export async function createTrainer(clip: LoadedClip, o: TrainGraphOptions): Pro
     { rows: true },
   );
   const grads = exposeGradients(graph.g, wrt, new Map(graph.params.map((p) => [p.name, p.shape])));
-  return { graph, session: await createSession(serializeModel(graph.g)), grads };
+  return { graph, session: await createSession(serializeModel(graph.g), session), grads };
 }
 
 /** One forward + backward on `feeds` with `params`: the losses and the gradients by parameter. */
