@@ -95,7 +95,7 @@ test('previews are offered with flag, withheld with blur or refuse; the toy pipe
     });
     let previewsSent = 0;
     const hooks = { onProgress: () => {}, isCancelled: () => false, onPreview: () => void previewsSent++ };
-    const outcome = (await engine.runBatch([{ id: 'a', request }], hooks)).get('a')!;
+    const outcome = (await engine.runBatch([{ id: 'a', request, previews: true }], hooks)).get('a')!;
     await engine.close();
     t.true(outcome.ok);
     const [image] = outcome.ok ? outcome.images : [];
@@ -107,6 +107,32 @@ test('previews are offered with flag, withheld with blur or refuse; the toy pipe
     t.deepEqual(shipped.safety, { classifier: 'toy-shapes', action: 'flag' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('previews are made for the jobs someone watches, not for the others in their batch', async (t) => {
+  const engine = await createEngine({});
+  try {
+    const request = engine.resolve({
+      prompt: 'a red circle',
+      seed: 1n,
+      steps: 4,
+      guidanceScale: 5,
+      width: 64,
+      height: 64,
+    });
+    const sent: string[] = [];
+    const hooks = { onProgress: () => {}, isCancelled: () => false, onPreview: (id: string) => void sent.push(id) };
+    const jobs = [
+      { id: 'watched', request, previews: true },
+      { id: 'unwatched', request },
+    ];
+    const outcomes = await engine.runBatch(jobs, hooks);
+    t.true(outcomes.get('watched')!.ok && outcomes.get('unwatched')!.ok);
+    t.true(sent.length >= 3, `${sent.length} previews in 4 steps`);
+    t.deepEqual([...new Set(sent)], ['watched']);
+  } finally {
+    await engine.close();
   }
 });
 

@@ -104,6 +104,8 @@ export class InvalidRequestError extends InputError {
 export interface BatchJob {
   id: string;
   request: GenerationRequest;
+  /** Someone watches this job's previews: only such jobs get one per step (a projection and a PNG each). */
+  previews?: boolean;
 }
 
 export interface EngineHooks {

@@ -191,7 +191,7 @@ export class LocalEngine implements Engine {
       onStep: hooks.onProgress,
       isCancelled: hooks.isCancelled,
       yieldBetweenSteps: hooks.yieldBetweenSteps ?? (() => new Promise((res) => setImmediate(res))),
-      onModelOutput: this.previewHook(sd, pname, height, width, hooks),
+      onModelOutput: this.previewHook(sd, pname, height, width, jobs, hooks),
       maxRowsPerCall: imagesPerCall,
     });
     const safety = await this.safetyCheck(pname);
@@ -233,15 +233,24 @@ export class LocalEngine implements Engine {
     return outcomes;
   }
 
-  /** Turns each step's UNet output into a preview PNG per job, when someone listens and the pipeline allows it. */
-  private previewHook(sd: StableDiffusion, pipeline: string, height: number, width: number, hooks: EngineHooks) {
+  /** Turns each step's UNet output into a preview PNG per watched job, where the pipeline allows previews. */
+  private previewHook(
+    sd: StableDiffusion,
+    pipeline: string,
+    height: number,
+    width: number,
+    jobs: BatchJob[],
+    hooks: EngineHooks,
+  ) {
     const map = this.latentRgb.get(pipeline);
     const allowed = this.info.pipelines.find((p) => p.name === pipeline)?.previews;
-    if (!hooks.onPreview || !map || !allowed) return undefined;
+    const watched = new Set(jobs.filter((j) => j.previews).map((j) => j.id));
+    if (!hooks.onPreview || !map || !allowed || watched.size === 0) return undefined;
     const estimate = new CleanEstimate(sd.schedulerConfig);
     const h = height / sd.vaeScale;
     const w = width / sd.vaeScale;
     return (jobId: string, step: number, input: Float32Array, output: Float32Array, t: number) => {
+      if (!watched.has(jobId)) return;
       const n = input.length / (map.factors.length * h * w);
       // The first image of the job stands for it: a preview is a progress cue, not a result.
       const first = estimate.estimate(input, output, t).subarray(0, input.length / n);

@@ -324,7 +324,7 @@ export class RequestQueue extends EventEmitter {
       entry.requests.map((request, index) => {
         const id = jobId(entry, index);
         byJob.set(id, { entry, index });
-        return { id, request };
+        return { id, request, previews: entry.listener.preview !== undefined };
       }),
     );
     const started = performance.now();

@@ -42,7 +42,7 @@ async function runBatch(engine: Engine, batchId: number, jobs: BatchJob[], flags
     try {
       const request = engine.resolve(job.request);
       const key = batchKey(request);
-      groups.set(key, [...(groups.get(key) ?? []), { id: job.id, request }]);
+      groups.set(key, [...(groups.get(key) ?? []), { id: job.id, request, previews: job.previews }]);
     } catch (e) {
       const failure = e instanceof InvalidRequestError ? 'invalid' : 'error';
       outcomes.set(job.id, { ok: false, failure, message: errorMessage(e) });
