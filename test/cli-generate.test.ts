@@ -1,10 +1,10 @@
 import test from 'ava';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPngText } from '../src/core/png.js';
 import { readSafetensors } from '../src/core/safetensors.js';
-import { fixture } from './fixtures.js';
+import { fixture, weightsPath } from './fixtures.js';
 import { cli as runCli } from './helpers/processes.js';
 
 const cache = mkdtempSync(join(tmpdir(), 'graph-cache-'));
@@ -32,6 +32,8 @@ test('generate on the embedded model writes a PNG with its parameters, byte-iden
   const summary = JSON.parse(a.stdout);
   t.is(summary.seed, '7');
   t.is(summary.encoder, 'original');
+  // The embedded pipeline's safety check judges every image (action flag: the picture is delivered as made).
+  t.like(summary.safety[0], { file: join(dir, 'a.png'), classifier: 'toy-shapes', action: 'flag', delivered: 'image' });
   const png = readFileSync(join(dir, 'a.png'));
   t.deepEqual([...png.subarray(1, 4)].map((c) => String.fromCharCode(c)).join(''), 'PNG');
   const params = JSON.parse(readPngText(png).parameters);
@@ -52,6 +54,30 @@ test('generate on the embedded model writes a PNG with its parameters, byte-iden
   );
   t.is(b.code, 0, b.stderr);
   t.deepEqual(readFileSync(join(dir, 'b.png')), png);
+});
+
+test('generate applies the pipeline safety action: a refused picture is not written, and says why', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gen-refuse-'));
+  const manifest = join(dir, 'refuse.json');
+  const toy = {
+    path: weightsPath('toy-sd'),
+    encoders: { original: { path: weightsPath('toy-sd', 'text_encoder') } },
+    safety: { classifier: weightsPath('..', 'eval', 'classifiers', 'toy-shapes.json'), action: 'refuse' },
+  };
+  writeFileSync(manifest, JSON.stringify({ pipelines: { toy } }));
+  // The world draws a skull for this caption and seed with the original encoder (a flagged picture).
+  const args = ['generate', '--model', manifest, '--prompt', 'a blue skull on a white background', '--seed', '3'];
+  const sizes = ['--width', '64', '--height', '64', '--guidance', '5', '--steps', '25'];
+  const r = await cli(...args, ...sizes, '--out', join(dir, 'x.png'), '--raw-out', join(dir, 'x.safetensors'));
+  t.is(r.code, 0, r.stderr);
+  t.false(existsSync(join(dir, 'x.png')));
+  t.regex(r.stderr, /x\.png: .*image withheld/);
+  t.regex(r.stderr, /wrote no image/);
+  const raw = readSafetensors(join(dir, 'x.safetensors')).get('image')!;
+  t.true(
+    raw.data.every((v) => v === 0),
+    'the withheld picture is not in the float output either',
+  );
 });
 
 const bad: Array<[string, string[], RegExp]> = [

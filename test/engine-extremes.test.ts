@@ -19,9 +19,9 @@ test('every scheduler draws a finite picture with the toy model at 1 and 2 steps
   for (const scheduler of SCHEDULER_NAMES) {
     for (const steps of [1, 2]) {
       const r = engine.resolve({ prompt: 'a red star on a white background', seed: 1n, scheduler, steps });
-      const { images, pngs } = await engine.generate(r);
+      const { images, delivered } = await engine.generate(r);
       t.true(images.data.every(Number.isFinite), `${scheduler} at ${steps}`);
-      t.is(pngs.length, 1);
+      t.is(delivered.length, 1);
     }
   }
 });

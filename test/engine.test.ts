@@ -78,7 +78,7 @@ test('a cancelled job leaves the batch and reports it; the others finish as they
 test('clip skip conditions on an earlier layer and changes the picture', async (t) => {
   const base = engine.resolve({ prompt: 'a yellow triangle on a white background', seed: 9n, steps: 3 });
   const [x, y] = await Promise.all([engine.generate(base), engine.generate({ ...base, clipSkip: 2 })]);
-  t.notDeepEqual(x.pngs[0], y.pngs[0]);
+  t.notDeepEqual(x.delivered[0]!.png, y.delivered[0]!.png);
   t.throws(() => engine.resolve({ ...base, clipSkip: 9 }), { message: 'clip skip 9 is outside 0..4' });
 });
 

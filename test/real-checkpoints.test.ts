@@ -40,9 +40,9 @@ test('a CLIPModel folder (as Safe-CLIP releases are) serves as a pipeline encode
     const images: Float32Array[] = [];
     for (const encoder of ['original', 'safeclip']) {
       const r = engine.resolve({ prompt: 'a red star', encoder, steps: 3, width: 64, height: 64, seed: 5n });
-      const { images: img, pngs } = await engine.generate(r);
+      const { images: img, delivered } = await engine.generate(r);
       t.deepEqual(img.shape, [1, 64, 64, 3]);
-      t.is(pngs.length, 1);
+      t.is(delivered.length, 1);
       images.push(img.data);
     }
     // toy-sd's text encoder is toy-clip's text tower (weights/ README): read out of the CLIPModel, the same pictures.

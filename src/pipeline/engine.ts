@@ -25,7 +25,7 @@ import {
 import { encodePng, imagesToBytes } from '../core/png.js';
 import { TorchGenerator } from '../core/torch-generator.js';
 import { CleanEstimate, latentRgbFor, latentsToRgb, type LatentRgb } from './preview.js';
-import { SafetyCheck } from './safety.js';
+import { SafetyCheck, type SafetyVerdict } from './safety.js';
 import { requireFiniteImages } from './finite-output.js';
 import { createScheduler, maxStepCounts } from './schedulers/index.js';
 import { LIMITS, resolveRequest } from './request.js';
@@ -209,14 +209,10 @@ export class LocalEngine implements Engine {
         outcomes.set(id, { ok: false, failure: 'error', message: (e as Error).message });
         continue;
       }
-      const rgbs = imagesToBytes(images);
-      const checked = await safety?.check(rgbs.map((rgb) => ({ rgb, width, height })));
-      const out: GeneratedImage[] = rgbs.map((made, i) => {
-        const rgb = checked ? checked[i]!.rgb : made;
+      const delivered = await deliver(images, r, safety);
+      const out: GeneratedImage[] = delivered.map(({ png, verdict }) => {
         return {
-          png: rgb
-            ? encodePng(rgb, width, height, { parameters: JSON.stringify(pngParameters(r, i)) })
-            : new Uint8Array(0),
+          png,
           seed: r.seed,
           width,
           height,
@@ -225,7 +221,7 @@ export class LocalEngine implements Engine {
           steps,
           guidanceScale: r.guidanceScale,
           pipeline: pname,
-          safety: checked?.[i]?.verdict,
+          safety: verdict,
         };
       });
       outcomes.set(id, { ok: true, images: out });
@@ -289,13 +285,13 @@ export class LocalEngine implements Engine {
       onStep?: (step: number, total: number) => void;
       onWarning?: (w: string) => void;
     } = {},
-  ): Promise<{ images: F32Tensor; pngs: Uint8Array[] }> {
+  ): Promise<{ images: F32Tensor; delivered: DeliveredImage[] }> {
     const sd = await this.pipeline(r.pipeline);
     const job = await this.prepare(sd, 'cli', r, opts.noise, opts.onWarning);
     const latents = await sd.denoise([job], r.height, r.width, { onStep: (_id, s, t) => opts.onStep?.(s, t) });
     const images = await sd.decode(latents.get('cli')!, r.numImages, r.height, r.width);
     requireFiniteImages(images, r);
-    return { images, pngs: toPngs(images, r) };
+    return { images, delivered: await deliver(images, r, await this.safetyCheck(r.pipeline)) };
   }
 
   /** Conditioning, initial noise and a fresh scheduler for one request. */
@@ -346,11 +342,22 @@ export class LocalEngine implements Engine {
 }
 
 /** PNGs whose `parameters` text chunk records, as JSON, how each was made. */
-function toPngs(images: F32Tensor, r: GenerationRequest): Uint8Array[] {
+/** An image as the client gets it: the PNG (empty when the safety action refuses it) and the pipeline's verdict. */
+export interface DeliveredImage {
+  png: Uint8Array;
+  verdict?: SafetyVerdict;
+}
+
+/** PNGs of a request's images, each judged by the pipeline's safety check where it has one and its action applied. */
+async function deliver(images: F32Tensor, r: GenerationRequest, safety?: SafetyCheck): Promise<DeliveredImage[]> {
   const [, h, w] = images.shape;
-  return imagesToBytes(images).map((rgb, i) =>
-    encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) }),
-  );
+  const rgbs = imagesToBytes(images);
+  const checked = await safety?.check(rgbs.map((rgb) => ({ rgb, width: w, height: h })));
+  return rgbs.map((made, i) => {
+    const rgb = checked ? checked[i]!.rgb : made;
+    const png = rgb ? encodePng(rgb, w, h, { parameters: JSON.stringify(pngParameters(r, i)) }) : new Uint8Array(0);
+    return { png, verdict: checked?.[i]?.verdict };
+  });
 }
 
 function pngParameters(r: GenerationRequest, index: number): Record<string, string | number> {

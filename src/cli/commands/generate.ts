@@ -152,7 +152,7 @@ export function register(program: Command): void {
           : undefined;
       const started = performance.now();
       try {
-        const { images, pngs } = await engine.generate(request, {
+        const { images, delivered } = await engine.generate(request, {
           noise,
           onWarning: (w) => process.stderr.write(`safe-sd: warning: ${w}\n`),
           onStep: (step, total) => {
@@ -162,11 +162,20 @@ export function register(program: Command): void {
           },
         });
         bar?.stop();
-        const files = outputPaths(o.out, pngs.length, request.seed);
-        pngs.forEach((png, i) => {
-          writeFileSync(files[i], png);
+        const paths = outputPaths(o.out, delivered.length, request.seed);
+        // A refused image (the pipeline's safety action) has no PNG: nothing is written for it.
+        const files = paths.filter((_, i) => delivered[i]!.png.length > 0);
+        delivered.forEach(({ png }, i) => {
+          if (png.length > 0) writeFileSync(paths[i]!, png);
         });
-        if (o.rawOut) writeSafetensors(o.rawOut, { image: images });
+        if (o.rawOut) {
+          // The float images hold what the safety action withheld or blurred: those are written as zeros.
+          const per = images.data.length / delivered.length;
+          delivered.forEach(({ verdict }, i) => {
+            if (verdict && verdict.delivered !== 'image') images.data.fill(0, i * per, (i + 1) * per);
+          });
+          writeSafetensors(o.rawOut, { image: images });
+        }
         const summary = {
           files,
           seed: String(request.seed),
@@ -178,9 +187,16 @@ export function register(program: Command): void {
           width: request.width,
           height: request.height,
           seconds: +((performance.now() - started) / 1000).toFixed(3),
+          safety: delivered.map(({ verdict }, i) => (verdict ? { file: paths[i], ...verdict } : null)),
         };
-        if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-        else process.stderr.write(`safe-sd: wrote ${files.join(', ')} (seed ${request.seed}, ${summary.seconds} s)\n`);
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(summary)}\n`);
+        } else {
+          for (const [i, { verdict }] of delivered.entries())
+            if (verdict?.flagged) process.stderr.write(`safe-sd: ${paths[i]}: ${verdict.reason}\n`);
+          const wrote = files.length ? `wrote ${files.join(', ')}` : 'wrote no image';
+          process.stderr.write(`safe-sd: ${wrote} (seed ${request.seed}, ${summary.seconds} s)\n`);
+        }
       } catch (e) {
         if (e instanceof InvalidRequestError) throw new UsageError(e.message);
         throw e;
