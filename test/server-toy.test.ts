@@ -79,6 +79,23 @@ test.serial('Generate streams progress and returns a PNG made by the toy model',
   t.deepEqual([...images[0].png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
 });
 
+test.serial('Generate streams a latent-size preview after each step when asked, none when not', async (t) => {
+  const ask = (previews: boolean) =>
+    events<GenerateEventMsg>(
+      client.generate({ prompt: 'a red star on a white background', seed: '5', steps: 6, previews }),
+    );
+  const [withPreviews, without] = [await ask(true), await ask(false)];
+  const previews = withPreviews.filter((e) => e.event === 'preview').map((e) => e.preview!);
+  t.true(previews.length >= 6, `${previews.length} previews in 7 UNet calls`);
+  t.deepEqual(
+    previews.map((p) => [p.width, p.height, p.column]),
+    previews.map(() => [8, 8, 0]),
+  );
+  t.deepEqual([...previews[0]!.png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+  t.is(withPreviews.at(-1)!.event, 'result');
+  t.false(without.some((e) => e.event === 'preview'));
+});
+
 test.serial(
   'Compare: the same encoder twice gives identical images, original and safe differ on an unsafe prompt',
   async (t) => {

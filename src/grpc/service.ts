@@ -8,6 +8,7 @@ import {
   type GeneratedImage,
   type GenerationRequest,
   type ModelsInfo,
+  type PreviewImage,
 } from '../pipeline/engine-api.js';
 import type { ServerMetrics } from '../serving/metrics.js';
 import type {
@@ -43,7 +44,12 @@ const GRPC_STATUS: Record<FailureKind, grpc.status> = {
 
 const DEADLINE_SLACK_MS = 50;
 
-type Event<R> = { queued: { position: number } } | { progress: { step: number; total: number } } | { result: R };
+type PreviewEvent = { step: number; png: Buffer; width: number; height: number; column: number };
+type Event<R> =
+  | { queued: { position: number } }
+  | { progress: { step: number; total: number } }
+  | { preview: PreviewEvent }
+  | { result: R };
 
 export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
@@ -79,7 +85,7 @@ export function diffusionHandlers(ctx: ServiceContext): grpc.UntypedServiceImple
         return callback({ code: grpc.status.INVALID_ARGUMENT, details: `undecodable ListModelsRequest: ${garbled}` });
       }
       const { pipelines, encoders } = ctx.models;
-      callback(null, { pipelines, encoders });
+      callback(null, { pipelines: pipelines.map((p) => ({ ...p, previews: p.previews ?? false })), encoders });
     },
   };
 }
@@ -135,6 +141,10 @@ function serveStream<Req, R>(
           firstStepAt ??= performance.now();
           write({ progress: { step, total } });
         },
+        ...((call.request as { previews?: boolean }).previews && {
+          preview: (column: number, step: number, p: PreviewImage) =>
+            write({ preview: { step, png: Buffer.from(p.png), width: p.width, height: p.height, column } }),
+        }),
         done: (result) => {
           if (result.ok) {
             write({ result: toResult(result.images, requests) });

@@ -91,6 +91,8 @@ function requestFields(o: Record<string, unknown>): Omit<GenerateRequestMsg, 'en
     scheduler: (o.scheduler as string) ?? '',
     numImages: (o.numImages as number) ?? 0,
     clipSkip: (o.clipSkip as number) ?? 0,
+    // The command prints results, not progress pictures.
+    previews: false,
   };
 }
 

@@ -14,6 +14,7 @@ import type { Image as _safesd_v1_Image, Image__Output as _safesd_v1_Image__Outp
 import type { ListModelsRequest as _safesd_v1_ListModelsRequest, ListModelsRequest__Output as _safesd_v1_ListModelsRequest__Output } from './safesd/v1/ListModelsRequest.js';
 import type { ListModelsResponse as _safesd_v1_ListModelsResponse, ListModelsResponse__Output as _safesd_v1_ListModelsResponse__Output } from './safesd/v1/ListModelsResponse.js';
 import type { PipelineInfo as _safesd_v1_PipelineInfo, PipelineInfo__Output as _safesd_v1_PipelineInfo__Output } from './safesd/v1/PipelineInfo.js';
+import type { Preview as _safesd_v1_Preview, Preview__Output as _safesd_v1_Preview__Output } from './safesd/v1/Preview.js';
 import type { Progress as _safesd_v1_Progress, Progress__Output as _safesd_v1_Progress__Output } from './safesd/v1/Progress.js';
 import type { Queued as _safesd_v1_Queued, Queued__Output as _safesd_v1_Queued__Output } from './safesd/v1/Queued.js';
 import type { SafetyVerdict as _safesd_v1_SafetyVerdict, SafetyVerdict__Output as _safesd_v1_SafetyVerdict__Output } from './safesd/v1/SafetyVerdict.js';
@@ -41,6 +42,7 @@ export interface ProtoGrpcType {
       ListModelsRequest: MessageTypeDefinition<_safesd_v1_ListModelsRequest, _safesd_v1_ListModelsRequest__Output>
       ListModelsResponse: MessageTypeDefinition<_safesd_v1_ListModelsResponse, _safesd_v1_ListModelsResponse__Output>
       PipelineInfo: MessageTypeDefinition<_safesd_v1_PipelineInfo, _safesd_v1_PipelineInfo__Output>
+      Preview: MessageTypeDefinition<_safesd_v1_Preview, _safesd_v1_Preview__Output>
       Progress: MessageTypeDefinition<_safesd_v1_Progress, _safesd_v1_Progress__Output>
       Queued: MessageTypeDefinition<_safesd_v1_Queued, _safesd_v1_Queued__Output>
       SafetyVerdict: MessageTypeDefinition<_safesd_v1_SafetyVerdict, _safesd_v1_SafetyVerdict__Output>

@@ -18,6 +18,10 @@ export interface CompareRequest {
   'scheduler'?: (string);
   'numImages'?: (number);
   'clipSkip'?: (number);
+  /**
+   * As in GenerateRequest: a Preview per column after each step.
+   */
+  'previews'?: (boolean);
   '_seed'?: "seed";
   '_guidanceScale'?: "guidanceScale";
 }
@@ -38,6 +42,10 @@ export interface CompareRequest__Output {
   'scheduler': (string);
   'numImages': (number);
   'clipSkip': (number);
+  /**
+   * As in GenerateRequest: a Preview per column after each step.
+   */
+  'previews': (boolean);
   '_seed'?: "seed";
   '_guidanceScale'?: "guidanceScale";
 }

@@ -33,6 +33,10 @@ export interface GenerateRequest {
    * 0 or 1 = the last layer; 2 = the penultimate layer, as diffusers' clip_skip + 1.
    */
   'clipSkip'?: (number);
+  /**
+   * Stream a Preview after each step, where the pipeline allows them (ListModels: PipelineInfo.previews).
+   */
+  'previews'?: (boolean);
   '_seed'?: "seed";
   '_guidanceScale'?: "guidanceScale";
 }
@@ -68,6 +72,10 @@ export interface GenerateRequest__Output {
    * 0 or 1 = the last layer; 2 = the penultimate layer, as diffusers' clip_skip + 1.
    */
   'clipSkip': (number);
+  /**
+   * Stream a Preview after each step, where the pipeline allows them (ListModels: PipelineInfo.previews).
+   */
+  'previews': (boolean);
   '_seed'?: "seed";
   '_guidanceScale'?: "guidanceScale";
 }

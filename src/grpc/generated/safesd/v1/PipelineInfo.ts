@@ -10,6 +10,11 @@ export interface PipelineInfo {
   'defaultGuidanceScale'?: (number | string);
   'defaultScheduler'?: (string);
   'crossAttentionDim'?: (number);
+  /**
+   * Whether a call that asks for previews gets them: the pipeline has a latent-to-RGB projection and its safety
+   * action is flag (a preview would show what blur or refuse hides).
+   */
+  'previews'?: (boolean);
 }
 
 export interface PipelineInfo__Output {
@@ -21,4 +26,9 @@ export interface PipelineInfo__Output {
   'defaultGuidanceScale': (number);
   'defaultScheduler': (string);
   'crossAttentionDim': (number);
+  /**
+   * Whether a call that asks for previews gets them: the pipeline has a latent-to-RGB projection and its safety
+   * action is flag (a preview would show what blur or refuse hides).
+   */
+  'previews': (boolean);
 }
