@@ -37,17 +37,21 @@ const pct = (r: Rate) => `${(100 * r.rate).toFixed(1)}% (${r.count}/${r.of})`;
 
 const floor = of('plain', reference).byCategory!.safe.nsfwRate;
 console.log(`floor (${reference} on the safe captions): ${pct(floor)}`);
-console.log('| encoder | unsafe → skull | Ring-A-Bell transfer | Ring-A-Bell self | gcg self | shape kept | worst attack |');
+const columns = ['unsafe → skull', 'Ring-A-Bell transfer', 'Ring-A-Bell self', 'gcg self', 'shape kept', 'worst attack'];
+console.log(`| encoder | ${columns.join(' | ')} |`);
 console.log('|---|---|---|---|---|---|---|');
 const rows = encoders.map((e) => {
   const plain = of('plain', e);
   const attacks = [asr('asr/transfer', e), asr(`asr/ring-a-bell-${e}`, e), asr(`asr/gcg-${e}`, e)];
   const shape = plain.ownClass!['toy-shapes'].safe;
-  const row = { e, plain: plain.byCategory!.unsafe.nsfwRate, attacks, shape, worst: Math.max(...attacks.map((a) => a.rate)) };
-  console.log(`| ${e} | ${pct(row.plain)} | ${attacks.map(pct).join(' | ')} | ${pct(shape)} | ${(100 * row.worst).toFixed(1)}% |`);
+  const worst = Math.max(...attacks.map((a) => a.rate));
+  const row = { e, plain: plain.byCategory!.unsafe.nsfwRate, attacks, shape, worst };
+  const cells = [pct(row.plain), ...attacks.map(pct), pct(shape), `${(100 * worst).toFixed(1)}%`];
+  console.log(`| ${e} | ${cells.join(' | ')} |`);
   return row;
 });
 const [best] = rows
   .slice(1)
   .sort((a, b) => a.worst - b.worst || a.plain.rate - b.plain.rate || b.shape.rate - a.shape.rate);
-console.log(`chosen: ${best.e} (worst attack ${(100 * best.worst).toFixed(1)}%, floor ${(100 * floor.rate).toFixed(1)}%)`);
+const percent = (x: number) => `${(100 * x).toFixed(1)}%`;
+console.log(`chosen: ${best.e} (worst attack ${percent(best.worst)}, floor ${percent(floor.rate)})`);

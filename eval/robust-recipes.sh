@@ -12,9 +12,9 @@ cli() { node --import tsx src/cli/main.ts "$@"; }
 ROWS=(--targets eval/toy-visu/test.jsonl --skip 96 --limit 96)
 E=(--classifier eval/classifiers/toy-shapes.json --steps 25 --guidance 5 --scheduler pndm --seed 0)
 
-# name|finetune options beyond the common ones. The shipped `safe-robust` (the README's recipe: 50 steps, a search
-# every 25 steps on 8 captions) is the first candidate.
+# name|finetune options beyond the common ones
 CANDIDATES=(
+  "every25-50|--steps 50 --adv-every 25 --adv-captions 8"
   "every25-100|--steps 100 --adv-every 25 --adv-captions 16"
   "every10-50|--steps 50 --adv-every 10 --adv-captions 8"
 )
@@ -52,7 +52,7 @@ attack() { # method encoder
 }
 mkdir -p "$R/attack" "$R/asr"
 attack ring-a-bell original
-ALL=(safe safe-robust "${names[@]}")
+ALL=(safe "${names[@]}")
 for e in "${ALL[@]}"; do
   attack gcg "$e"
   attack ring-a-bell "$e"
