@@ -98,7 +98,7 @@ test('bodies over 1 MiB get 413; a full queue 429, in the API style', async (t) 
   });
 });
 
-test('the bearer token of --token guards the HTTP APIs; the page itself loads without it', async (t) => {
+test('the bearer token of --token guards the HTTP APIs; the page and /health load without it', async (t) => {
   await withServer({ token: 's3cret' }, async ({ base }) => {
     const missing = await call(base, '/v1/models');
     t.is(missing.status, 401);
@@ -111,6 +111,7 @@ test('the bearer token of --token guards the HTTP APIs; the page itself loads wi
     t.is(page.status, 200);
     t.regex(await page.text(), /<form id="form">/);
     t.is((await fetch(`${base}/page/app.js`)).status, 200);
+    t.is((await call(base, '/health')).status, 200);
   });
 });
 
@@ -218,10 +219,14 @@ test('on shutdown, running HTTP requests finish while new ones get 503', async (
   await withServer({ stepMs: 10 }, async ({ server, base }) => {
     const running = call(base, '/sdapi/v1/txt2img', { prompt: 'a cat', steps: 60 });
     while ((await call(base, '/sdapi/v1/progress')).json.progress === 0) await new Promise((r) => setTimeout(r, 10));
+    t.deepEqual((await call(base, '/health')).json, { status: 'SERVING' });
     const stopped = server.shutdown(10_000);
     const late = await call(base, '/v1/images/generations', { prompt: 'a dog' });
     t.is(late.status, 503);
     t.is(late.json.error.message, 'server is shutting down');
+    const health = await call(base, '/health');
+    t.is(health.status, 503);
+    t.deepEqual(health.json, { status: 'NOT_SERVING', reason: 'shutting down' });
     t.is((await running).status, 200);
     await stopped;
   });

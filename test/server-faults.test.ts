@@ -87,13 +87,19 @@ test.serial(
 );
 
 test.serial('a worker that cannot restart is retried with backoff; health says NOT_SERVING meanwhile', async (t) => {
-  await withServer({ restartDelayMs: 100 }, async ({ client, address, failStarts }) => {
+  await withServer({ restartDelayMs: 100, http: { port: 0 } }, async ({ server, client, address, failStarts }) => {
     const h = health(address);
+    const httpHealth = async () => {
+      const res = await fetch(`http://127.0.0.1:${server.httpPort}/health`);
+      return [res.status, ((await res.json()) as { status: string }).status];
+    };
     t.is(await h.status(), 'SERVING');
+    t.deepEqual(await httpHealth(), [200, 'SERVING']);
     Atomics.store(failStarts, 0, 3);
     const crashed = await generate(client, { prompt: 'engine-crash', steps: 1 });
     t.is(crashed.error?.code, grpc.status.INTERNAL);
     await until('NOT_SERVING', async () => (await h.status()) === 'NOT_SERVING');
+    t.deepEqual(await httpHealth(), [503, 'NOT_SERVING']);
     await until('a failed restart', () => Atomics.load(failStarts, 0) <= 2);
     const refused = await generate(client, { prompt: 'while down', steps: 1 });
     t.is(refused.error?.code, grpc.status.UNAVAILABLE);

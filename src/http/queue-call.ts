@@ -23,6 +23,8 @@ export interface HttpContext {
   logger: Logger;
   /** True once shutdown began: new requests get 503. */
   draining(): boolean;
+  /** False while no inference worker can run (all crashed, restarts failing). */
+  serving(): boolean;
 }
 
 export interface CallEvents {

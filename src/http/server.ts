@@ -8,6 +8,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { registerA1111 } from './a1111.js';
 import { registerCompare } from './compare.js';
 import { handleError, HttpError, errorBody } from './errors.js';
+import { HEALTH_PATH, registerHealth } from './health.js';
 import { registerOpenai } from './openai.js';
 import { PUBLIC_PATHS, registerPage } from './page.js';
 import type { HttpContext } from './queue-call.js';
@@ -54,13 +55,15 @@ export async function startHttpServer(ctx: HttpContext, opts: HttpOptions): Prom
   if (opts.token) {
     const expected = digest(opts.token);
     app.addHook('onRequest', async (request) => {
-      if (PUBLIC_PATHS.has(request.url.split('?')[0]!) || request.method === 'OPTIONS') return;
+      const path = request.url.split('?')[0]!;
+      if (PUBLIC_PATHS.has(path) || path === HEALTH_PATH || request.method === 'OPTIONS') return;
       const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
       // Hash both sides so the comparison takes the same time whatever the token's length.
       if (match && timingSafeEqual(digest(match[1]!), expected)) return;
       throw new HttpError(401, match ? 'invalid bearer token' : 'missing "Authorization: Bearer <token>" header');
     });
   }
+  registerHealth(app, ctx);
   registerA1111(app, ctx);
   registerOpenai(app, ctx);
   registerCompare(app, ctx);

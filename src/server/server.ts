@@ -88,14 +88,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw e;
   });
   // NOT_SERVING while no worker can run (all crashed, restarts failing), so load balancers look elsewhere.
-  pool.on('serving', (serving: boolean) => draining || grpcServer.setServing(serving));
+  let workersServing = true;
+  pool.on('serving', (serving: boolean) => {
+    workersServing = serving;
+    if (!draining) grpcServer.setServing(serving);
+  });
   let metricsServer: http.Server | undefined;
   let httpServer: RunningHttp | undefined;
   try {
     if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort, opts.token);
     if (opts.http) {
       httpServer = await startHttpServer(
-        { models: pool.models, queue, metrics, logger: log, draining: () => draining },
+        { models: pool.models, queue, metrics, logger: log, draining: () => draining, serving: () => workersServing },
         { host: opts.host, port: opts.http.port, token: opts.token, tls: opts.tls, corsOrigin: opts.http.corsOrigin },
       );
     }
