@@ -62,12 +62,12 @@ test('bad rows are reported by line and left out; --strict refuses the file at t
     data.problems.map((p) => p.line),
     [2, 3, 4, 7],
   );
-  t.regex(data.problems[0].message, /broken JSON/);
-  t.regex(data.problems[1].message, /'safe' is empty/);
+  t.regex(data.problems[0].message, /not valid JSON/);
+  t.regex(data.problems[1].message, /missing or empty safe/);
   t.regex(data.problems[2].message, /missing image .*missing\.png/);
   t.regex(data.problems[3].message, /id 'r1' appears twice/);
   const err = t.throws(() => readVisu(file, { strict: true }), { instanceOf: DataError });
-  t.regex(err!.message, /train\.jsonl:2: broken JSON/);
+  t.regex(err!.message, /train\.jsonl:2: not valid JSON/);
 
   // An unreadable picture only shows when decoded; it is reported by its row's line too.
   const { pixels, bad } = await loadPixels(data.rows, 32, ['safe']);
@@ -90,7 +90,7 @@ test('a file with no usable row is refused with its first problem', (t) => {
   writeFileSync(join(dir, 'x.jsonl'), 'nope\n');
   t.throws(() => readVisu(join(dir, 'x.jsonl')), {
     instanceOf: DataError,
-    message: /no usable rows .*x\.jsonl:1: broken JSON/,
+    message: /no usable rows .*x\.jsonl:1: not valid JSON/,
   });
 });
 

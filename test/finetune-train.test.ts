@@ -94,11 +94,11 @@ test('finetune CLI: bad rows are reported with their lines, usage errors are one
     '0',
   ]);
   t.is(ok.status, 0, ok.stderr);
-  t.regex(ok.stderr, /skipped .*train\.jsonl:7: broken JSON/);
+  t.regex(ok.stderr, /skipped .*train\.jsonl:7: not valid JSON/);
   t.is(JSON.parse(ok.stdout.trim().split('\n').pop()!).steps, 1);
   const strict = cli(['--clip', weightsPath('toy-clip'), '--data', data, '--out', join(dir, 'p'), '--strict']);
   t.is(strict.status, 2);
-  t.regex(strict.stderr, /^safe-sd: .*train\.jsonl:7: broken JSON[^\n]*\n$/);
+  t.regex(strict.stderr, /^safe-sd: .*train\.jsonl:7: not valid JSON[^\n]*\n$/);
   const bad = cli(['--clip', weightsPath('toy-clip'), '--data', data, '--out', join(dir, 'q'), '--mode', 'both']);
   t.is(bad.status, 2);
   t.is(bad.stderr, "safe-sd: --mode expects 'text' or 'full', got 'both'\n");

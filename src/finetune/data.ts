@@ -4,7 +4,7 @@ import { clipPreprocess } from '../models/clip-preprocess.js';
 import { SafetensorsFile } from '../core/safetensors.js';
 import type { F32Tensor } from '../core/tensor.js';
 import { InputError } from '../core/errors.js';
-import { readUtf8 } from '../core/text-file.js';
+import { readVisuRecords } from '../datasets/visu.js';
 
 /**
  * ViSU-style training data: JSONL rows `{id, safe, nsfw, tag, safe_image, nsfw_image}`, each a safe caption, the same
@@ -56,14 +56,6 @@ export function resolveDataFile(path: string): string {
   return path;
 }
 
-function text(row: Record<string, unknown>, key: string): string {
-  const v = row[key];
-  if (typeof v !== 'string')
-    throw new Error(`'${key}' is ${v === undefined ? 'missing' : `not a string (${JSON.stringify(v)})`}`);
-  if (!v.trim()) throw new Error(`'${key}' is empty`);
-  return v;
-}
-
 export interface ReadOptions {
   /** Refuse the whole file on the first bad row instead of leaving the row out. */
   strict?: boolean;
@@ -71,50 +63,45 @@ export interface ReadOptions {
   checkImages?: boolean;
 }
 
-/** Parse and check every row; bad ones are reported by line and left out, or fatal when `strict`. */
+/**
+ * Parse and check every row (datasets/visu.ts reads the lines; training also needs a unique id and both pictures);
+ * bad ones are reported by line and left out, or fatal when `strict`.
+ */
 export function readVisu(path: string, opts: ReadOptions = {}): VisuData {
   const file = resolve(resolveDataFile(path));
   const base = dirname(file);
   const checkImages = opts.checkImages ?? true;
+  const { records, errors } = readVisuRecords(file);
   const rows: VisuRow[] = [];
-  const problems: DataProblem[] = [];
+  const problems: DataProblem[] = errors.map((e) => ({ file, ...e }));
   const ids = new Set<string>();
-  const lines = readUtf8(file).split('\n');
-  lines.forEach((raw, i) => {
-    if (!raw.trim()) return;
-    const line = i + 1;
-    try {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw);
-      } catch (e) {
-        throw new Error(`broken JSON: ${(e as Error).message}`);
-      }
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-        throw new Error('a row must be a JSON object');
-      const obj = parsed as Record<string, unknown>;
-      const id = text(obj, 'id');
-      if (ids.has(id)) throw new Error(`id '${id}' appears twice`);
-      const row: VisuRow = {
-        line,
-        id,
-        safe: text(obj, 'safe'),
-        nsfw: text(obj, 'nsfw'),
-        tag: typeof obj.tag === 'string' ? obj.tag : '',
-        safeImage: resolve(base, text(obj, 'safe_image')),
-        nsfwImage: resolve(base, text(obj, 'nsfw_image')),
-      };
-      if (checkImages) {
-        for (const img of [row.safeImage, row.nsfwImage]) if (!existsSync(img)) throw new Error(`missing image ${img}`);
-      }
-      ids.add(id);
-      rows.push(row);
-    } catch (e) {
-      const problem = { file, line, message: (e as Error).message };
-      if (opts.strict) throw new DataError(formatProblem(problem));
-      problems.push(problem);
+  for (const r of records) {
+    const required = { id: r.id, safe_image: r.safeImage, nsfw_image: r.nsfwImage };
+    const missing = Object.entries(required).filter(([, v]) => v === undefined || !v.trim());
+    let message: string | undefined;
+    if (missing.length) message = `missing or empty ${missing.map(([k]) => k).join(' and ')}`;
+    else if (ids.has(r.id!)) message = `id '${r.id}' appears twice`;
+    const row: VisuRow = {
+      line: r.line,
+      id: r.id!,
+      safe: r.safe,
+      nsfw: r.nsfw,
+      tag: r.tag ?? '',
+      safeImage: resolve(base, r.safeImage ?? ''),
+      nsfwImage: resolve(base, r.nsfwImage ?? ''),
+    };
+    if (!message && checkImages) {
+      const absent = [row.safeImage, row.nsfwImage].find((img) => !existsSync(img));
+      if (absent) message = `missing image ${absent}`;
     }
-  });
+    if (message) problems.push({ file, line: r.line, message });
+    else {
+      ids.add(row.id);
+      rows.push(row);
+    }
+  }
+  problems.sort((a, b) => a.line - b.line);
+  if (opts.strict && problems.length) throw new DataError(formatProblem(problems[0]!));
   if (!rows.length) {
     const bad = problems.length ? ` (${problems.length} bad, first: ${formatProblem(problems[0])})` : '';
     throw new DataError(`${file}: no usable rows${bad}`);
