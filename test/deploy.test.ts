@@ -4,8 +4,8 @@
  */
 import test from 'ava';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
 import { SERVICE_NAME } from '../src/grpc/proto.js';
 import { ServerMetrics } from '../src/serving/metrics.js';
 import { cli, ROOT } from './helpers/processes.js';
@@ -129,7 +129,7 @@ test("every flag the manifests and the Dockerfile pass exists in that command's 
 
 test("ports: the server's flags, container ports, probes, Services, scrape annotation and EXPOSE agree", (t) => {
   const all = docs();
-  const base = all.find((d) => d.kind === 'Deployment' && d.file === 'deploy/k8s/serve.yaml')!;
+  const base = all.find((d) => d.kind === 'Deployment' && d.file === 'deploy/k8s/base/serve.yaml')!;
   const baseArgs = base.spec.template.spec.containers[0].args as string[];
   let checked = 0;
   for (const d of all) {
@@ -261,4 +261,19 @@ test('nginx: grpc_pass names the upstream the file defines, with retries on conn
   t.regex(conf, /listen 50051 http2;/);
   t.regex(conf, /grpc_next_upstream error;/);
   t.notRegex(conf, /non_idempotent|grpc_next_upstream\s[^;]*timeout/);
+});
+
+test('kustomizations: every resource and patch exists, and none points at a folder above it (kustomize refuses that)', (t) => {
+  const kustomizations = yamlFiles.filter((f) => f.endsWith('kustomization.yaml'));
+  t.true(kustomizations.length >= 3);
+  for (const file of kustomizations) {
+    const dir = dirname(file);
+    const k = parse(readFileSync(file, 'utf8')) as { resources?: string[]; patches?: Array<{ path: string }> };
+    for (const entry of [...(k.resources ?? []), ...(k.patches ?? []).map((p) => p.path)]) {
+      const target = resolve(dir, entry);
+      const where = `${relative(ROOT, file)}: ${entry}`;
+      t.true(existsSync(target), `${where} exists`);
+      t.false(dir === target || dir.startsWith(`${target}${sep}`), `${where} is not a folder above the kustomization`);
+    }
+  }
 });
