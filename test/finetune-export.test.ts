@@ -10,8 +10,8 @@ import type { F32Tensor } from '../src/core/tensor.js';
 import { fixture, weightsPath } from './fixtures.js';
 import { maxAbsError } from './helpers/compare.js';
 
-// The CLIPTextModel folder has text_model. keys and the tokenizer.
-test('export: LoRA merged into a CLIPTextModel folder and a whole CLIPModel that load back', async (t) => {
+// The text encoder folder has text_model. keys, the fine-tuned text projection and the tokenizer.
+test('export: LoRA merged into a CLIPTextModelWithProjection folder and a whole CLIPModel that load back', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'safe-sd-export-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const clip = loadClip(weightsPath('toy-clip'));
@@ -37,11 +37,16 @@ test('export: LoRA merged into a CLIPTextModel folder and a whole CLIPModel that
   exportClipModel(clip, weights, join(dir, 'clip-model'));
 
   const saved = readSafetensors(join(dir, 'model.safetensors'));
-  t.true([...saved.keys()].every((k) => k.startsWith('text_model.')));
+  t.deepEqual(
+    [...saved.keys()].filter((k) => !k.startsWith('text_model.')),
+    ['text_projection.weight'],
+  );
+  t.deepEqual(saved.get('text_projection.weight')!.data, weights.get('text_projection.weight')!.data);
   t.deepEqual(saved.get(`${module}.weight`)!.data, mergeLora(w, A, B, lora).data);
   t.true(existsSync(join(dir, 'tokenizer.json')));
   const text = loadClip(dir);
-  t.is(text.kind, 'CLIPTextModel');
+  t.is(text.kind, 'CLIPTextModelWithProjection');
+  t.is(text.projectionDim, 64);
   const encoder = await ClipTextEncoder.create(text);
   const ids = new BigInt64Array(77).fill(49407n);
   ids[0] = 49406n;

@@ -61,8 +61,8 @@ test('a run stopped at step 2 and resumed to 5 ends with exactly the parameters 
   const weighted = terms.reduce((sum, term) => sum + termWeight(term) * straight.losses[term], 0);
   t.log(`last step: total ${straight.losses.total}, weighted terms ${weighted}`);
   t.true(Math.abs(straight.losses.total - weighted) <= 1e-5 * Math.abs(weighted));
-  // The result is a CLIPTextModel folder, with the whole CLIPModel beside it.
-  t.is(loadClip(join(dir, 'b')).kind, 'CLIPTextModel');
+  // The result is a text encoder folder with its projection, the whole CLIPModel beside it.
+  t.is(loadClip(join(dir, 'b')).kind, 'CLIPTextModelWithProjection');
   t.is(loadClip(join(dir, 'b', CLIP_MODEL_DIR)).kind, 'CLIPModel');
   // Resuming with other settings is refused.
   await t.throwsAsync(train({ ...base(data, join(dir, 'b')), lr: 2e-3, steps: 6, resume: true }), {

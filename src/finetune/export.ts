@@ -52,18 +52,29 @@ function copyTokenizer(from: string, to: string): void {
 }
 
 /**
- * A CLIPTextModel folder (files written into `dir`, which may hold other things): config.json (the text_config),
- * model.safetensors with `text_model.` keys, tokenizer files.
+ * The text encoder folder (files written into `dir`, which may hold other things): config.json (the text_config),
+ * model.safetensors with `text_model.` keys, tokenizer files. When the source has a text projection (a CLIPModel),
+ * the folder is a CLIPTextModelWithProjection holding the fine-tuned `text_projection` too: Stable Diffusion reads
+ * only the tower, retrieval in the joint space needs the projection that was trained with it.
  */
 export function exportTextModel(clip: LoadedClip, weights: Map<string, F32Tensor>, dir: string): void {
   const source = Config.read(join(clip.dir, 'config.json'));
   const textConfig = clip.kind === 'CLIPModel' ? source.section('text_config').raw : source.raw;
-  const config = { ...textConfig, architectures: ['CLIPTextModel'], model_type: 'clip_text_model', dtype: 'float32' };
+  const projection = clip.kind === 'CLIPModel' ? weights.get('text_projection.weight') : undefined;
+  const architecture = projection ? 'CLIPTextModelWithProjection' : 'CLIPTextModel';
+  const config = {
+    ...textConfig,
+    architectures: [architecture],
+    model_type: 'clip_text_model',
+    dtype: 'float32',
+    ...(projection ? { projection_dim: projection.shape[0] } : {}),
+  };
   const tensors = new Map<string, F32Tensor>();
   for (const [k, v] of weights) {
     if (k.startsWith('text_model.')) tensors.set(k, v);
     else if (clip.kind !== 'CLIPModel' && !k.startsWith('text_projection.')) tensors.set(`text_model.${k}`, v);
   }
+  if (projection) tensors.set('text_projection.weight', projection);
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   writeConfig(dir, config);
