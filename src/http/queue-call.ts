@@ -64,7 +64,8 @@ export function submitCall(
     handle = ctx.queue.submit(log.bindings().reqId as string, requests, {
       queued: (position) => events.queued?.(position),
       progress: (step, total) => events.progress?.(step, total),
-      preview: (index, step, preview) => events.preview?.(index, step, preview),
+      // Only callers that show previews get them made (OpenAI's images API does not).
+      ...(events.preview && { preview: events.preview }),
       done: (r) => {
         const outcome = r.ok ? 'ok' : r.kind;
         const totalMs = Math.round(performance.now() - started);
