@@ -152,10 +152,10 @@ export class Adam {
   }
 
   /**
-   * Which `unit`-sized runs of a parameter have ever had a gradient (CHUNK values, or a row of a row gradient). An
-   * embedding table's gradient is zero outside the batch's tokens, and most of a 49,408-token vocabulary never
-   * occurs in a data set; skipping its untouched rows gives the same result as the dense update at a small fraction
-   * of the cost.
+   * Which `unit`-sized runs of a parameter have ever had a gradient (CHUNK values of a dense gradient, or a row of a
+   * row gradient). An embedding table's gradient is zero outside the batch's tokens, and most of a 49,408-token
+   * vocabulary never occurs in a data set; skipping its untouched rows gives the same result as the dense update at
+   * a small fraction of the cost.
    */
   private liveUnits(name: string, m: Float32Array, v: Float32Array, unit: number): Uint8Array {
     let live = this.live.get(name);
@@ -213,8 +213,9 @@ interface StepConstants {
 }
 
 /**
- * The gradient read two values at a time: the zero test over a token embedding's untouched rows (3.2 M values for
- * CLIP's vocabulary, every step) takes half the time. A pair is zero as a float64 exactly when both floats are +0
+ * The gradient read two values at a time: the zero test over a dense table gradient's untouched rows (a table read
+ * by more than an embedding lookup, e.g. tied weights, whose gradient cannot come as rows: 3.2 M values for CLIP's
+ * vocabulary, every step) takes half the time. A pair is zero as a float64 exactly when both floats are +0
  * (or the high one −0); any other pair, −0 included, counts as non-zero, which only costs an update that changes
  * nothing.
  */
