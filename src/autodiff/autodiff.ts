@@ -109,16 +109,18 @@ export function buildGradients(
 ): Map<string, GradientValue> {
   const nodes = [...g.nodes];
   const { shapes, types } = interpret(g);
-  const gathered = new Map<string, Node>();
+  // Parameters whose gradient comes as rows: their one reader (an axis-0 Gather) and the shape of a row.
+  const gathered = new Map<Node, { table: string; width: number[] }>();
   if (opts.rows) {
     for (const w of wrt) {
       const users = nodes.filter((n) => n.inputs.includes(w));
       const [u] = users;
-      const rowShape = shapes.get(w)?.slice(1);
-      const static_ = rowShape?.every((d) => typeof d === 'number');
-      if (users.length === 1 && u.op === 'Gather' && u.inputs[0] === w && !u.attrs.axis && static_) gathered.set(w, u);
+      const width = shapes.get(w)?.slice(1);
+      if (users.length !== 1 || u.op !== 'Gather' || u.inputs[0] !== w || u.attrs.axis) continue;
+      if (width?.every((d) => typeof d === 'number')) gathered.set(u, { table: w, width: width as number[] });
     }
   }
+  const rowTables = new Map([...gathered.values()].map((r) => [r.table, r.width]));
 
   const depends = new Set(wrt);
   for (const n of nodes) {
@@ -153,9 +155,9 @@ export function buildGradients(
     if (!needs.some(Boolean)) continue;
     const dys = n.outputs.map((o) => (depends.has(o) ? gradOf(o) : undefined));
     if (dys.every((d) => d === undefined)) continue;
-    const table = gathered.size ? [...gathered].find(([, u]) => u === n)?.[0] : undefined;
-    if (table) {
-      const width = (shapes.get(table) as number[]).slice(1);
+    const gather = gathered.get(n);
+    if (gather) {
+      const { table, width } = gather;
       const rows = g.op('Reshape', [n.inputs[1], g.constI64([-1])], {}, { name: `grad/${n.name}` });
       const values = g.op('Reshape', [dys[0]!, g.constI64([-1, ...width])], {}, { name: `grad/${n.name}` });
       sparse.set(table, { rows, values });
@@ -182,9 +184,9 @@ export function buildGradients(
 
   const result = new Map<string, GradientValue>();
   for (const w of wrt) {
-    const rowsGrad = sparse.get(w);
-    if (gathered.has(w)) {
-      const width = (shapes.get(w) as number[]).slice(1);
+    const width = rowTables.get(w);
+    if (width) {
+      const rowsGrad = sparse.get(w);
       const none = () => ({
         rows: g.constant({ dtype: 'I64', shape: [0], data: new BigInt64Array(0) }, `grad/${w}/no_rows`),
         values: g.constant({ dtype: 'F32', shape: [0, ...width], data: new Float32Array(0) }, `grad/${w}/no_rows`),

@@ -114,15 +114,17 @@ export async function observedRun(
   return res;
 }
 
+function toOrtFeeds(feeds: Record<string, Tensor>): Record<string, ort.Tensor> {
+  return Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, toOrt(v)]));
+}
+
 /** Run a session on named float/int tensors and return its float outputs. */
 export async function run(
   session: ort.InferenceSession,
   feeds: Record<string, Tensor>,
   outputs?: string[],
 ): Promise<Record<string, F32Tensor>> {
-  const ortFeeds: Record<string, ort.Tensor> = {};
-  for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
-  const res = await observedRun(session, ortFeeds, outputs);
+  const res = await observedRun(session, toOrtFeeds(feeds), outputs);
   const out: Record<string, F32Tensor> = {};
   for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
   return out;
@@ -134,8 +136,6 @@ export async function runTensors(
   feeds: Record<string, Tensor>,
   outputs: string[],
 ): Promise<Record<string, Tensor>> {
-  const ortFeeds: Record<string, ort.Tensor> = {};
-  for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
-  const res = await observedRun(session, ortFeeds, outputs);
+  const res = await observedRun(session, toOrtFeeds(feeds), outputs);
   return Object.fromEntries(Object.entries(res).map(([k, v]) => [k, fromOrtAny(v)]));
 }

@@ -210,20 +210,18 @@ export class LocalEngine implements Engine {
         continue;
       }
       const delivered = await deliver(images, r, safety);
-      const out: GeneratedImage[] = delivered.map(({ png, verdict }) => {
-        return {
-          png,
-          seed: r.seed,
-          width,
-          height,
-          encoder: r.encoder,
-          scheduler,
-          steps,
-          guidanceScale: r.guidanceScale,
-          pipeline: pname,
-          safety: verdict,
-        };
-      });
+      const out: GeneratedImage[] = delivered.map(({ png, verdict }) => ({
+        png,
+        seed: r.seed,
+        width,
+        height,
+        encoder: r.encoder,
+        scheduler,
+        steps,
+        guidanceScale: r.guidanceScale,
+        pipeline: pname,
+        safety: verdict,
+      }));
       outcomes.set(id, { ok: true, images: out });
     }
     return outcomes;

@@ -88,18 +88,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw e;
   });
   // NOT_SERVING while no worker can run (all crashed, restarts failing), so load balancers look elsewhere.
-  let workersServing = true;
-  pool.on('serving', (serving: boolean) => {
-    workersServing = serving;
-    if (!draining) grpcServer.setServing(serving);
-  });
+  pool.on('serving', (serving: boolean) => draining || grpcServer.setServing(serving));
   let metricsServer: http.Server | undefined;
   let httpServer: RunningHttp | undefined;
   try {
     if (opts.metricsPort) metricsServer = await metrics.listen(opts.host, opts.metricsPort, opts.token);
     if (opts.http) {
       httpServer = await startHttpServer(
-        { models: pool.models, queue, metrics, logger: log, draining: () => draining, serving: () => workersServing },
+        { models: pool.models, queue, metrics, logger: log, draining: () => draining, serving: () => pool.live > 0 },
         { host: opts.host, port: opts.http.port, token: opts.token, tls: opts.tls, corsOrigin: opts.http.corsOrigin },
       );
     }
